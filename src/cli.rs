@@ -1,0 +1,112 @@
+//! The command line, as in `PIPELINE.md`: `run`, `validate`, `plan`,
+//! `generate`. Parsed by clap (derive); `main.rs` dispatches.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// YAML-declared batch pipelines for CRM analytics on Apache DataFusion.
+#[derive(Debug, Parser)]
+#[command(name = "crmflow", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// Log level filter (e.g. `info`, `debug`, `crmflow=debug,datafusion=info`);
+    /// the environment variable CRMFLOW_LOG does the same.
+    #[arg(long, global = true, env = "CRMFLOW_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a pipeline: read sources, run steps, publish sinks.
+    Run(RunArgs),
+    /// Check a pipeline against the real source schemas (footers only, no rows).
+    Validate(PipelineArgs),
+    /// Print the step graph, each table's schema and each SQL step's plan.
+    Plan(PipelineArgs),
+    /// Write deterministic synthetic customers, transactions and interactions.
+    Generate(GenerateArgs),
+}
+
+/// The pipeline file and its vars.
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    /// The pipeline YAML file.
+    pub pipeline: PathBuf,
+
+    /// Override a var: `--var as_of=2026-11-24` (repeatable).
+    #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+}
+
+impl PipelineArgs {
+    /// The `--var` overrides as a map (the last of a repeated key wins).
+    pub fn overrides(&self) -> BTreeMap<String, String> {
+        self.vars.iter().cloned().collect()
+    }
+}
+
+/// `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+
+    /// Run only these steps (and the steps they read), and only the sinks
+    /// of their tables (repeatable).
+    #[arg(long = "select", value_name = "STEP")]
+    pub select: Vec<String>,
+
+    /// Also write the run's results (the JSON summary) to this file.
+    #[arg(long, value_name = "PATH")]
+    pub run_results: Option<PathBuf>,
+}
+
+/// `generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Number of customers.
+    #[arg(long)]
+    pub customers: u64,
+
+    /// Random seed: the same seed gives byte-identical files.
+    #[arg(long, default_value_t = 20261124)]
+    pub seed: u64,
+
+    /// Output directory or URL (customers/, transactions/, interactions/ below it).
+    #[arg(long)]
+    pub out: String,
+
+    /// First day of the observation window.
+    #[arg(long, default_value = "2023-11-25")]
+    pub start: chrono::NaiveDate,
+
+    /// Day after the last day of the window (exclusive).
+    #[arg(long, default_value = "2026-11-25")]
+    pub end: chrono::NaiveDate,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("\"{s}\" is not KEY=VALUE"))?;
+    if k.is_empty() {
+        return Err(format!("\"{s}\" has an empty KEY"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}

@@ -1,0 +1,232 @@
+//! Sinks: a table written as Parquet to a staging location, checked there,
+//! and published only when every sink of the run has staged and passed.
+//!
+//! Staging is a hidden sibling of the sink's location,
+//! `<parent>/.<name>.crmflow-<run id>/`, on the same store (so that on a
+//! local disk publishing is a rename). What readers see and when is the
+//! publish protocol of [`publish`], documented in the README.
+//!
+//! Output is BI-safe ([`bi_safe`]): timestamps as microseconds UTC, no
+//! unsigned integers, plain UTF-8 strings, zstd, page statistics.
+
+pub mod publish;
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::common::config::TableParquetOptions;
+use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::logical_expr::{Expr, cast};
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+use datafusion::prelude::{DataFrame, SessionContext};
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+use object_store::path::Path as StorePath;
+
+use crate::error::{Error, Result};
+use crate::runner::plan::Sink;
+use crate::stages::column;
+use crate::storage::{self, Location};
+
+/// Rows per Parquet row group: large enough for scans, small enough for
+/// BI tools that read a row group at a time.
+pub const ROW_GROUP_ROWS: usize = 256 * 1024;
+
+/// A sink's output, written and waiting to be published.
+#[derive(Debug)]
+pub struct Staged {
+    pub sink: Sink,
+    pub staging: Location,
+    pub store: Arc<dyn ObjectStore>,
+    /// Files below `staging`, relative (`segment=0/x.parquet`).
+    pub files: Vec<StagedFile>,
+    pub rows: u64,
+    pub schema: SchemaRef,
+}
+
+/// One written file.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StagedFile {
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// The staging location of a sink for a run.
+pub fn staging_location(sink: &Location, run_id: &str) -> Option<Location> {
+    let (parent, name) = sink.parent_and_name()?;
+    Some(parent.join(&format!(".{name}.crmflow-{run_id}/")))
+}
+
+/// Writes the sink's table to its staging location.
+///
+/// # Errors
+/// [`Error::Sink`] naming the sink and its location.
+pub async fn stage(ctx: &SessionContext, sink: &Sink, run_id: &str, options: &std::collections::BTreeMap<String, String>) -> Result<Staged> {
+    let err = |m: String| Error::Sink {
+        sink: sink.table.clone(),
+        url: sink.location.to_string(),
+        message: m,
+    };
+    let store = storage::register(ctx, &sink.location, options).map_err(&err)?;
+    let staging = staging_location(&sink.location, run_id).ok_or_else(|| err("the location has no parent to stage in".into()))?;
+    let df = ctx.table(sink.table.as_str()).await.map_err(|e| err(e.to_string()))?;
+    for c in &sink.partition_by {
+        if df.schema().field_with_unqualified_name(c).is_err() {
+            return Err(err(format!(
+                "partition_by column \"{c}\" is not in table \"{}\" (columns: {})",
+                sink.table,
+                crate::checks::column_list(df.schema().as_arrow())
+            )));
+        }
+    }
+    let df = bi_safe(df).map_err(|e| err(e.to_string()))?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let mut opts = TableParquetOptions::default();
+    opts.global.compression = Some("zstd(3)".into());
+    opts.global.statistics_enabled = Some("page".into());
+    opts.global.max_row_group_size = ROW_GROUP_ROWS;
+    opts.global.created_by = format!("crmflow {} (datafusion {})", env!("CARGO_PKG_VERSION"), datafusion::DATAFUSION_VERSION);
+    let write = DataFrameWriteOptions::new().with_partition_by(sink.partition_by.clone());
+    let result = df.write_parquet(staging.url().as_str(), write, Some(opts)).await;
+    if let Err(e) = result {
+        remove_prefix(store.as_ref(), &staging).await;
+        return Err(err(format!("writing {staging} failed: {e}")));
+    }
+    let files = match describe(store.clone(), &staging).await {
+        Ok(f) => f,
+        Err(e) => {
+            remove_prefix(store.as_ref(), &staging).await;
+            return Err(err(e));
+        }
+    };
+    let rows = files.iter().map(|f| f.rows).sum();
+    Ok(Staged {
+        sink: sink.clone(),
+        staging,
+        store,
+        files,
+        rows,
+        schema,
+    })
+}
+
+/// The data files below a location with their row counts (from the
+/// footers) and sizes, sorted by path.
+///
+/// # Errors
+/// A listing or footer failure, as a message.
+pub async fn describe(store: Arc<dyn ObjectStore>, dir: &Location) -> std::result::Result<Vec<StagedFile>, String> {
+    let prefix = dir.path();
+    let skip = prefix.parts().count();
+    let metas: Vec<object_store::ObjectMeta> = store
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .map_err(|e| format!("cannot list {dir}: {e}"))?;
+    let mut files = Vec::new();
+    for m in metas {
+        let rel: Vec<String> = m.location.parts().skip(skip).map(|p| p.as_ref().to_string()).collect();
+        if rel.iter().any(|p| p.starts_with('.') || p.starts_with('_')) || !m.location.as_ref().ends_with(".parquet") {
+            continue;
+        }
+        let rows = footer_rows(store.clone(), &m.location, m.size).await?;
+        files.push(StagedFile {
+            path: rel.join("/"),
+            rows,
+            bytes: m.size,
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+/// The row count in a Parquet file's footer.
+///
+/// # Errors
+/// The footer cannot be read.
+pub async fn footer_rows(store: Arc<dyn ObjectStore>, path: &StorePath, size: u64) -> std::result::Result<u64, String> {
+    let meta = object_store::ObjectMeta {
+        location: path.clone(),
+        last_modified: chrono::Utc::now(),
+        size,
+        e_tag: None,
+        version: None,
+    };
+    let md = DFParquetMetadata::new(store.as_ref(), &meta)
+        .fetch_metadata()
+        .await
+        .map_err(|e| format!("cannot read the footer of {path}: {e}"))?;
+    Ok(md.file_metadata().num_rows().max(0) as u64)
+}
+
+/// Deletes everything below a location (best effort: used on failure
+/// paths and to drop staging after publishing).
+pub async fn remove_prefix(store: &dyn ObjectStore, dir: &Location) {
+    let prefix = dir.path();
+    let metas: Vec<object_store::ObjectMeta> = store.list(Some(&prefix)).try_collect().await.unwrap_or_default();
+    for m in metas {
+        let _ = object_store::ObjectStoreExt::delete(store, &m.location).await;
+    }
+    // A local store leaves the (now empty) directories behind.
+    if let Some(path) = dir.local_path()
+        && path.is_dir()
+    {
+        let _ = std::fs::remove_dir_all(path);
+    }
+}
+
+/// Casts columns to the types BI readers handle everywhere: timestamps to
+/// microseconds UTC (DataFusion SQL makes nanoseconds; naive timestamps are
+/// taken as UTC), unsigned to signed integers, string/binary views and large
+/// variants to plain, dictionaries to their values, Date64 to Date32,
+/// Float16 to Float32.
+///
+/// # Errors
+/// A cast DataFusion cannot plan.
+pub fn bi_safe(df: DataFrame) -> datafusion::error::Result<DataFrame> {
+    let fields: Vec<Field> = df.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    if fields.iter().all(|f| safe_type(f.data_type()) == *f.data_type()) {
+        return Ok(df);
+    }
+    let exprs: Vec<Expr> = fields
+        .iter()
+        .map(|f| {
+            let want = safe_type(f.data_type());
+            if want == *f.data_type() {
+                column(f.name())
+            } else {
+                cast(column(f.name()), want).alias(f.name())
+            }
+        })
+        .collect();
+    df.select(exprs)
+}
+
+/// The BI-safe type for a column type (see [`bi_safe`]).
+pub fn safe_type(t: &DataType) -> DataType {
+    use DataType::*;
+    match t {
+        Timestamp(_, _) => Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        UInt8 => Int16,
+        UInt16 => Int32,
+        UInt32 | UInt64 => Int64,
+        Utf8View | LargeUtf8 => Utf8,
+        BinaryView | LargeBinary => Binary,
+        Dictionary(_, v) => safe_type(v),
+        Date64 => Date32,
+        Float16 => Float32,
+        other => other.clone(),
+    }
+}
+
+/// Schema as JSON for manifests: name, type, nullable.
+pub fn schema_json(schema: &Schema) -> serde_json::Value {
+    serde_json::Value::Array(
+        schema
+            .fields()
+            .iter()
+            .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable()}))
+            .collect(),
+    )
+}

@@ -1,0 +1,198 @@
+//! Sources: a Parquet file or a directory of Parquet files, registered with
+//! DataFusion as a listing table under the source's name.
+//!
+//! The directory is listed once through `object_store`, so that a missing
+//! path, an empty directory or a stray non-Parquet file is reported with the
+//! source's name and the offending path before DataFusion sees it. Hive
+//! `key=value/` directories become (string) partition columns. Registering
+//! reads Parquet footers (for the schema), never rows.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+
+use crate::config::CheckSpec;
+use crate::error::{Error, Result};
+use crate::storage::{self, Location};
+
+/// A resolved source.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub location: Location,
+    pub checks: Vec<CheckSpec>,
+}
+
+/// What listing a location found.
+#[derive(Debug)]
+pub struct Listing {
+    /// The table's root (a directory, or the single file).
+    pub location: Location,
+    pub files: Vec<ObjectMeta>,
+    /// Hive partition keys, outermost first.
+    pub partition_cols: Vec<String>,
+}
+
+/// Registers `source` as a table and returns its schema.
+///
+/// # Errors
+/// [`Error::Source`] naming the source and the path: nothing there, no
+/// Parquet files, a file that is not Parquet, inconsistent partitions.
+pub async fn register(
+    ctx: &SessionContext,
+    source: &Source,
+    storage_options: &std::collections::BTreeMap<String, String>,
+) -> Result<SchemaRef> {
+    let err = |url: &str, message: String| Error::Source {
+        source_name: source.name.clone(),
+        url: url.to_string(),
+        message,
+    };
+    let shown = source.location.to_string();
+    let store = storage::register(ctx, &source.location, storage_options).map_err(|m| err(&shown, m))?;
+    let listing = list(store.as_ref(), &source.location).await.map_err(|m| err(&shown, m))?;
+    let table = listing_table(ctx, &listing).await;
+    let table = match table {
+        Ok(t) => t,
+        Err(e) => {
+            // DataFusion's message does not say which file is broken: find it.
+            let message = match find_bad_file(store.clone(), &listing).await {
+                Some((path, why)) => format!("{path} is not a readable Parquet file: {why}"),
+                None => e.to_string(),
+            };
+            return Err(err(&shown, message));
+        }
+    };
+    let schema = table.schema();
+    ctx.register_table(source.name.as_str(), Arc::new(table))
+        .map_err(|e| err(&shown, e.to_string()))?;
+    Ok(schema)
+}
+
+/// A listing table over the files found (schema from the footers).
+///
+/// # Errors
+/// DataFusion's, e.g. a corrupt footer.
+pub async fn listing_table(ctx: &SessionContext, listing: &Listing) -> datafusion::error::Result<ListingTable> {
+    let url = ListingTableUrl::parse(listing.location.url().as_str())?;
+    let format = ParquetFormat::default();
+    let mut options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
+    if !listing.partition_cols.is_empty() {
+        options = options.with_table_partition_cols(
+            listing
+                .partition_cols
+                .iter()
+                .map(|c| (c.clone(), DataType::Utf8))
+                .collect(),
+        );
+    }
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .infer_schema(&ctx.state())
+        .await?;
+    ListingTable::try_new(config)
+}
+
+/// Lists the Parquet files of a location (a file or a directory).
+///
+/// Files and directories whose name starts with `.` or `_` (`_SUCCESS`,
+/// staging directories) are ignored, as Spark and Hive do.
+///
+/// # Errors
+/// A message naming the path: nothing there, no Parquet files, a file that
+/// is not Parquet, partition directories that disagree.
+pub async fn list(store: &dyn ObjectStore, location: &Location) -> std::result::Result<Listing, String> {
+    let path = location.path();
+    if !location.is_dir() {
+        match store.head(&path).await {
+            Ok(meta) => {
+                if !meta.location.as_ref().ends_with(".parquet") {
+                    return Err(format!("{location} is not a Parquet file (expected a .parquet name)"));
+                }
+                return Ok(Listing {
+                    location: location.clone(),
+                    files: vec![meta],
+                    partition_cols: vec![],
+                });
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(format!("cannot read {location}: {e}")),
+        }
+    }
+    let dir = location.as_dir();
+    let objects: Vec<ObjectMeta> = store
+        .list(Some(&path))
+        .try_collect()
+        .await
+        .map_err(|e| match e {
+            object_store::Error::NotFound { .. } => format!("{dir} does not exist"),
+            e => format!("cannot list {dir}: {e}"),
+        })?;
+    let prefix_parts = path.parts().count();
+    let mut files = Vec::new();
+    let mut partition_cols: Option<Vec<String>> = None;
+    for meta in objects {
+        let rel: Vec<String> = meta.location.parts().skip(prefix_parts).map(|p| p.as_ref().to_string()).collect();
+        if rel.iter().any(|p| p.starts_with('.') || p.starts_with('_')) {
+            continue;
+        }
+        let name = rel.last().cloned().unwrap_or_default();
+        if !name.ends_with(".parquet") {
+            return Err(format!(
+                "{} is not a Parquet file (expected only *.parquet files below {dir})",
+                dir.join(&rel.join("/"))
+            ));
+        }
+        let keys: Vec<String> = rel[..rel.len() - 1]
+            .iter()
+            .filter_map(|p| p.split_once('=').map(|(k, _)| k.to_string()))
+            .collect();
+        match &partition_cols {
+            None => partition_cols = Some(keys),
+            Some(k) if *k == keys => {}
+            Some(k) => {
+                return Err(format!(
+                    "partition directories disagree: {} has keys [{}], others [{}]",
+                    dir.join(&rel.join("/")),
+                    keys.join(", "),
+                    k.join(", ")
+                ));
+            }
+        }
+        files.push(meta);
+    }
+    if files.is_empty() {
+        let exists = location.local_path().map(|p| p.exists()).unwrap_or(true);
+        return Err(if exists {
+            format!("no Parquet files found in {dir}")
+        } else {
+            format!("{} does not exist", location)
+        });
+    }
+    Ok(Listing {
+        location: dir,
+        files,
+        partition_cols: partition_cols.unwrap_or_default(),
+    })
+}
+
+/// The first file whose footer cannot be read, with the reason.
+async fn find_bad_file(store: Arc<dyn ObjectStore>, listing: &Listing) -> Option<(String, String)> {
+    for meta in &listing.files {
+        if let Err(e) = DFParquetMetadata::new(store.as_ref(), meta).fetch_metadata().await {
+            let shown = match listing.location.local_path() {
+                Some(_) => format!("/{}", meta.location),
+                None => format!("{}{}", listing.location.store_url(), meta.location),
+            };
+            return Some((shown, e.to_string()));
+        }
+    }
+    None
+}

@@ -1,0 +1,303 @@
+//! Where data lives: URLs for sources and sinks, and the object stores
+//! behind them.
+//!
+//! Every location is a URL handled by `object_store` and registered with
+//! DataFusion's runtime, so a local path, `file://`, `s3://`, `gs://`,
+//! `az://`/`abfss://` and `memory://` all go through one code path. Stores
+//! are configured from the environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`: each
+//! cloud's standard variables and credential chain) with the pipeline's
+//! `storage:` options on top. Option values never appear in messages.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::prelude::SessionContext;
+use object_store::ObjectStore;
+use object_store::path::Path as StorePath;
+use url::Url;
+
+/// A resolved data location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    url: Url,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.local_path() {
+            Some(p) => write!(f, "{}", p.display()),
+            None => f.write_str(self.url.as_str()),
+        }
+    }
+}
+
+const SCHEMES: &[&str] = &[
+    "file", "s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss", "memory",
+];
+
+impl Location {
+    /// Parses a path or URL. Relative paths are taken from the current
+    /// directory. A trailing `/` marks a directory; so does a local path that
+    /// is an existing directory.
+    ///
+    /// # Errors
+    /// An unsupported scheme or a malformed URL, as a message.
+    pub fn parse(s: &str) -> Result<Location, String> {
+        if s.is_empty() {
+            return Err("the location is empty".to_string());
+        }
+        if let Some((scheme, _)) = s.split_once("://") {
+            if !SCHEMES.contains(&scheme) {
+                return Err(format!(
+                    "unsupported scheme \"{scheme}://\" (use a path or one of file://, s3://, gs://, az://, abfss://, memory://)"
+                ));
+            }
+            let mut url = Url::parse(s).map_err(|e| format!("invalid URL \"{s}\": {e}"))?;
+            if scheme == "s3a" {
+                url = Url::parse(&format!("s3{}", &s[3..])).map_err(|e| e.to_string())?;
+            }
+            if scheme != "file" && scheme != "memory" && url.host_str().unwrap_or("").is_empty() {
+                return Err(format!("\"{s}\" names no bucket or container"));
+            }
+            return Ok(Location { url });
+        }
+        let path = std::path::Path::new(s);
+        let abs = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| format!("cannot resolve \"{s}\": {e}"))?
+                .join(path)
+        };
+        let abs = normalize(&abs);
+        let dir = s.ends_with('/') || abs.is_dir();
+        let url = if dir {
+            Url::from_directory_path(&abs)
+        } else {
+            Url::from_file_path(&abs)
+        }
+        .map_err(|()| format!("cannot turn \"{s}\" into a file URL"))?;
+        Ok(Location { url })
+    }
+
+    /// The location as a directory (with a trailing `/`).
+    pub fn as_dir(&self) -> Location {
+        let mut url = self.url.clone();
+        if !url.path().ends_with('/') {
+            let p = format!("{}/", url.path());
+            url.set_path(&p);
+        }
+        Location { url }
+    }
+
+    /// Whether it names a directory (ends with `/`).
+    pub fn is_dir(&self) -> bool {
+        self.url.path().ends_with('/')
+    }
+
+    /// The full URL.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// `scheme://authority`, the key DataFusion registers a store under.
+    pub fn store_url(&self) -> ObjectStoreUrl {
+        let s = format!("{}://{}", self.url.scheme(), self.url.authority());
+        // Cannot fail: scheme and authority come from a parsed URL.
+        ObjectStoreUrl::parse(s).expect("scheme://authority of a parsed URL is a valid URL")
+    }
+
+    /// The path inside the store (no leading or trailing `/`).
+    pub fn path(&self) -> StorePath {
+        StorePath::from_url_path(self.url.path()).unwrap_or_default()
+    }
+
+    /// The local filesystem path, for `file://` locations.
+    pub fn local_path(&self) -> Option<PathBuf> {
+        if self.url.scheme() == "file" {
+            self.url.to_file_path().ok()
+        } else {
+            None
+        }
+    }
+
+    /// A location below this one (`rel` without leading `/`).
+    pub fn join(&self, rel: &str) -> Location {
+        let base = self.as_dir();
+        let mut url = base.url.clone();
+        url.set_path(&format!("{}{}", base.url.path(), rel));
+        Location { url }
+    }
+
+    /// The directory holding this location and this location's last segment.
+    pub fn parent_and_name(&self) -> Option<(Location, String)> {
+        let path = self.url.path().trim_end_matches('/');
+        let (parent, name) = path.rsplit_once('/')?;
+        if name.is_empty() {
+            return None;
+        }
+        let mut url = self.url.clone();
+        url.set_path(&format!("{parent}/"));
+        Some((Location { url }, name.to_string()))
+    }
+
+    /// A store path below this location's path.
+    pub fn child_path(&self, rel: &str) -> StorePath {
+        let base = self.path();
+        let mut p = base;
+        for part in rel.split('/').filter(|s| !s.is_empty()) {
+            p = p.join(part);
+        }
+        p
+    }
+}
+
+/// Removes `.` and `..` segments without touching the filesystem.
+fn normalize(p: &std::path::Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// In-memory stores by authority, shared within the process so that
+/// `memory://bucket/` names the same store for sources and sinks.
+fn memory_store(authority: &str) -> Arc<dyn ObjectStore> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
+    let mut stores = STORES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    stores
+        .entry(authority.to_string())
+        .or_insert_with(|| Arc::new(object_store::memory::InMemory::new()))
+        .clone()
+}
+
+/// Builds the store for a location from the environment plus `options`.
+///
+/// # Errors
+/// An option the store does not know, or a store that cannot be built
+/// (e.g. no region). The message never contains option values.
+pub fn build_store(
+    loc: &Location,
+    options: &BTreeMap<String, String>,
+) -> Result<Arc<dyn ObjectStore>, String> {
+    let url = loc.url();
+    let base = format!("{}://{}", url.scheme(), url.authority());
+    fn apply<B, K>(
+        mut builder: B,
+        options: &BTreeMap<String, String>,
+        prefix: &str,
+        with: impl Fn(B, K, &str) -> B,
+    ) -> Result<B, String>
+    where
+        K: std::str::FromStr,
+    {
+        for (k, v) in options {
+            let key = k.to_ascii_lowercase();
+            // Options of other clouds are skipped: one storage block serves a
+            // pipeline reading from S3 and writing to GCS. Keys without a
+            // cloud prefix are rejected by `config::validate`.
+            if !key.starts_with(prefix) {
+                continue;
+            }
+            let parsed: K = key
+                .parse()
+                .map_err(|_| format!("storage option \"{k}\" is not known to the {prefix}* store"))?;
+            builder = with(builder, parsed, v);
+        }
+        Ok(builder)
+    }
+    let store: Arc<dyn ObjectStore> = match url.scheme() {
+        "file" => Arc::new(object_store::local::LocalFileSystem::new()),
+        "memory" => memory_store(url.authority()),
+        "s3" => {
+            let b = object_store::aws::AmazonS3Builder::from_env().with_url(&base);
+            let b = apply(b, options, "aws_", |b, k, v| b.with_config(k, v))?;
+            Arc::new(b.build().map_err(|e| e.to_string())?)
+        }
+        "gs" => {
+            let b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(&base);
+            let b = apply(b, options, "google_", |b, k, v| b.with_config(k, v))?;
+            Arc::new(b.build().map_err(|e| e.to_string())?)
+        }
+        _ => {
+            let b = object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url.as_str());
+            let b = apply(b, options, "azure_", |b, k, v| b.with_config(k, v))?;
+            Arc::new(b.build().map_err(|e| e.to_string())?)
+        }
+    };
+    Ok(store)
+}
+
+/// Registers the store for `loc` with the context (once per store URL) and
+/// returns it.
+///
+/// # Errors
+/// See [`build_store`].
+pub fn register(
+    ctx: &SessionContext,
+    loc: &Location,
+    options: &BTreeMap<String, String>,
+) -> Result<Arc<dyn ObjectStore>, String> {
+    let key = loc.store_url();
+    if let Ok(store) = ctx.runtime_env().object_store(&key) {
+        if loc.url().scheme() != "file" {
+            return Ok(store);
+        }
+    }
+    let store = build_store(loc, options)?;
+    ctx.register_object_store(key.as_ref(), store.clone());
+    Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_paths_and_urls() {
+        let l = Location::parse("s3://bucket/out/scores/").unwrap();
+        assert_eq!(l.store_url().as_str(), "s3://bucket/");
+        assert_eq!(l.path().as_ref(), "out/scores");
+        assert!(l.is_dir());
+        let (parent, name) = l.parent_and_name().unwrap();
+        assert_eq!(parent.url().as_str(), "s3://bucket/out/");
+        assert_eq!(name, "scores");
+
+        let l = Location::parse("/tmp/x/../y/file.parquet").unwrap();
+        assert_eq!(l.url().as_str(), "file:///tmp/y/file.parquet");
+        assert_eq!(l.local_path().unwrap(), PathBuf::from("/tmp/y/file.parquet"));
+        assert_eq!(
+            Location::parse("/tmp/q").unwrap().join("a=1/f.parquet").url().as_str(),
+            "file:///tmp/q/a=1/f.parquet"
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_schemes_and_missing_buckets() {
+        assert_eq!(
+            Location::parse("ftp://host/x").unwrap_err(),
+            "unsupported scheme \"ftp://\" (use a path or one of file://, s3://, gs://, az://, abfss://, memory://)"
+        );
+        assert_eq!(Location::parse("s3:///x").unwrap_err(), "\"s3:///x\" names no bucket or container");
+    }
+
+    #[test]
+    fn unknown_storage_option_is_named_without_its_value() {
+        let loc = Location::parse("s3://bucket/x/").unwrap();
+        let opts = BTreeMap::from([("aws_secret_acess_key".to_string(), "hunter2".to_string())]);
+        let err = build_store(&loc, &opts).unwrap_err();
+        assert_eq!(err, "storage option \"aws_secret_acess_key\" is not known to the aws_* store");
+    }
+}
