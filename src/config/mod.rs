@@ -87,6 +87,9 @@ pub struct StepSpec {
     /// Keep the step's result in memory for its consumers (default: when it
     /// has more than one).
     pub cache: Option<bool>,
+    /// Vars for this step's SQL only, overriding the pipeline's (so one SQL
+    /// file can serve two steps, e.g. features now and a year ago).
+    pub vars: BTreeMap<String, String>,
 }
 
 /// The step kinds; matched in one place, [`crate::runner::exec`].
@@ -108,6 +111,8 @@ struct RawStepSpec {
     segment: Option<crate::stages::segment::SegmentSpec>,
     predict: Option<crate::stages::predict::PredictSpec>,
     cache: Option<bool>,
+    #[serde(default)]
+    vars: BTreeMap<String, String>,
 }
 
 impl TryFrom<RawStepSpec> for StepSpec {
@@ -144,10 +149,14 @@ impl TryFrom<RawStepSpec> for StepSpec {
                 ));
             }
         };
+        if !raw.vars.is_empty() && !matches!(kind, StepKindSpec::Sql(_)) {
+            return Err(format!("step \"{}\": vars applies to sql steps only", raw.name));
+        }
         Ok(StepSpec {
             name: raw.name,
             kind,
             cache: raw.cache,
+            vars: raw.vars,
         })
     }
 }

@@ -101,7 +101,7 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
             p.push(format!("{}: use lowercase letters, digits and _ in names (starting with a letter or _)", at(&name)));
         }
         let kind = match st.kind {
-            StepKindSpec::Sql(text) => match resolve_sql(&text, base_dir, &vars) {
+            StepKindSpec::Sql(text) => match vars.overlay(&st.vars).and_then(|v| resolve_sql(&text, base_dir, &v)) {
                 Ok((sql, origin, statement)) => Some(StepKind::Sql(crate::transform::SqlStep { sql, origin, statement })),
                 Err(e) => {
                     p.push(format!("{}: {e}", at(&name)));

@@ -122,6 +122,20 @@ impl Vars {
         }
     }
 
+    /// These vars with `extra` on top (each value interpolated against
+    /// these vars first).
+    ///
+    /// # Errors
+    /// A value that references an undefined var.
+    pub fn overlay(&self, extra: &BTreeMap<String, String>) -> Result<Vars, String> {
+        let mut out = self.clone();
+        for (k, v) in extra {
+            let v = self.interpolate(v).map_err(|e| format!("vars.{k}: {e}"))?;
+            out.values.insert(k.clone(), v);
+        }
+        Ok(out)
+    }
+
     /// The value of a var, if defined.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(String::as_str)

@@ -1,0 +1,19 @@
+-- One row per customer: features, CLV (discounted and BG/NBD), segment,
+-- predicted revenue, churn probability, and customer_value =
+-- clv x satisfaction x loyalty.
+SELECT f.*,
+       c.clv,
+       b.clv AS clv_bgnbd,
+       b.p_alive,
+       b.expected_purchases AS expected_purchases_next_year,
+       s.segment,
+       s.segment_distance,
+       r.prediction AS predicted_revenue_next_365d,
+       ch.prediction AS churn_probability,
+       c.clv * f.satisfaction * f.loyalty AS customer_value
+FROM features f
+JOIN clv c USING (customer_id)
+LEFT JOIN clv_bgnbd b USING (customer_id)
+JOIN segments s USING (customer_id)
+JOIN revenue_forecast r USING (customer_id)
+JOIN churn ch USING (customer_id)

@@ -1,0 +1,10 @@
+//! Integration tests: one binary, a module per area. CLI tests run the real
+//! `crmflow` binary and assert exit codes and messages word for word.
+
+mod cli_errors;
+mod common;
+mod features;
+mod generate;
+mod publish;
+mod sources;
+mod stages;
