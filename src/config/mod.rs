@@ -301,8 +301,8 @@ pub fn load(file: &Path) -> Result<PipelineSpec> {
         problems: vec![format!("cannot read the file: {e}")],
     })?;
     parse(&text).map_err(|problem| Error::Invalid {
+        problems: vec![problem.replace("<input>", &shown)],
         file: shown,
-        problems: vec![problem],
     })
 }
 
@@ -311,7 +311,7 @@ pub fn parse(text: &str) -> std::result::Result<PipelineSpec, String> {
     serde_saphyr::from_str::<PipelineSpec>(text).map_err(|e| {
         // The crate renders "error: line L column C: message" and a snippet;
         // keep both but drop the redundant "error: " prefix.
-        let shown = e.to_string();
+        let shown = e.to_string().replace(", set DuplicateKeyPolicy in Options if acceptable", "");
         shown
             .strip_prefix("error: ")
             .unwrap_or(&shown)

@@ -63,6 +63,7 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
 
     // Names: sources, steps, and the extra tables of stage steps.
     let mut owner: HashMap<String, String> = HashMap::new(); // table -> producing step ("" for a source)
+    let mut step_lines: HashMap<String, u64> = HashMap::new();
     let mut sources = Vec::new();
     for (name, s) in &spec.sources {
         if !valid_name(name) {
@@ -108,9 +109,9 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
                     None
                 }
             },
-            StepKindSpec::Clv(c) => collect(c.resolve(&name, &vars), &mut p).map(StepKind::Clv),
-            StepKindSpec::Segment(s) => collect(s.resolve(&name, &vars), &mut p).map(StepKind::Segment),
-            StepKindSpec::Predict(s) => collect(s.resolve(&name, &vars), &mut p).map(StepKind::Predict),
+            StepKindSpec::Clv(c) => collect(c.resolve(&name, &vars), &name, &at(&name), &mut p).map(StepKind::Clv),
+            StepKindSpec::Segment(s) => collect(s.resolve(&name, &vars), &name, &at(&name), &mut p).map(StepKind::Segment),
+            StepKindSpec::Predict(s) => collect(s.resolve(&name, &vars), &name, &at(&name), &mut p).map(StepKind::Predict),
         };
         let Some(kind) = kind else { continue };
         let inputs = match &kind {
@@ -129,7 +130,11 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
         outputs.extend(kind.extra_suffixes().iter().map(|s| format!("{name}{s}")));
         for o in &outputs {
             if let Some(prev) = owner.get(o) {
-                let what = if prev.is_empty() { "a source".to_string() } else { format!("step \"{prev}\"") };
+                let what = match (prev.is_empty(), step_lines.get(prev)) {
+                    (true, _) => "a source".to_string(),
+                    (false, Some(l)) => format!("step \"{prev}\" (line {l})"),
+                    (false, None) => format!("step \"{prev}\""),
+                };
                 if o == &name {
                     p.push(format!("{}: the name is already used by {what}", at(&name)));
                 } else {
@@ -138,6 +143,9 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
             } else {
                 owner.insert(o.clone(), name.clone());
             }
+        }
+        if let Some(l) = line {
+            step_lines.entry(name.clone()).or_insert(l);
         }
         cache_overrides.push(st.cache);
         steps.push(Step {
@@ -241,11 +249,11 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
     let order = match plan::order(&nodes) {
         Ok(o) => o,
         Err(cycle) => {
-            let shown: Vec<String> = cycle.iter().map(|c| format!("\"{c}\"")).collect();
             if cycle.len() == 2 {
                 p.push(format!("step \"{}\" reads its own output", cycle[0]));
             } else {
-                p.push(format!("steps {} form a cycle", shown.join(" -> ")));
+                let reads: Vec<String> = cycle.iter().skip(1).map(|c| format!("\"{c}\"")).collect();
+                p.push(format!("steps form a cycle: \"{}\" reads {}", cycle[0], reads.join(", which reads ")));
             }
             (0..steps.len()).collect()
         }
@@ -299,11 +307,16 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
     })
 }
 
-fn collect<T>(r: std::result::Result<T, Vec<String>>, p: &mut Vec<String>) -> Option<T> {
+/// Keeps `r`'s value, or its problems with `step "name"` given its line.
+fn collect<T>(r: std::result::Result<T, Vec<String>>, name: &str, at: &str, p: &mut Vec<String>) -> Option<T> {
+    let plain = format!("step \"{name}\"");
     match r {
         Ok(t) => Some(t),
-        Err(mut e) => {
-            p.append(&mut e);
+        Err(e) => {
+            p.extend(e.into_iter().map(|m| match m.strip_prefix(&plain) {
+                Some(rest) => format!("{at}{rest}"),
+                None => m,
+            }));
             None
         }
     }
