@@ -179,10 +179,11 @@ pub struct Outcome {
     pub message: String,
 }
 
-/// Runs `checks` against `table`, logging each outcome.
+/// Runs `checks` against `table`, logging each outcome. Failed checks are
+/// outcomes, not errors: see [`failures`].
 ///
 /// # Errors
-/// [`Error::Checks`] listing every failed `error` check, or a query failure.
+/// A query failure.
 pub async fn run(subject: &str, table: &DataFrame, checks: &[CheckSpec]) -> Result<Vec<Outcome>> {
     if checks.is_empty() {
         return Ok(Vec::new());
@@ -216,7 +217,6 @@ pub async fn run(subject: &str, table: &DataFrame, checks: &[CheckSpec]) -> Resu
     let rows = int_at("__rows");
 
     let mut outcomes = Vec::new();
-    let mut failures = Vec::new();
     for (i, (c, pred)) in checks.iter().zip(&predicates).enumerate() {
         let label = c.kind.label();
         let (failing, detail) = match (&c.kind, pred) {
@@ -271,8 +271,6 @@ pub async fn run(subject: &str, table: &DataFrame, checks: &[CheckSpec]) -> Resu
             tracing::info!(subject, check = %label, "check passed");
         } else if c.severity == Severity::Warn {
             tracing::warn!("{message} (severity warn: the run goes on)");
-        } else {
-            failures.push(message.clone());
         }
         outcomes.push(Outcome {
             check: label,
@@ -282,11 +280,16 @@ pub async fn run(subject: &str, table: &DataFrame, checks: &[CheckSpec]) -> Resu
             message,
         });
     }
-    if failures.is_empty() {
-        Ok(outcomes)
-    } else {
-        Err(Error::Checks { failures })
-    }
+    Ok(outcomes)
+}
+
+/// The messages of the failed `error` checks among `outcomes`.
+pub fn failures(outcomes: &[Outcome]) -> Vec<String> {
+    outcomes
+        .iter()
+        .filter(|o| !o.passed && o.severity == "error")
+        .map(|o| o.message.clone())
+        .collect()
 }
 
 /// The predicate a failing row satisfies, for row-level checks.

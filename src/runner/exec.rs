@@ -343,7 +343,11 @@ async fn run_inner(plan: &Plan, opts: &mut RunOptions, summary: &mut RunSummary,
             let df = ctx.table(s.name.as_str()).await.map_err(|e| Error::step(&s.name, e))?;
             let subject = format!("source \"{}\"", s.name);
             let outcomes = guarded(&mut opts.interrupt, checks::run(&subject, &df, &s.checks).instrument(span)).await?;
+            let failures = checks::failures(&outcomes);
             summary.checks.extend(outcomes.into_iter().map(|o| CheckReport { on: subject.clone(), outcome: o }));
+            if !failures.is_empty() {
+                return Err(Error::Checks { failures });
+            }
         }
         pb.inc(1);
     }
@@ -381,11 +385,9 @@ async fn run_inner(plan: &Plan, opts: &mut RunOptions, summary: &mut RunSummary,
         if !sink.checks.is_empty() {
             let last = staged.last().ok_or_else(|| Error::step("sink", "no staged output"))?;
             let df = staged_table(&ctx, last).await?;
-            match guarded(&mut opts.interrupt, checks::run(&subject, &df, &sink.checks).instrument(span)).await {
-                Ok(outcomes) => summary.checks.extend(outcomes.into_iter().map(|o| CheckReport { on: subject.clone(), outcome: o })),
-                Err(Error::Checks { failures: f }) => failures.extend(f),
-                Err(e) => return Err(e),
-            }
+            let outcomes = guarded(&mut opts.interrupt, checks::run(&subject, &df, &sink.checks).instrument(span)).await?;
+            failures.extend(checks::failures(&outcomes));
+            summary.checks.extend(outcomes.into_iter().map(|o| CheckReport { on: subject.clone(), outcome: o }));
         }
         summary.sinks.push(SinkReport {
             table: sink.table.clone(),

@@ -148,7 +148,12 @@ pub fn references(ctx: &SessionContext, statement: &Statement) -> Result<Vec<Str
         .state()
         .resolve_table_references(statement)
         .map_err(|e| e.to_string())?;
-    let mut names: Vec<String> = refs.iter().map(|r| r.table().to_string()).collect();
+    // Table functions (generate_series, range) read no table.
+    let mut names: Vec<String> = refs
+        .iter()
+        .filter(|r| r.schema().is_some() || ctx.table_function(r.table()).is_err())
+        .map(|r| r.table().to_string())
+        .collect();
     names.sort();
     names.dedup();
     Ok(names)
