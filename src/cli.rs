@@ -29,7 +29,7 @@ pub enum Command {
     /// Run a pipeline: read sources, run steps, publish sinks.
     Run(RunArgs),
     /// Check a pipeline against the real source schemas (footers only, no rows).
-    Validate(PipelineArgs),
+    Validate(ValidateArgs),
     /// Print the step graph, each table's schema and each SQL step's plan.
     Plan(PipelineArgs),
     /// Write deterministic synthetic customers, transactions and interactions.
@@ -52,6 +52,18 @@ impl PipelineArgs {
     pub fn overrides(&self) -> BTreeMap<String, String> {
         self.vars.iter().cloned().collect()
     }
+}
+
+/// `validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+
+    /// Also check that every sink location can be written (puts and deletes
+    /// a small probe object).
+    #[arg(long)]
+    pub check_storage: bool,
 }
 
 /// `run`.

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use crmflow::cli::{Cli, Command, GenerateArgs, LogFormat, PipelineArgs, RunArgs};
+use crmflow::cli::{Cli, Command, GenerateArgs, LogFormat, PipelineArgs, RunArgs, ValidateArgs};
 use crmflow::runner::{exec, plan};
 use crmflow::{Error, config};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -97,9 +97,10 @@ async fn run(args: RunArgs, progress: ProgressBar) -> anyhow::Result<()> {
     }
 }
 
-async fn validate(args: PipelineArgs) -> anyhow::Result<()> {
-    let plan = resolve(&args)?;
-    let checked = exec::check(&plan).await?;
+async fn validate(args: ValidateArgs) -> anyhow::Result<()> {
+    let plan = resolve(&args.pipeline)?;
+    let checked = exec::check(&plan, args.check_storage).await?;
+    let args = args.pipeline;
     println!(
         "{}: pipeline \"{}\" is valid: {} sources, {} steps, {} sinks, {} tables planned",
         args.pipeline.display(),
@@ -114,7 +115,7 @@ async fn validate(args: PipelineArgs) -> anyhow::Result<()> {
 
 async fn print_plan(args: PipelineArgs) -> anyhow::Result<()> {
     let plan = resolve(&args)?;
-    let checked = exec::check(&plan).await?;
+    let checked = exec::check(&plan, false).await?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "pipeline {} ({})", plan.name, args.pipeline.display())?;
     writeln!(out, "\nsources:")?;

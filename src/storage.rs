@@ -218,26 +218,85 @@ pub fn build_store(
         }
         Ok(builder)
     }
+    let retry = retry_config(options)?;
     let store: Arc<dyn ObjectStore> = match url.scheme() {
         "file" => Arc::new(object_store::local::LocalFileSystem::new()),
         "memory" => memory_store(url.authority()),
         "s3" => {
-            let b = object_store::aws::AmazonS3Builder::from_env().with_url(&base);
+            let b = object_store::aws::AmazonS3Builder::from_env().with_url(&base).with_retry(retry);
             let b = apply(b, options, "aws_", |b, k, v| b.with_config(k, v))?;
             Arc::new(b.build().map_err(|e| e.to_string())?)
         }
         "gs" => {
-            let b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(&base);
+            let b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(&base).with_retry(retry);
             let b = apply(b, options, "google_", |b, k, v| b.with_config(k, v))?;
             Arc::new(b.build().map_err(|e| e.to_string())?)
         }
         _ => {
-            let b = object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url.as_str());
+            let b = object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url.as_str()).with_retry(retry);
             let b = apply(b, options, "azure_", |b, k, v| b.with_config(k, v))?;
             Arc::new(b.build().map_err(|e| e.to_string())?)
         }
     };
     Ok(store)
+}
+
+/// Storage options that are crmflow's own (not a cloud's): how long to
+/// retry a failing request.
+pub const RETRY_KEYS: &[&str] = &["retry_max", "retry_timeout"];
+
+/// `retry_max` (default 10) and `retry_timeout` (seconds, default 180) as
+/// object_store's retry policy.
+fn retry_config(options: &BTreeMap<String, String>) -> Result<object_store::RetryConfig, String> {
+    let mut retry = object_store::RetryConfig::default();
+    if let Some(v) = options.get("retry_max") {
+        retry.max_retries = v.parse().map_err(|_| format!("storage option \"retry_max\" must be a whole number, got \"{v}\""))?;
+    }
+    if let Some(v) = options.get("retry_timeout") {
+        let secs: f64 = v
+            .trim_end_matches('s')
+            .parse()
+            .map_err(|_| format!("storage option \"retry_timeout\" must be seconds (e.g. 30), got \"{v}\""))?;
+        retry.retry_timeout = std::time::Duration::from_secs_f64(secs.max(0.0));
+        retry.backoff.max_backoff = retry.backoff.max_backoff.min(retry.retry_timeout.max(std::time::Duration::from_millis(100)));
+    }
+    Ok(retry)
+}
+
+/// Checks that a sink location can be written: puts and deletes a small
+/// probe object next to it (a local directory is created if needed).
+///
+/// # Errors
+/// What the store said, as a message (an unknown bucket, a missing
+/// permission, an unreachable endpoint).
+pub async fn probe_writable(store: &dyn ObjectStore, loc: &Location, run_id: &str) -> Result<(), String> {
+    use object_store::ObjectStoreExt;
+    let (parent, name) = loc.parent_and_name().ok_or_else(|| format!("{loc} has no parent directory"))?;
+    if let Some(p) = parent.local_path() {
+        // Probe the nearest existing directory: a failed run creates nothing.
+        let mut dir = p.as_path();
+        while !dir.exists() {
+            dir = dir.parent().ok_or_else(|| format!("{} has no existing ancestor", p.display()))?;
+        }
+        let probe = dir.join(format!(".{name}.crmflow-probe-{run_id}"));
+        std::fs::write(&probe, b"crmflow write probe").map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
+        return std::fs::remove_file(&probe).map_err(|e| format!("cannot delete {}: {e}", probe.display()));
+    }
+    let probe = parent.child_path(&format!(".{name}.crmflow-probe-{run_id}"));
+    store
+        .put(&probe, object_store::PutPayload::from_static(b"crmflow write probe"))
+        .await
+        .map_err(|e| format!("cannot write to {parent}: {}", short(&e)))?;
+    store
+        .delete(&probe)
+        .await
+        .map_err(|e| format!("cannot delete from {parent}: {}", short(&e)))?;
+    Ok(())
+}
+
+/// An object_store error without its retry preamble.
+pub fn short(e: &object_store::Error) -> String {
+    e.to_string()
 }
 
 /// Registers the store for `loc` with the context (once per store URL) and

@@ -49,8 +49,11 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
     let mut storage = BTreeMap::new();
     for (k, v) in &spec.storage {
         let key = k.to_ascii_lowercase();
-        if !["aws_", "google_", "azure_"].iter().any(|pre| key.starts_with(pre)) {
-            p.push(format!("storage \"{k}\": option names start with aws_, google_ or azure_ (e.g. aws_endpoint, aws_region)"));
+        if !["aws_", "google_", "azure_"].iter().any(|pre| key.starts_with(pre)) && !crate::storage::RETRY_KEYS.contains(&key.as_str()) {
+            p.push(format!(
+                "storage \"{k}\": option names start with aws_, google_ or azure_ (e.g. aws_endpoint, aws_region), or are one of {}",
+                crate::storage::RETRY_KEYS.join(", ")
+            ));
             continue;
         }
         match vars.interpolate(v) {

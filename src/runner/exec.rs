@@ -146,9 +146,16 @@ pub struct TableInfo {
 ///
 /// # Errors
 /// [`Error::Invalid`] with every problem found.
-pub async fn check(plan: &Plan) -> Result<Checked> {
+pub async fn check(plan: &Plan, check_storage: bool) -> Result<Checked> {
     let ctx = context(plan)?;
     let mut problems = Vec::new();
+    if check_storage {
+        for sink in &plan.sinks {
+            if let Err(e) = probe_sink(&ctx, plan, sink, "validate").await {
+                problems.push(plan.vars.mask(&e.to_string()));
+            }
+        }
+    }
     let mut tables = Vec::new();
     let mut failed: std::collections::HashSet<String> = std::collections::HashSet::new();
     for s in &plan.sources {
@@ -328,6 +335,12 @@ async fn run_inner(plan: &Plan, opts: &mut RunOptions, summary: &mut RunSummary,
     let total = plan.sources.len() + plan.steps.len() + plan.sinks.len();
     pb.set_length(total as u64);
 
+    // Fail on an unwritable sink before reading any data.
+    for sink in &plan.sinks {
+        pb.set_message(format!("checking sink location {}", sink.location));
+        guarded(&mut opts.interrupt, probe_sink(&ctx, plan, sink, &opts.run_id)).await?;
+    }
+
     for s in &plan.sources {
         pb.set_message(format!("source {}", s.name));
         let span = tracing::info_span!("source", name = %s.name);
@@ -432,6 +445,17 @@ async fn run_inner(plan: &Plan, opts: &mut RunOptions, summary: &mut RunSummary,
         }
     }
     Ok(())
+}
+
+/// Checks that a sink's location can be written.
+async fn probe_sink(ctx: &SessionContext, plan: &Plan, sink: &super::plan::Sink, run_id: &str) -> Result<()> {
+    let err = |m: String| Error::Sink {
+        sink: sink.table.clone(),
+        url: sink.location.to_string(),
+        message: m,
+    };
+    let store = crate::storage::register(ctx, &sink.location, &plan.storage).map_err(&err)?;
+    crate::storage::probe_writable(store.as_ref(), &sink.location, run_id).await.map_err(err)
 }
 
 /// A staged sink as a table (for its checks).
