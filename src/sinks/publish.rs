@@ -265,29 +265,34 @@ fn append_tag(run: &RunInfo, sink: &str) -> String {
     format!("a{:016x}", crate::stages::splitmix64(h))
 }
 
-/// Removes staging left by runs that were killed (not interrupted: those
-/// clean up) more than a day ago.
+/// Removes staging left by runs that were killed (an interrupted or failed
+/// run removes its own, unless the store was unreachable): the staging of
+/// runs that started more than an hour before this one. (Runs of one sink
+/// must not overlap; an hour leaves a slow overlapping run alone.)
 async fn remove_stale_staging(store: &dyn ObjectStore, sink: &Location, run_id: &str) {
     let Some((parent, name)) = sink.parent_and_name() else { return };
     let Ok(listing) = store.list_with_delimiter(Some(&parent.path())).await else { return };
     let prefix = format!(".{name}.crmflow-");
-    let day_ago = chrono::Utc::now() - chrono::Duration::days(1);
+    let Some(now) = run_started(run_id) else { return };
     for dir in listing.common_prefixes {
         let Some(last) = dir.parts().last() else { continue };
         let last = last.as_ref().to_string();
-        if !last.starts_with(&prefix) || last.contains(run_id) {
-            continue;
-        }
-        let loc = parent.join(&format!("{last}/"));
-        let metas: Vec<object_store::ObjectMeta> = {
-            use futures::TryStreamExt;
-            store.list(Some(&dir)).try_collect().await.unwrap_or_default()
-        };
-        if metas.iter().all(|m| m.last_modified < day_ago) {
-            tracing::info!(staging = %loc, "removing staging left by a killed run");
-            remove_prefix(store, &loc).await;
+        let Some(other) = last.strip_prefix(&prefix) else { continue };
+        match run_started(other) {
+            Some(t) if now - t > chrono::Duration::hours(1) => {
+                let loc = parent.join(&format!("{last}/"));
+                tracing::info!(staging = %loc, "removing staging left by an earlier run");
+                remove_prefix(store, &loc).await;
+            }
+            _ => {}
         }
     }
+}
+
+/// The start time in a run id (`20261125T080000Z-…`).
+fn run_started(run_id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let stamp = run_id.get(..16)?;
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").ok().map(|t| t.and_utc())
 }
 
 /// A shared handle for tests and tools that inspect outputs.

@@ -6,5 +6,6 @@ mod common;
 mod features;
 mod generate;
 mod publish;
+mod s3;
 mod sources;
 mod stages;
