@@ -46,17 +46,17 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{
+use datafusion::arrow::array::{
     ArrayRef, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use arrow::error::ArrowError;
-use parquet::arrow::AsyncArrowWriter;
-use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::errors::ParquetError;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::schema::types::ColumnPath;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::error::ArrowError;
+use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
+use datafusion::parquet::errors::ParquetError;
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use datafusion::parquet::schema::types::ColumnPath;
 
 use chrono::NaiveDate;
 use futures::{StreamExt, TryStreamExt};
@@ -863,11 +863,11 @@ impl Chunk {
 mod tests {
     use super::*;
     use object_store::memory::InMemory;
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use std::collections::BTreeMap;
 
-    use arrow::array::AsArray;
-    use arrow::datatypes::{
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{
         Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
     };
 
