@@ -529,3 +529,73 @@ async fn materialize(df: DataFrame) -> datafusion::error::Result<(Arc<dyn TableP
     let rows = parts.iter().flatten().map(|b| b.num_rows() as u64).sum();
     Ok((Arc::new(MemTable::try_new(schema, parts)?), rows))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use std::collections::BTreeMap;
+
+    /// A whole run on `memory://` stores: generated sources, a SQL step, a
+    /// partitioned sink published by the manifest protocol, then a rerun.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_and_publishes_on_an_in_memory_store() {
+        let data = crate::storage::Location::parse("memory://unit-run/data/").unwrap();
+        let store = crate::storage::build_store(&data, &BTreeMap::new()).unwrap();
+        let opts = crate::generate::GenerateOptions {
+            customers: 300,
+            seed: 5,
+            start: chrono::NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(),
+            end: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+        };
+        crate::generate::generate(store.clone(), &data.path(), &opts).await.unwrap();
+        let yaml = "name: mem
+sources:
+  customers: {url: memory://unit-run/data/customers/}
+  transactions: {url: memory://unit-run/data/transactions/}
+steps:
+  - name: spend
+    sql: SELECT c.channel, c.customer_id, coalesce(sum(t.amount), 0.0) AS total FROM customers c LEFT JOIN transactions t USING (customer_id) GROUP BY c.channel, c.customer_id
+sinks:
+  - table: spend
+    url: memory://unit-run/out/spend/
+    partition_by: [channel]
+    checks:
+      - unique: customer_id
+      - row_count: {min: 300, max: 300}
+";
+        let spec = config::parse(yaml).unwrap();
+        let plan = config::validate::resolve(spec, std::path::Path::new("mem.yaml"), &BTreeMap::new()).unwrap();
+        let mut manifests = Vec::new();
+        for i in 0..2 {
+            let opts = RunOptions {
+                run_id: format!("20260101T00000{i}Z-0000000{i}"),
+                interrupt: no_interrupt(),
+                progress: indicatif::ProgressBar::hidden(),
+            };
+            let summary = run(&plan, opts).await.map_err(|(e, _)| e).unwrap();
+            assert_eq!(summary.sinks[0].rows, 300);
+            assert_eq!(summary.checks.iter().filter(|c| c.outcome.passed).count(), 2);
+            let sink = &plan.sinks[0].location;
+            let m = publish::manifest_of(store.clone(), sink).await.unwrap();
+            assert_eq!(m.rows, 300);
+            assert!(m.files.iter().all(|f| f.path.starts_with("channel=") && f.path.contains(&format!("part-20260101T00000{i}Z"))));
+            manifests.push(m);
+        }
+        // The second run replaced the first: exactly its files remain.
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        let listed: Vec<String> = store
+            .list(Some(&object_store::path::Path::from("out/spend")))
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .unwrap();
+        let mut want: Vec<String> = manifests[1].files.iter().map(|f| format!("out/spend/{}", f.path)).collect();
+        want.push("out/spend/_SUCCESS".to_string());
+        want.sort();
+        let mut listed = listed;
+        listed.sort();
+        assert_eq!(listed, want);
+    }
+}
