@@ -117,6 +117,20 @@ pub async fn stage(ctx: &SessionContext, sink: &Sink, run_id: &str, options: &st
 /// # Errors
 /// A listing or footer failure, as a message.
 pub async fn describe(store: Arc<dyn ObjectStore>, dir: &Location) -> std::result::Result<Vec<StagedFile>, String> {
+    let mut files = Vec::new();
+    for (path, bytes) in list_data(store.as_ref(), dir).await? {
+        let rows = footer_rows(store.clone(), &dir.child_path(&path), bytes).await?;
+        files.push(StagedFile { path, rows, bytes });
+    }
+    Ok(files)
+}
+
+/// The data files below a location: (path relative to it, size), sorted;
+/// hidden (`.`/`_`) files and directories and non-Parquet files skipped.
+///
+/// # Errors
+/// A listing failure, as a message.
+pub async fn list_data(store: &dyn ObjectStore, dir: &Location) -> std::result::Result<Vec<(String, u64)>, String> {
     let prefix = dir.path();
     let skip = prefix.parts().count();
     let metas: Vec<object_store::ObjectMeta> = store
@@ -124,21 +138,16 @@ pub async fn describe(store: Arc<dyn ObjectStore>, dir: &Location) -> std::resul
         .try_collect()
         .await
         .map_err(|e| format!("cannot list {dir}: {e}"))?;
-    let mut files = Vec::new();
-    for m in metas {
-        let rel: Vec<String> = m.location.parts().skip(skip).map(|p| p.as_ref().to_string()).collect();
-        if rel.iter().any(|p| p.starts_with('.') || p.starts_with('_')) || !m.location.as_ref().ends_with(".parquet") {
-            continue;
-        }
-        let rows = footer_rows(store.clone(), &m.location, m.size).await?;
-        files.push(StagedFile {
-            path: rel.join("/"),
-            rows,
-            bytes: m.size,
-        });
-    }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(files)
+    let mut out: Vec<(String, u64)> = metas
+        .into_iter()
+        .filter_map(|m| {
+            let rel: Vec<String> = m.location.parts().skip(skip).map(|p| p.as_ref().to_string()).collect();
+            let hidden = rel.iter().any(|p| p.starts_with('.') || p.starts_with('_'));
+            (!hidden && m.location.as_ref().ends_with(".parquet")).then(|| (rel.join("/"), m.size))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
 }
 
 /// The row count in a Parquet file's footer.

@@ -26,7 +26,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
-use super::{Staged, StagedFile, footer_rows, remove_prefix};
+use super::{Staged, StagedFile, footer_rows, list_data, remove_prefix};
 use crate::config::SinkMode;
 use crate::error::{Error, Result};
 use crate::storage::Location;
@@ -129,7 +129,7 @@ async fn manifest_protocol(staged: &Staged, run: &RunInfo, manifest: impl Fn(Vec
     let target = sink.location.as_dir();
     let success = target.child_path(SUCCESS);
     let previous = read_manifest(store.as_ref(), &success).await;
-    let existing = list_data_files(store.as_ref(), &target).await?;
+    let existing: BTreeMap<String, u64> = list_data(store.as_ref(), &target).await?.into_iter().collect();
     let tag = match sink.mode {
         SinkMode::Append => append_tag(run, &sink.table),
         _ => run.run_id.clone(),
@@ -215,30 +215,6 @@ async fn manifest_protocol(staged: &Staged, run: &RunInfo, manifest: impl Fn(Vec
     // (5) staging is no longer needed
     remove_prefix(store.as_ref(), &staged.staging).await;
     Ok(m)
-}
-
-/// Data files below `dir` (relative path → size), hidden files skipped.
-async fn list_data_files(store: &dyn ObjectStore, dir: &Location) -> std::result::Result<BTreeMap<String, u64>, String> {
-    Ok(describe_sizes(store, dir).await?.into_iter().collect())
-}
-
-async fn describe_sizes(store: &dyn ObjectStore, dir: &Location) -> std::result::Result<Vec<(String, u64)>, String> {
-    use futures::TryStreamExt;
-    let prefix = dir.path();
-    let skip = prefix.parts().count();
-    let metas: Vec<object_store::ObjectMeta> = store
-        .list(Some(&prefix))
-        .try_collect()
-        .await
-        .map_err(|e| format!("cannot list {dir}: {e}"))?;
-    Ok(metas
-        .into_iter()
-        .filter_map(|m| {
-            let rel: Vec<String> = m.location.parts().skip(skip).map(|p| p.as_ref().to_string()).collect();
-            let hidden = rel.iter().any(|p| p.starts_with('.') || p.starts_with('_'));
-            (!hidden && m.location.as_ref().ends_with(".parquet")).then(|| (rel.join("/"), m.size))
-        })
-        .collect())
 }
 
 /// The manifest at `path`, if there is a readable one.
