@@ -12,8 +12,8 @@ SELECT f.*,
        ch.prediction AS churn_probability,
        c.clv * f.satisfaction * f.loyalty AS customer_value
 FROM features f
-JOIN clv c USING (customer_id)
-LEFT JOIN clv_bgnbd b USING (customer_id)
-JOIN segments s USING (customer_id)
-JOIN revenue_forecast r USING (customer_id)
-JOIN churn ch USING (customer_id)
+JOIN clv c ON c.customer_id = f.customer_id
+LEFT JOIN clv_bgnbd b ON b.customer_id = f.customer_id
+JOIN segments s ON s.customer_id = f.customer_id
+JOIN revenue_forecast r ON r.customer_id = f.customer_id
+JOIN churn ch ON ch.customer_id = f.customer_id

@@ -357,8 +357,13 @@ impl Clv {
         // One row per customer, kept in memory: the model fits on it twice
         // and scores it once.
         let rfm = self.rfm(tx).map_err(fail)?.cache().await.map_err(fail)?;
+        // Customers whose first purchase is on as_of (t = 0) carry no
+        // information about the process (their likelihood is 1): they are
+        // scored but not fitted on.
         let triples = rfm
             .clone()
+            .filter(col("t").gt(lit(0.0)))
+            .map_err(fail)?
             .aggregate(vec![col("frequency"), col("recency"), col("t")], vec![count(lit(1)).alias("n")])
             .and_then(|d| d.sort(vec![col("frequency").sort(true, false), col("recency").sort(true, false), col("t").sort(true, false)]))
             .map_err(fail)?

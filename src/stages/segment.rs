@@ -242,20 +242,20 @@ pub fn fit(step: &str, s: &SegmentSpec, x: &Array2<f64>, hashes: &[u64], fill: O
     let sample_rows: Vec<usize> = order[..sample_n].to_vec();
 
     let mut k_scores = Vec::new();
-    let mut best: Option<(f64, usize, Array2<f64>)> = None;
+    let mut best: Option<(f64, usize, Array2<f64>, Vec<f64>)> = None;
     for k in kmin..=kmax {
         let centroids = kmeans(step, s, &z, k)?;
         let labels = assign(&z, &centroids);
         let inertia = inertia(&z, &centroids, &labels);
-        let (sil, _) = silhouette(&z, &labels, k, &sample_rows);
+        let (sil, per) = silhouette(&z, &labels, k, &sample_rows);
         tracing::info!(step, k, silhouette = sil, inertia, "k scored");
         k_scores.push((k, sil, inertia));
         // Ties go to the smaller k (strictly better is needed to move up).
-        if best.as_ref().is_none_or(|(b, _, _)| sil > *b || (kmin == kmax)) {
-            best = Some((sil, k, centroids));
+        if best.as_ref().is_none_or(|(b, ..)| sil > *b) {
+            best = Some((sil, k, centroids, per));
         }
     }
-    let (_, k, centroids) = best.ok_or_else(|| Error::step(step, "no k to fit"))?;
+    let (_, k, centroids, per_old) = best.ok_or_else(|| Error::step(step, "no k to fit"))?;
     let labels = assign(&z, &centroids);
     let mut sizes = vec![0usize; k];
     for &l in &labels {
@@ -282,7 +282,7 @@ pub fn fit(step: &str, s: &SegmentSpec, x: &Array2<f64>, hashes: &[u64], fill: O
     }
     let labels = assign(&z, &renumbered);
     let inertia = inertia(&z, &renumbered, &labels);
-    let (_, per_segment) = silhouette(&z, &labels, k, &sample_rows);
+    let per_segment: Vec<f64> = perm.iter().map(|&old| per_old[old]).collect();
     Ok((
         Model {
             means,
@@ -343,19 +343,33 @@ pub fn inertia(z: &Array2<f64>, centroids: &Array2<f64>, labels: &[usize]) -> f6
 /// Mean silhouette over `rows` (distances among the sample only), and the
 /// mean per segment (NaN for a segment without sampled rows).
 pub fn silhouette(z: &Array2<f64>, labels: &[usize], k: usize, rows: &[usize]) -> (f64, Vec<f64>) {
+    // The sample as contiguous rows: this is the quadratic part.
+    let d = z.ncols();
+    let pts: Vec<f64> = rows.iter().flat_map(|&i| z.row(i).to_vec()).collect();
+    let lab: Vec<usize> = rows.iter().map(|&i| labels[i]).collect();
+    let n = rows.len();
     let mut per = vec![(0.0, 0usize); k];
     let mut total = 0.0;
-    for &i in rows {
-        let mut sums = vec![0.0; k];
-        let mut counts = vec![0usize; k];
-        for &j in rows {
+    let mut sums = vec![0.0; k];
+    let mut counts = vec![0usize; k];
+    for i in 0..n {
+        sums.iter_mut().for_each(|v| *v = 0.0);
+        counts.iter_mut().for_each(|v| *v = 0);
+        let a_row = &pts[i * d..(i + 1) * d];
+        for j in 0..n {
             if i == j {
                 continue;
             }
-            sums[labels[j]] += sq_dist(z.row(i), z.row(j)).sqrt();
-            counts[labels[j]] += 1;
+            let b_row = &pts[j * d..(j + 1) * d];
+            let mut s = 0.0;
+            for t in 0..d {
+                let diff = a_row[t] - b_row[t];
+                s += diff * diff;
+            }
+            sums[lab[j]] += s.sqrt();
+            counts[lab[j]] += 1;
         }
-        let own = labels[i];
+        let own = lab[i];
         let s = if counts[own] == 0 {
             0.0
         } else {
@@ -370,7 +384,7 @@ pub fn silhouette(z: &Array2<f64>, labels: &[usize], k: usize, rows: &[usize]) -
         per[own].0 += s;
         per[own].1 += 1;
     }
-    let mean = if rows.is_empty() { f64::NAN } else { total / rows.len() as f64 };
+    let mean = if n == 0 { f64::NAN } else { total / n as f64 };
     (mean, per.iter().map(|(s, c)| if *c > 0 { s / *c as f64 } else { f64::NAN }).collect())
 }
 
