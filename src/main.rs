@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let code = e.downcast_ref::<Error>().map_or(1, Error::exit_code);
-            eprintln!("crmflow: error: {e:#}");
+            eprintln!("crmflow: error: {}", crmflow::config::vars::mask(&format!("{e:#}")));
             ExitCode::from(code)
         }
     }
@@ -86,7 +86,7 @@ async fn run(args: RunArgs, progress: ProgressBar) -> anyhow::Result<()> {
         Err((e, s)) => (s, Some(e)),
     };
     print_summary(&summary);
-    let json = serde_json::to_string(&summary).context("serializing the run summary")?;
+    let json = crmflow::config::vars::mask(&serde_json::to_string(&summary).context("serializing the run summary")?);
     if let Some(path) = &args.run_results {
         std::fs::write(path, format!("{json}\n")).with_context(|| format!("writing run results to {}", path.display()))?;
     }
@@ -116,7 +116,8 @@ async fn validate(args: ValidateArgs) -> anyhow::Result<()> {
 async fn print_plan(args: PipelineArgs) -> anyhow::Result<()> {
     let plan = resolve(&args)?;
     let checked = exec::check(&plan, false).await?;
-    let mut out = std::io::stdout().lock();
+    let mut out = String::new();
+    use std::fmt::Write as _;
     writeln!(out, "pipeline {} ({})", plan.name, args.pipeline.display())?;
     writeln!(out, "\nsources:")?;
     for s in &plan.sources {
@@ -153,6 +154,7 @@ async fn print_plan(args: PipelineArgs) -> anyhow::Result<()> {
             }
         }
     }
+    std::io::stdout().lock().write_all(crmflow::config::vars::mask(&out).as_bytes())?;
     Ok(())
 }
 
@@ -207,7 +209,8 @@ async fn wait_for_signal() -> Option<&'static str> {
 }
 
 fn print_summary(s: &exec::RunSummary) {
-    let mut e = std::io::stderr().lock();
+    use std::fmt::Write as _;
+    let mut e = String::new();
     let _ = writeln!(e, "\nrun {} of {}: {} in {:.2}s", s.run_id, s.pipeline, s.status, s.seconds);
     if !s.steps.is_empty() {
         let _ = writeln!(e, "  {:<28} {:<8} {:>12} {:>9}", "step", "kind", "rows", "seconds");
@@ -231,6 +234,7 @@ fn print_summary(s: &exec::RunSummary) {
     } else if s.status != "success" {
         let _ = writeln!(e, "  nothing was published; previous outputs are untouched");
     }
+    let _ = std::io::stderr().lock().write_all(crmflow::config::vars::mask(&e).as_bytes());
 }
 
 fn progress_bar(cli: &Cli) -> ProgressBar {
@@ -254,7 +258,8 @@ struct LogWriter(ProgressBar);
 
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.suspend(|| std::io::stderr().write_all(buf))?;
+        let masked = crmflow::config::vars::mask(&String::from_utf8_lossy(buf));
+        self.0.suspend(|| std::io::stderr().write_all(masked.as_bytes()))?;
         Ok(buf.len())
     }
 

@@ -11,9 +11,21 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Default)]
 pub struct Vars {
     values: BTreeMap<String, String>,
-    /// Names of environment variables read while interpolating: their values
-    /// are masked wherever a resolved string is shown.
-    secrets: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// Values read from the environment while interpolating, process-wide: they
+/// are masked wherever crmflow shows a string (logs, errors, run results,
+/// `plan`), whichever part of the program shows it.
+static SECRETS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// `s` with every value read through `${env:...}` replaced by `***`.
+pub fn mask(s: &str) -> String {
+    let secrets = SECRETS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = s.to_string();
+    for secret in secrets.iter() {
+        out = out.replace(secret.as_str(), "***");
+    }
+    out
 }
 
 /// One piece of a string with references.
@@ -182,8 +194,9 @@ impl Vars {
     pub fn lookup_env(&self, name: &str) -> Result<String, String> {
         let v = std::env::var(name)
             .map_err(|_| format!("\"${{env:{name}}}\": environment variable {name} is not set"))?;
-        let mut secrets = self.secrets.lock().unwrap_or_else(|p| p.into_inner());
-        if !secrets.iter().any(|s| s == &v) && !v.is_empty() {
+        let mut secrets = SECRETS.lock().unwrap_or_else(|p| p.into_inner());
+        // Very short values would mask unrelated text.
+        if v.len() >= 4 && !secrets.iter().any(|s| s == &v) {
             secrets.push(v.clone());
         }
         Ok(v)
@@ -191,12 +204,7 @@ impl Vars {
 
     /// `s` with every value read from the environment replaced by `***`.
     pub fn mask(&self, s: &str) -> String {
-        let mut out = s.to_string();
-        let secrets = self.secrets.lock().unwrap_or_else(|p| p.into_inner());
-        for secret in secrets.iter() {
-            out = out.replace(secret.as_str(), "***");
-        }
-        out
+        mask(s)
     }
 }
 

@@ -171,3 +171,51 @@ fn sigterm_stops_the_run_and_publishes_nothing() {
     assert_eq!(snapshot(&d.join("out")), before);
     assert_eq!(names(&d.join("out")), vec!["totals"]);
 }
+
+#[test]
+fn values_from_the_environment_never_appear_in_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny(&d.join("data"));
+    let yaml = "name: secret_test
+vars:
+  token: \"${env:CRM_TEST_TOKEN}\"
+  out: \"out/${token}\"
+storage:
+  aws_secret_access_key: \"${env:CRM_TEST_TOKEN}\"
+sources:
+  customers: {url: data/customers/}
+steps:
+  - name: c
+    sql: SELECT customer_id, ${token} AS t FROM customers
+sinks:
+  - table: c
+    url: ${out}/c/
+";
+    std::fs::write(d.join("p.yaml"), yaml).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_crmflow"))
+            .args(args)
+            .current_dir(d)
+            .env("CRMFLOW_LOG", "debug")
+            .env("CRM_TEST_TOKEN", "tok-98765")
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (code, stdout, stderr) = run(&["run", "p.yaml", "--run-results", "results.json"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let results = std::fs::read_to_string(d.join("results.json")).unwrap();
+    let manifest = std::fs::read_to_string(d.join("out/tok-98765/c/_SUCCESS")).unwrap();
+    let (_, plan, plan_err) = run(&["plan", "p.yaml"]);
+    for (what, text) in [("stdout", &stdout), ("stderr", &stderr), ("run results", &results), ("manifest", &manifest), ("plan", &plan), ("plan stderr", &plan_err)] {
+        assert!(!text.contains("tok-98765"), "the secret is in the {what}:\n{text}");
+    }
+    assert!(results.contains("\"token\":\"***\""), "{results}");
+    assert!(plan.contains("out/***/c"), "{plan}");
+    // A failure message is masked too.
+    std::fs::write(d.join("bad.yaml"), yaml.replace("FROM customers", "FROM customers WHERE ${token} = nope")).unwrap();
+    let (code, _, stderr) = run(&["run", "bad.yaml"]);
+    assert_eq!(code, Some(2));
+    assert!(!stderr.contains("tok-98765") && stderr.contains("***"), "{stderr}");
+}
