@@ -213,46 +213,56 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
     let df = df.select(exprs).map_err(|e| Error::step(step, e))?;
     let d = req.features.len();
     let mut stream = df.execute_stream().await.map_err(|e| Error::step(step, e))?;
-    // (hash, row values, label)
-    let mut rows: Vec<(u64, Vec<Option<f64>>, Option<f64>)> = Vec::new();
+    // Kept rows, flat: row i has hash hashes_kept[i], features
+    // vals[i*d..(i+1)*d] and label ys_kept[i]. A sample replaces rows in place.
+    let mut hashes_kept: Vec<u64> = Vec::new();
+    let mut vals: Vec<Option<f64>> = Vec::new();
+    let mut ys_kept: Vec<Option<f64>> = Vec::new();
     let mut heap: std::collections::BinaryHeap<(u64, usize)> = std::collections::BinaryHeap::new();
     let mut nulls = vec![0usize; d];
     let mut label_nulls = 0usize;
     let mut table_rows = 0usize;
+    let value = |c: &Float64Array, r: usize| if c.is_null(r) { None } else { Some(c.value(r)) };
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| Error::step(step, e))?;
         let hashes = hash_column(batch.column(0).as_ref(), req.seed);
         let cols: Vec<&Float64Array> = (0..d).map(|i| batch.column(i + 1).as_primitive()).collect();
         let ys: Option<&Float64Array> = req.label.map(|_| batch.column(d + 1).as_primitive());
-        for r in 0..batch.num_rows() {
-            table_rows += 1;
-            let h = hashes[r];
-            let vals: Vec<Option<f64>> = cols.iter().map(|c| if c.is_null(r) { None } else { Some(c.value(r)) }).collect();
-            for (i, v) in vals.iter().enumerate() {
-                if v.is_none() {
-                    nulls[i] += 1;
-                }
-            }
-            let y = ys.and_then(|c| if c.is_null(r) { None } else { Some(c.value(r)) });
-            if req.label.is_some() && y.is_none() {
-                label_nulls += 1;
-            }
-            match req.sample {
-                Some(n) if rows.len() >= n => {
+        for (j, c) in cols.iter().enumerate() {
+            nulls[j] += c.null_count();
+        }
+        if let Some(y) = ys {
+            label_nulls += y.null_count();
+        }
+        table_rows += batch.num_rows();
+        for (r, &h) in hashes.iter().enumerate() {
+            let slot = match req.sample {
+                Some(n) if hashes_kept.len() >= n => match heap.peek() {
                     // Replace the largest kept hash if this one is smaller.
-                    if let Some(&(top, at)) = heap.peek()
-                        && h < top
-                    {
+                    Some(&(top, at)) if h < top => {
                         heap.pop();
-                        rows[at] = (h, vals, y);
+                        heap.push((h, at));
+                        Some(at)
+                    }
+                    _ => None,
+                },
+                _ => {
+                    let at = hashes_kept.len();
+                    hashes_kept.push(h);
+                    vals.extend(std::iter::repeat_n(None, d));
+                    ys_kept.push(None);
+                    if req.sample.is_some() {
                         heap.push((h, at));
                     }
+                    Some(at)
                 }
-                Some(_) => {
-                    heap.push((h, rows.len()));
-                    rows.push((h, vals, y));
+            };
+            if let Some(at) = slot {
+                hashes_kept[at] = h;
+                for (j, c) in cols.iter().enumerate() {
+                    vals[at * d + j] = value(c, r);
                 }
-                None => rows.push((h, vals, y)),
+                ys_kept[at] = ys.and_then(|c| value(c, r));
             }
         }
     }
@@ -279,28 +289,31 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
             return Err(Error::step(
                 step,
                 format!(
-                    "null feature values in \"{}\" ({} of {table_rows} rows): {}; set nulls: drop or nulls: mean to fit anyway",
+                    "null feature values in \"{}\" ({table_rows} rows): {}; set nulls: drop or nulls: mean to fit anyway",
                     req.table,
-                    bad.len(),
                     bad.join(", ")
                 ),
             ));
         }
     }
-    // Sampled rows in hash order, so the result does not depend on batch order.
-    if req.sample.is_some() {
-        rows.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| cmp_rows(&a.1, &b.1)));
-    }
+    // Rows in (id hash, values) order: a parallel scan delivers batches in
+    // any order, and fits (k-means++ picks rows by position) must not depend
+    // on it.
+    let mut order: Vec<usize> = (0..hashes_kept.len()).collect();
+    order.sort_unstable_by(|&a, &b| {
+        hashes_kept[a]
+            .cmp(&hashes_kept[b])
+            .then_with(|| cmp_rows(&vals[a * d..(a + 1) * d], &vals[b * d..(b + 1) * d]))
+            .then_with(|| ys_kept[a].unwrap_or(f64::NAN).total_cmp(&ys_kept[b].unwrap_or(f64::NAN)))
+    });
     let fill = match req.nulls {
         NullPolicy::Mean => {
             let mut sums = vec![0.0; d];
             let mut counts = vec![0usize; d];
-            for (_, vals, _) in &rows {
-                for (i, v) in vals.iter().enumerate() {
-                    if let Some(v) = v {
-                        sums[i] += v;
-                        counts[i] += 1;
-                    }
+            for (i, v) in vals.iter().enumerate() {
+                if let Some(v) = v {
+                    sums[i % d] += v;
+                    counts[i % d] += 1;
                 }
             }
             Some(
@@ -312,33 +325,33 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
         }
         _ => None,
     };
-    let before = rows.len();
+    let before = order.len();
     if req.nulls == NullPolicy::Drop {
-        rows.retain(|(_, vals, _)| vals.iter().all(Option::is_some));
+        order.retain(|&i| vals[i * d..(i + 1) * d].iter().all(Option::is_some));
     }
-    let dropped = before - rows.len();
-    if rows.is_empty() {
+    let dropped = before - order.len();
+    if order.is_empty() {
         return Err(Error::step(step, format!("no rows of \"{}\" are left to fit on after dropping nulls", req.table)));
     }
-    let mut x = Array2::<f64>::zeros((rows.len(), d));
-    let mut hashes = Vec::with_capacity(rows.len());
-    let mut y = req.label.map(|_| Vec::with_capacity(rows.len()));
-    for (r, (h, vals, label)) in rows.into_iter().enumerate() {
-        for (i, v) in vals.into_iter().enumerate() {
-            let v = match (v, &fill) {
+    let mut x = Array2::<f64>::zeros((order.len(), d));
+    let mut hashes = Vec::with_capacity(order.len());
+    let mut y = req.label.map(|_| Vec::with_capacity(order.len()));
+    for (r, &i) in order.iter().enumerate() {
+        for j in 0..d {
+            let v = match (vals[i * d + j], &fill) {
                 (Some(v), _) => v,
-                (None, Some(f)) => f[i],
+                (None, Some(f)) => f[j],
                 (None, None) => f64::NAN,
             };
             if !v.is_finite() {
-                return Err(Error::step(step, format!("feature \"{}\" has a non-finite value ({v})", req.features[i])));
+                return Err(Error::step(step, format!("feature \"{}\" has a non-finite value ({v})", req.features[j])));
             }
-            x[[r, i]] = v;
+            x[[r, j]] = v;
         }
-        if let (Some(y), Some(l)) = (&mut y, label) {
+        if let (Some(y), Some(l)) = (&mut y, ys_kept[i]) {
             y.push(l);
         }
-        hashes.push(h);
+        hashes.push(hashes_kept[i]);
     }
     Ok(Features {
         x,

@@ -354,3 +354,35 @@ sinks:
     // Weeks are days / 7: only alpha changes.
     close(alphas[0] / alphas[1], 7.0, 1e-6);
 }
+
+#[test]
+fn null_features_are_an_error_unless_dropped_or_filled() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny(&d.join("data"));
+    // x1 is null for every 10th row (200 of 2000).
+    let yaml = PREDICT
+        .replace("CAST(value % 17 AS DOUBLE) AS x1,", "CASE WHEN value % 10 = 0 THEN NULL ELSE CAST(value % 17 AS DOUBLE) END AS x1,")
+        .replace("      seed: 3\n", "      seed: 3\nNULLS");
+    let out = run(d, &yaml.replace("NULLS", ""), &[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(
+        error_of(&out),
+        "step \"model\": null feature values in \"train\" (2000 rows): \"x1\" has 200 nulls; set nulls: drop or nulls: mean to fit anyway"
+    );
+    // drop: the relation is still exact on the remaining rows; rows with a
+    // null feature get a null prediction.
+    let out = run(d, &yaml.replace("NULLS", "      nulls: drop\n"), &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let m = read_dir(&d.join("out/model"));
+    let v: Vec<f64> = f64s(&m, "value").into_iter().map(Option::unwrap).collect();
+    close(v[1], 2.0, 1e-9);
+    let p = read_dir(&d.join("out/pred"));
+    let preds = f64s(&p, "prediction");
+    assert_eq!(preds.iter().filter(|p| p.is_none()).count(), 200);
+    // mean: rows are kept, nulls filled with the mean of the fitting rows.
+    let out = run(d, &yaml.replace("NULLS", "      nulls: mean\n"), &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let preds = f64s(&read_dir(&d.join("out/pred")), "prediction");
+    assert!(preds.iter().all(Option::is_some));
+}
