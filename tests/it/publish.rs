@@ -219,3 +219,23 @@ sinks:
     assert_eq!(code, Some(2));
     assert!(!stderr.contains("tok-98765") && stderr.contains("***"), "{stderr}");
 }
+
+#[test]
+fn select_runs_a_step_with_its_inputs_and_only_its_sinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny(&d.join("data"));
+    let steps = format!("{GOOD}  - name: rich\n    sql: SELECT * FROM totals WHERE total > 100\n  - name: other\n    sql: SELECT 1 AS x FROM customers\n");
+    let sinks = "  - table: totals\n    url: ${out}/totals/\n  - table: rich\n    url: ${out}/rich/\n  - table: other\n    url: ${out}/other/\n";
+    write(d, "p.yaml", &steps, sinks);
+    let out = crmflow(d, &["run", "p.yaml", "--select", "rich"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(names(&d.join("out")), vec!["rich"]);
+    let summary: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    let steps: Vec<&str> = summary["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(steps, vec!["totals", "rich"]);
+    assert_eq!(f64s(&read_dir(&d.join("out/rich")), "total").len(), 2);
+    let out = crmflow(d, &["run", "p.yaml", "--select", "rihc"]);
+    assert_eq!(out.code, 2);
+    assert_eq!(error_of(&out), "invalid pipeline p.yaml: --select rihc: no step is named \"rihc\"");
+}
