@@ -109,7 +109,10 @@ impl CheckKind {
             CheckKind::Unique(c) | CheckKind::NotNull(c) => format!("{}({})", self.name(), c.join(", ")),
             CheckKind::Columns(c) => format!(
                 "columns({})",
-                c.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ")
+                c.iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             CheckKind::Range(r) => format!(
                 "range({}{}{})",
@@ -163,7 +166,12 @@ pub fn validate_against(subject: &str, checks: &[CheckSpec], schema: &Schema) ->
 
 /// `a, b, c` for messages.
 pub fn column_list(schema: &Schema) -> String {
-    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The outcome of one check.
@@ -202,8 +210,16 @@ pub async fn run(subject: &str, table: &DataFrame, checks: &[CheckSpec]) -> Resu
         }
         predicates.push(pred);
     }
-    let counts = table.clone().aggregate(vec![], aggs).map_err(fail)?.collect().await.map_err(fail)?;
-    let counts = counts.first().ok_or_else(|| fail(datafusion::error::DataFusionError::Execution("no result".into())))?;
+    let counts = table
+        .clone()
+        .aggregate(vec![], aggs)
+        .map_err(fail)?
+        .collect()
+        .await
+        .map_err(fail)?;
+    let counts = counts
+        .first()
+        .ok_or_else(|| fail(datafusion::error::DataFusionError::Execution("no result".into())))?;
     let int_at = |name: &str| -> u64 {
         counts
             .column_by_name(name)
@@ -247,7 +263,11 @@ pub async fn run(subject: &str, table: &DataFrame, checks: &[CheckSpec]) -> Resu
             (_, Some(p)) => {
                 let n = int_at(&format!("__c{i}"));
                 let examples = if n > 0 {
-                    let b = table.clone().filter(p.clone()).and_then(|d| d.limit(0, Some(3))).map_err(fail)?;
+                    let b = table
+                        .clone()
+                        .filter(p.clone())
+                        .and_then(|d| d.limit(0, Some(3)))
+                        .map_err(fail)?;
                     let b = b.collect().await.map_err(fail)?;
                     format!("; e.g. {}", render_rows(&b))
                 } else {
@@ -295,10 +315,7 @@ pub fn failures(outcomes: &[Outcome]) -> Vec<String> {
 /// The predicate a failing row satisfies, for row-level checks.
 fn failing_predicate(kind: &CheckKind) -> Option<Expr> {
     match kind {
-        CheckKind::NotNull(cols) => cols
-            .iter()
-            .map(|c| col(quoted(c)).is_null())
-            .reduce(Expr::or),
+        CheckKind::NotNull(cols) => cols.iter().map(|c| col(quoted(c)).is_null()).reduce(Expr::or),
         CheckKind::Range(r) => {
             let c = col(quoted(&r.column));
             let lo = r.min.as_ref().map(|m| c.clone().lt(m.lit()));
@@ -330,7 +347,9 @@ fn columns_problems(expected: &BTreeMap<String, String>, schema: &Schema) -> Vec
         match schema.field_with_name(name) {
             Err(_) => problems.push(format!("column \"{name}\" is missing")),
             Ok(f) => match ty.parse::<DataType>() {
-                Err(_) => problems.push(format!("\"{ty}\" is not an Arrow type name (e.g. Int64, Utf8, Date32, Timestamp(µs, \"UTC\"))")),
+                Err(_) => problems.push(format!(
+                    "\"{ty}\" is not an Arrow type name (e.g. Int64, Utf8, Date32, Timestamp(µs, \"UTC\"))"
+                )),
                 Ok(want) if same_type(&want, f.data_type()) => {}
                 Ok(want) => problems.push(format!("column \"{name}\" is {}, expected {want}", f.data_type())),
             },

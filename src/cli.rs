@@ -114,9 +114,7 @@ pub enum LogFormat {
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("\"{s}\" is not KEY=VALUE"))?;
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("\"{s}\" is not KEY=VALUE"))?;
     if k.is_empty() {
         return Err(format!("\"{s}\" has an empty KEY"));
     }

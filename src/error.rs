@@ -40,11 +40,7 @@ pub enum Error {
 
     /// A sink could not be written or published.
     #[error("sink \"{sink}\" ({url}): {message}")]
-    Sink {
-        sink: String,
-        url: String,
-        message: String,
-    },
+    Sink { sink: String, url: String, message: String },
 
     /// One or more `error` checks failed; nothing was published.
     #[error("{}", Problems(.failures))]
@@ -61,14 +57,6 @@ pub enum Error {
     /// The run was interrupted by a signal; nothing half-written was published.
     #[error("interrupted by {signal}; nothing was published")]
     Interrupted { signal: &'static str },
-
-    /// Any other I/O failure, with what was being done.
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 impl Error {

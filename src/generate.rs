@@ -47,8 +47,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+    ArrayRef, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::error::ArrowError;
@@ -89,8 +88,8 @@ const US_PER_YEAR: f64 = 365.25 * US_PER_DAY as f64;
 const SIGNUP_GROWTH: f64 = 0.6;
 
 const COUNTRIES: [&str; 20] = [
-    "US", "GB", "DE", "FR", "CA", "AU", "NL", "SE", "ES", "IT", "BR", "MX", "JP", "IN", "PL", "IE",
-    "BE", "CH", "AT", "DK",
+    "US", "GB", "DE", "FR", "CA", "AU", "NL", "SE", "ES", "IT", "BR", "MX", "JP", "IN", "PL", "IE", "BE", "CH", "AT",
+    "DK",
 ];
 const GENDERS: [&str; 3] = ["M", "F", "U"];
 const GENDER_P: [f64; 3] = [0.48, 0.48, 0.04];
@@ -133,13 +132,7 @@ const KINDS: [&str; 5] = [
 const KIND_P: [f64; 5] = [0.40, 0.22, 0.10, 0.05, 0.23];
 const SUPPORT_TICKET: usize = 3;
 /// Log-normal duration in seconds per kind: (median, sigma).
-const KIND_DUR: [(f64, f64); 5] = [
-    (90.0, 0.9),
-    (15.0, 0.7),
-    (30.0, 0.8),
-    (600.0, 0.8),
-    (240.0, 0.9),
-];
+const KIND_DUR: [(f64, f64); 5] = [(90.0, 0.9), (15.0, 0.7), (30.0, 0.8), (600.0, 0.8), (240.0, 0.9)];
 
 // BG/NBD hyper-parameters.
 const LAMBDA_SHAPE: f64 = 1.5;
@@ -456,8 +449,7 @@ async fn write_table(
     // object_store's `BufWriter` (an `AsyncWrite`) to `AsyncArrowWriter`
     // directly; small files go up with one put, large ones as multipart.
     let sink = BufWriter::new(store, path.clone());
-    let mut writer =
-        AsyncArrowWriter::try_new(sink, Arc::clone(&schema), Some(props)).map_err(werr)?;
+    let mut writer = AsyncArrowWriter::try_new(sink, Arc::clone(&schema), Some(props)).map_err(werr)?;
     let mut start = 0;
     while start < rows {
         let end = (start + ROW_GROUP_ROWS).min(rows);
@@ -573,9 +565,7 @@ impl Model {
         let start_day = opts.start.signed_duration_since(epoch).num_days();
         let end_day = opts.end.signed_duration_since(epoch).num_days();
         if start_day < i32::MIN as i64 / 2 || end_day > i32::MAX as i64 / 2 {
-            return Err(GenerateError::InvalidOptions(
-                "the window is out of range".into(),
-            ));
+            return Err(GenerateError::InvalidOptions("the window is out of range".into()));
         }
         let mut kind_dropped = KIND_P;
         kind_dropped[SUPPORT_TICKET] *= DROPOUT_TICKET_FACTOR;
@@ -606,9 +596,7 @@ impl Model {
     }
 
     fn rng(&self, chunk: u64) -> Xoshiro256PlusPlus {
-        let s = splitmix64(
-            splitmix64(self.seed) ^ splitmix64(chunk.wrapping_add(0x0063_726d_666c_6f77)),
-        );
+        let s = splitmix64(splitmix64(self.seed) ^ splitmix64(chunk.wrapping_add(0x0063_726d_666c_6f77)));
         Xoshiro256PlusPlus::seed_from_u64(s)
     }
 
@@ -686,11 +674,7 @@ impl Model {
                 }
             };
             let rho = self.ix_rate.sample(&mut rng) * (lambda * ix_ref).powf(0.3);
-            let kinds = if alive {
-                &self.kind_alive
-            } else {
-                &self.kind_dropped
-            };
+            let kinds = if alive { &self.kind_alive } else { &self.kind_dropped };
             let gap_scale = US_PER_YEAR / rho;
             let mut t = birth_us;
             loop {
@@ -816,9 +800,7 @@ impl Chunk {
         id_base: u64,
     ) -> Result<RecordBatch, ArrowError> {
         fn strings(codes: &[u8], names: &[&str]) -> ArrayRef {
-            Arc::new(StringArray::from_iter_values(
-                codes.iter().map(|&c| names[c as usize]),
-            ))
+            Arc::new(StringArray::from_iter_values(codes.iter().map(|&c| names[c as usize])))
         }
         fn ts(v: &[i64]) -> ArrayRef {
             Arc::new(TimestampMicrosecondArray::from(v.to_vec()).with_timezone("UTC"))
@@ -862,14 +844,12 @@ impl Chunk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use object_store::memory::InMemory;
     use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use object_store::memory::InMemory;
     use std::collections::BTreeMap;
 
     use datafusion::arrow::array::AsArray;
-    use datafusion::arrow::datatypes::{
-        Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
-    };
+    use datafusion::arrow::datatypes::{Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
 
     fn mem() -> Arc<dyn ObjectStore> {
         Arc::new(InMemory::new())
@@ -887,11 +867,7 @@ mod tests {
     }
 
     /// Reads every part file of `table` in part order into batches.
-    async fn read_table(
-        store: &Arc<dyn ObjectStore>,
-        prefix: &Path,
-        table: &str,
-    ) -> Vec<RecordBatch> {
+    async fn read_table(store: &Arc<dyn ObjectStore>, prefix: &Path, table: &str) -> Vec<RecordBatch> {
         let dir = prefix.clone().join(table);
         let mut paths: Vec<Path> = store
             .list(Some(&dir))
@@ -903,10 +879,7 @@ mod tests {
         let mut batches = Vec::new();
         for p in paths {
             let b = store.get(&p).await.unwrap().bytes().await.unwrap();
-            let reader = ParquetRecordBatchReaderBuilder::try_new(b)
-                .unwrap()
-                .build()
-                .unwrap();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(b).unwrap().build().unwrap();
             for batch in reader {
                 batches.push(batch.unwrap());
             }
@@ -1006,15 +979,9 @@ mod tests {
         // Several chunks, so that parallel generation and ordering are exercised.
         let sa = run(a.clone(), &prefix, &opts, 300, &|_| {}).await.unwrap();
         let sb = run(b.clone(), &prefix, &opts, 300, &|_| {}).await.unwrap();
-        let _ = run(
-            c.clone(),
-            &prefix,
-            &GenerateOptions::new(1_300, 8),
-            300,
-            &|_| {},
-        )
-        .await
-        .unwrap();
+        let _ = run(c.clone(), &prefix, &GenerateOptions::new(1_300, 8), 300, &|_| {})
+            .await
+            .unwrap();
         assert_eq!(sa, sb);
         assert_eq!(sa.files.len(), 15);
         let (da, db, dc) = (
@@ -1085,10 +1052,8 @@ mod tests {
                 .iter()
                 .map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable()))
                 .collect();
-            let want: Vec<(String, DataType, bool)> = cols
-                .into_iter()
-                .map(|(n, t)| (n.to_string(), t, false))
-                .collect();
+            let want: Vec<(String, DataType, bool)> =
+                cols.into_iter().map(|(n, t)| (n.to_string(), t, false)).collect();
             assert_eq!(got, want, "schema of {table}");
             let md = builder.metadata();
             assert!(md.num_row_groups() >= 1);
@@ -1118,10 +1083,8 @@ mod tests {
             }
             s
         };
-        let ex = |t: f64| {
-            b / (a - 1.0)
-                * (1.0 - (alpha / (alpha + t)).powf(r) * hyp2f1(r, b + 1.0, a + b, t / (alpha + t)))
-        };
+        let ex =
+            |t: f64| b / (a - 1.0) * (1.0 - (alpha / (alpha + t)).powf(r) * hyp2f1(r, b + 1.0, a + b, t / (alpha + t)));
         let years = n_days as f64 * US_PER_DAY as f64 / US_PER_YEAR;
         let m = 4_000;
         let g = SIGNUP_GROWTH;
@@ -1143,9 +1106,7 @@ mod tests {
         let store = mem();
         let prefix = Path::from("inv");
         // Chunks of 700 customers: ids must also run on across chunks.
-        let summary = run(store.clone(), &prefix, &opts, 700, &|_| {})
-            .await
-            .unwrap();
+        let summary = run(store.clone(), &prefix, &opts, 700, &|_| {}).await.unwrap();
         assert_eq!(summary.files.len(), 9);
         let cust = read_table(&store, &prefix, "customers").await;
         let tx = read_table(&store, &prefix, "transactions").await;
@@ -1157,10 +1118,7 @@ mod tests {
         assert_eq!(cid, (1..=n as i64).collect::<Vec<_>>());
         let signup = col_date(&cust, "signup_date");
         let (d0, d1) = (epoch_day(opts.start), epoch_day(opts.end));
-        assert!(
-            signup.windows(2).all(|w| w[0] <= w[1]),
-            "signup days decrease"
-        );
+        assert!(signup.windows(2).all(|w| w[0] <= w[1]), "signup days decrease");
         assert!(signup.iter().all(|&d| (d0..d1).contains(&(d as i64))));
         // growth: the second half of the window has more signups than the first
         let mid = (d0 + d1) / 2;
@@ -1168,16 +1126,8 @@ mod tests {
         assert!((0.55..0.65).contains(&late), "share of late signups {late}");
         let age = col_i32(&cust, "age");
         assert!(age.iter().all(|a| (18..=90).contains(a)));
-        assert!(
-            col_str(&cust, "gender")
-                .iter()
-                .all(|g| GENDERS.contains(&g.as_str()))
-        );
-        assert!(
-            col_str(&cust, "channel")
-                .iter()
-                .all(|g| CHANNELS.contains(&g.as_str()))
-        );
+        assert!(col_str(&cust, "gender").iter().all(|g| GENDERS.contains(&g.as_str())));
+        assert!(col_str(&cust, "channel").iter().all(|g| CHANNELS.contains(&g.as_str())));
         assert!(
             col_str(&cust, "country")
                 .iter()
@@ -1200,21 +1150,14 @@ mod tests {
             assert!(t < end_us, "transaction at/after the end");
             if !first_seen[c as usize] {
                 first_seen[c as usize] = true;
-                assert_eq!(
-                    t.div_euclid(US_PER_DAY),
-                    day,
-                    "first purchase not on signup day"
-                );
+                assert_eq!(t.div_euclid(US_PER_DAY), day, "first purchase not on signup day");
             }
             if let Some(p) = prev {
                 assert!(p < (c, t), "rows not ordered by (customer, ts)");
             }
             prev = Some((c, t));
         }
-        assert!(
-            first_seen[1..].iter().all(|&s| s),
-            "a customer has no transaction"
-        );
+        assert!(first_seen[1..].iter().all(|&s| s), "a customer has no transaction");
         for a in col_f64(&tx, "amount") {
             assert!(a >= 0.01, "amount {a}");
             assert_eq!(round2(a), a, "amount {a} has more than 2 decimals");
@@ -1236,35 +1179,21 @@ mod tests {
         let se = (var / n as f64).sqrt();
         let want = expected_tx_per_customer(d1 - d0);
         assert!((9.0..11.5).contains(&want), "model mean {want}");
-        assert!(
-            (mean - want).abs() < 4.0 * se,
-            "mean {mean} vs model {want} ± 4·{se}"
-        );
+        assert!((mean - want).abs() < 4.0 * se, "mean {mean} vs model {want} ± 4·{se}");
 
         // interactions
         let iid = col_i64(&ix, "interaction_id");
         assert_eq!(iid, (1..=iid.len() as i64).collect::<Vec<_>>());
         assert_eq!(iid.len() as u64, summary.interactions);
         let per_ix = iid.len() as f64 / n as f64;
-        assert!(
-            (5.0..20.0).contains(&per_ix),
-            "interactions per customer {per_ix}"
-        );
+        assert!((5.0..20.0).contains(&per_ix), "interactions per customer {per_ix}");
         let icust = col_i64(&ix, "customer_id");
         let its = col_ts(&ix, "interaction_ts");
         for (&c, &t) in icust.iter().zip(&its) {
             assert!(t >= signup[(c - 1) as usize] as i64 * US_PER_DAY && t < end_us);
         }
-        assert!(
-            col_str(&ix, "kind")
-                .iter()
-                .all(|k| KINDS.contains(&k.as_str()))
-        );
-        assert!(
-            col_i32(&ix, "duration_s")
-                .iter()
-                .all(|d| (1..=86_400).contains(d))
-        );
+        assert!(col_str(&ix, "kind").iter().all(|k| KINDS.contains(&k.as_str())));
+        assert!(col_i32(&ix, "duration_s").iter().all(|d| (1..=86_400).contains(d)));
 
         // files and row counts
         let total: u64 = summary.files.iter().map(|f| f.1).sum();
@@ -1283,10 +1212,7 @@ mod tests {
         }
         let share = [tickets[0] / n[0], tickets[1] / n[1]];
         let alive_share = ch.c_alive.iter().filter(|&&a| a).count() as f64 / 40_000.0;
-        assert!(
-            (0.1..0.6).contains(&alive_share),
-            "alive at end {alive_share}"
-        );
+        assert!((0.1..0.6).contains(&alive_share), "alive at end {alive_share}");
         assert!(
             (share[0] - KIND_P[SUPPORT_TICKET]).abs() < 0.01,
             "alive ticket share {}",
@@ -1307,34 +1233,18 @@ mod tests {
     async fn rerun_with_fewer_customers_leaves_no_stale_parts() {
         let store = mem();
         let prefix = Path::from("data/crm");
-        let big = run(
-            store.clone(),
-            &prefix,
-            &GenerateOptions::new(1_000, 5),
-            300,
-            &|_| {},
-        )
-        .await
-        .unwrap();
+        let big = run(store.clone(), &prefix, &GenerateOptions::new(1_000, 5), 300, &|_| {})
+            .await
+            .unwrap();
         assert_eq!(big.files.len(), 12);
         // a stray parquet file and an unrelated object
-        let stray = prefix
-            .clone()
-            .join("customers")
-            .join("old")
-            .join("x.parquet");
+        let stray = prefix.clone().join("customers").join("old").join("x.parquet");
         let notes = prefix.clone().join("customers").join("notes.txt");
         store.put(&stray, b"junk".to_vec().into()).await.unwrap();
         store.put(&notes, b"keep".to_vec().into()).await.unwrap();
-        let small = run(
-            store.clone(),
-            &prefix,
-            &GenerateOptions::new(250, 5),
-            300,
-            &|_| {},
-        )
-        .await
-        .unwrap();
+        let small = run(store.clone(), &prefix, &GenerateOptions::new(250, 5), 300, &|_| {})
+            .await
+            .unwrap();
         assert_eq!(small.files.len(), 3);
         let left: Vec<String> = dump(&store, &prefix).await.into_keys().collect();
         let mut want: Vec<String> = small.files.iter().map(|f| f.0.clone()).collect();
@@ -1343,15 +1253,9 @@ mod tests {
         assert_eq!(left, want);
         // and the small run equals a fresh small run
         let fresh = mem();
-        run(
-            fresh.clone(),
-            &prefix,
-            &GenerateOptions::new(250, 5),
-            300,
-            &|_| {},
-        )
-        .await
-        .unwrap();
+        run(fresh.clone(), &prefix, &GenerateOptions::new(250, 5), 300, &|_| {})
+            .await
+            .unwrap();
         let mut a = dump(&store, &prefix).await;
         a.remove(&notes.to_string());
         assert_eq!(a, dump(&fresh, &prefix).await);
@@ -1380,13 +1284,9 @@ mod tests {
             .build()
             .unwrap();
         let seen = std::sync::Mutex::new(Vec::new());
-        rt.block_on(run(
-            mem(),
-            &Path::from("p"),
-            &GenerateOptions::new(700, 1),
-            300,
-            &|d| seen.lock().unwrap().push(d),
-        ))
+        rt.block_on(run(mem(), &Path::from("p"), &GenerateOptions::new(700, 1), 300, &|d| {
+            seen.lock().unwrap().push(d)
+        }))
         .unwrap();
         assert_eq!(*seen.lock().unwrap(), vec![300, 600, 700]);
     }

@@ -88,7 +88,8 @@ async fn run(args: RunArgs, progress: ProgressBar) -> anyhow::Result<()> {
     print_summary(&summary);
     let json = crmflow::config::vars::mask(&serde_json::to_string(&summary).context("serializing the run summary")?);
     if let Some(path) = &args.run_results {
-        std::fs::write(path, format!("{json}\n")).with_context(|| format!("writing run results to {}", path.display()))?;
+        std::fs::write(path, format!("{json}\n"))
+            .with_context(|| format!("writing run results to {}", path.display()))?;
     }
     println!("{json}");
     match error {
@@ -133,19 +134,37 @@ async fn print_plan(args: PipelineArgs) -> anyhow::Result<()> {
             s.name,
             s.kind.name(),
             if s.cache { ", cached" } else { "" },
-            if s.inputs.is_empty() { "-".to_string() } else { s.inputs.join(", ") },
-            if extra.is_empty() { String::new() } else { format!("; also makes {}", extra.join(", ")) }
+            if s.inputs.is_empty() {
+                "-".to_string()
+            } else {
+                s.inputs.join(", ")
+            },
+            if extra.is_empty() {
+                String::new()
+            } else {
+                format!("; also makes {}", extra.join(", "))
+            }
         )?;
     }
     writeln!(out, "\nsinks:")?;
     for s in &plan.sinks {
-        let parts = if s.partition_by.is_empty() { String::new() } else { format!(" partitioned by {}", s.partition_by.join(", ")) };
+        let parts = if s.partition_by.is_empty() {
+            String::new()
+        } else {
+            format!(" partitioned by {}", s.partition_by.join(", "))
+        };
         writeln!(out, "  {} -> {} ({}{parts})", s.table, s.location, s.mode.as_str())?;
     }
     for t in &checked.tables {
         writeln!(out, "\ntable {} ({}):", t.name, t.kind)?;
         for f in t.schema.fields() {
-            writeln!(out, "  {}: {}{}", f.name(), f.data_type(), if f.is_nullable() { "" } else { " not null" })?;
+            writeln!(
+                out,
+                "  {}: {}{}",
+                f.name(),
+                f.data_type(),
+                if f.is_nullable() { "" } else { " not null" }
+            )?;
         }
         if let Some(lp) = &t.plan {
             writeln!(out, "  logical plan:")?;
@@ -154,7 +173,9 @@ async fn print_plan(args: PipelineArgs) -> anyhow::Result<()> {
             }
         }
     }
-    std::io::stdout().lock().write_all(crmflow::config::vars::mask(&out).as_bytes())?;
+    std::io::stdout()
+        .lock()
+        .write_all(crmflow::config::vars::mask(&out).as_bytes())?;
     Ok(())
 }
 
@@ -194,7 +215,8 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 /// `20261125T080000Z-3f2a9c1b`: sortable, unique enough per sink.
 fn run_id() -> String {
     let now = chrono::Utc::now();
-    let noise = crmflow::stages::splitmix64(u64::from(std::process::id()) ^ now.timestamp_nanos_opt().unwrap_or(0) as u64);
+    let noise =
+        crmflow::stages::splitmix64(u64::from(std::process::id()) ^ now.timestamp_nanos_opt().unwrap_or(0) as u64);
     format!("{}-{:08x}", now.format("%Y%m%dT%H%M%SZ"), noise as u32)
 }
 
@@ -211,7 +233,11 @@ async fn wait_for_signal() -> Option<&'static str> {
 fn print_summary(s: &exec::RunSummary) {
     use std::fmt::Write as _;
     let mut e = String::new();
-    let _ = writeln!(e, "\nrun {} of {}: {} in {:.2}s", s.run_id, s.pipeline, s.status, s.seconds);
+    let _ = writeln!(
+        e,
+        "\nrun {} of {}: {} in {:.2}s",
+        s.run_id, s.pipeline, s.status, s.seconds
+    );
     if !s.steps.is_empty() {
         let _ = writeln!(e, "  {:<28} {:<8} {:>12} {:>9}", "step", "kind", "rows", "seconds");
         for st in &s.steps {
@@ -220,9 +246,17 @@ fn print_summary(s: &exec::RunSummary) {
         }
     }
     if !s.sinks.is_empty() {
-        let _ = writeln!(e, "  {:<28} {:<8} {:>12} {:>9}  location", "sink", "files", "rows", "seconds");
+        let _ = writeln!(
+            e,
+            "  {:<28} {:<8} {:>12} {:>9}  location",
+            "sink", "files", "rows", "seconds"
+        );
         for sk in &s.sinks {
-            let _ = writeln!(e, "  {:<28} {:<8} {:>12} {:>9.3}  {}", sk.table, sk.files, sk.rows, sk.seconds, sk.url);
+            let _ = writeln!(
+                e,
+                "  {:<28} {:<8} {:>12} {:>9.3}  {}",
+                sk.table, sk.files, sk.rows, sk.seconds, sk.url
+            );
         }
     }
     let failed: Vec<_> = s.checks.iter().filter(|c| !c.outcome.passed).collect();
@@ -234,11 +268,14 @@ fn print_summary(s: &exec::RunSummary) {
     } else if s.status != "success" {
         let _ = writeln!(e, "  nothing was published; previous outputs are untouched");
     }
-    let _ = std::io::stderr().lock().write_all(crmflow::config::vars::mask(&e).as_bytes());
+    let _ = std::io::stderr()
+        .lock()
+        .write_all(crmflow::config::vars::mask(&e).as_bytes());
 }
 
 fn progress_bar(cli: &Cli) -> ProgressBar {
-    let interactive = std::io::stderr().is_terminal() && cli.log_format == LogFormat::Text && matches!(cli.command, Command::Run(_));
+    let interactive =
+        std::io::stderr().is_terminal() && cli.log_format == LogFormat::Text && matches!(cli.command, Command::Run(_));
     if !interactive {
         return ProgressBar::hidden();
     }
@@ -273,7 +310,10 @@ fn init_logging(cli: &Cli, progress: &ProgressBar) {
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
     let pb = progress.clone();
     let writer = move || LogWriter(pb.clone());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_target(false);
     let _ = match cli.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),

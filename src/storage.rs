@@ -188,10 +188,7 @@ fn memory_store(authority: &str) -> Arc<dyn ObjectStore> {
 /// # Errors
 /// An option the store does not know, or a store that cannot be built
 /// (e.g. no region). The message never contains option values.
-pub fn build_store(
-    loc: &Location,
-    options: &BTreeMap<String, String>,
-) -> Result<Arc<dyn ObjectStore>, String> {
+pub fn build_store(loc: &Location, options: &BTreeMap<String, String>) -> Result<Arc<dyn ObjectStore>, String> {
     let url = loc.url();
     let base = format!("{}://{}", url.scheme(), url.authority());
     fn apply<B, K>(
@@ -223,17 +220,23 @@ pub fn build_store(
         "file" => Arc::new(object_store::local::LocalFileSystem::new()),
         "memory" => memory_store(url.authority()),
         "s3" => {
-            let b = object_store::aws::AmazonS3Builder::from_env().with_url(&base).with_retry(retry);
+            let b = object_store::aws::AmazonS3Builder::from_env()
+                .with_url(&base)
+                .with_retry(retry);
             let b = apply(b, options, "aws_", |b, k, v| b.with_config(k, v))?;
             Arc::new(b.build().map_err(|e| e.to_string())?)
         }
         "gs" => {
-            let b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(&base).with_retry(retry);
+            let b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_url(&base)
+                .with_retry(retry);
             let b = apply(b, options, "google_", |b, k, v| b.with_config(k, v))?;
             Arc::new(b.build().map_err(|e| e.to_string())?)
         }
         _ => {
-            let b = object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url.as_str()).with_retry(retry);
+            let b = object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_url(url.as_str())
+                .with_retry(retry);
             let b = apply(b, options, "azure_", |b, k, v| b.with_config(k, v))?;
             Arc::new(b.build().map_err(|e| e.to_string())?)
         }
@@ -250,7 +253,9 @@ pub const RETRY_KEYS: &[&str] = &["retry_max", "retry_timeout"];
 fn retry_config(options: &BTreeMap<String, String>) -> Result<object_store::RetryConfig, String> {
     let mut retry = object_store::RetryConfig::default();
     if let Some(v) = options.get("retry_max") {
-        retry.max_retries = v.parse().map_err(|_| format!("storage option \"retry_max\" must be a whole number, got \"{v}\""))?;
+        retry.max_retries = v
+            .parse()
+            .map_err(|_| format!("storage option \"retry_max\" must be a whole number, got \"{v}\""))?;
     }
     if let Some(v) = options.get("retry_timeout") {
         let secs: f64 = v
@@ -258,7 +263,10 @@ fn retry_config(options: &BTreeMap<String, String>) -> Result<object_store::Retr
             .parse()
             .map_err(|_| format!("storage option \"retry_timeout\" must be seconds (e.g. 30), got \"{v}\""))?;
         retry.retry_timeout = std::time::Duration::from_secs_f64(secs.max(0.0));
-        retry.backoff.max_backoff = retry.backoff.max_backoff.min(retry.retry_timeout.max(std::time::Duration::from_millis(100)));
+        retry.backoff.max_backoff = retry
+            .backoff
+            .max_backoff
+            .min(retry.retry_timeout.max(std::time::Duration::from_millis(100)));
     }
     Ok(retry)
 }
@@ -271,32 +279,32 @@ fn retry_config(options: &BTreeMap<String, String>) -> Result<object_store::Retr
 /// permission, an unreachable endpoint).
 pub async fn probe_writable(store: &dyn ObjectStore, loc: &Location, run_id: &str) -> Result<(), String> {
     use object_store::ObjectStoreExt;
-    let (parent, name) = loc.parent_and_name().ok_or_else(|| format!("{loc} has no parent directory"))?;
+    let (parent, name) = loc
+        .parent_and_name()
+        .ok_or_else(|| format!("{loc} has no parent directory"))?;
     if let Some(p) = parent.local_path() {
         // Probe the nearest existing directory: a failed run creates nothing.
         let mut dir = p.as_path();
         while !dir.exists() {
-            dir = dir.parent().ok_or_else(|| format!("{} has no existing ancestor", p.display()))?;
+            dir = dir
+                .parent()
+                .ok_or_else(|| format!("{} has no existing ancestor", p.display()))?;
         }
         let probe = dir.join(format!(".{name}.crmflow-probe-{run_id}"));
-        std::fs::write(&probe, b"crmflow write probe").map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
+        std::fs::write(&probe, b"crmflow write probe")
+            .map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
         return std::fs::remove_file(&probe).map_err(|e| format!("cannot delete {}: {e}", probe.display()));
     }
     let probe = parent.child_path(&format!(".{name}.crmflow-probe-{run_id}"));
     store
         .put(&probe, object_store::PutPayload::from_static(b"crmflow write probe"))
         .await
-        .map_err(|e| format!("cannot write to {parent}: {}", short(&e)))?;
+        .map_err(|e| format!("cannot write to {parent}: {e}"))?;
     store
         .delete(&probe)
         .await
-        .map_err(|e| format!("cannot delete from {parent}: {}", short(&e)))?;
+        .map_err(|e| format!("cannot delete from {parent}: {e}"))?;
     Ok(())
-}
-
-/// An object_store error without its retry preamble.
-pub fn short(e: &object_store::Error) -> String {
-    e.to_string()
 }
 
 /// Registers the store for `loc` with the context (once per store URL) and
@@ -349,7 +357,10 @@ mod tests {
             Location::parse("ftp://host/x").unwrap_err(),
             "unsupported scheme \"ftp://\" (use a path or one of file://, s3://, gs://, az://, abfss://, memory://)"
         );
-        assert_eq!(Location::parse("s3:///x").unwrap_err(), "\"s3:///x\" names no bucket or container");
+        assert_eq!(
+            Location::parse("s3:///x").unwrap_err(),
+            "\"s3:///x\" names no bucket or container"
+        );
     }
 
     #[test]
@@ -357,6 +368,9 @@ mod tests {
         let loc = Location::parse("s3://bucket/x/").unwrap();
         let opts = BTreeMap::from([("aws_secret_acess_key".to_string(), "hunter2".to_string())]);
         let err = build_store(&loc, &opts).unwrap_err();
-        assert_eq!(err, "storage option \"aws_secret_acess_key\" is not known to the aws_* store");
+        assert_eq!(
+            err,
+            "storage option \"aws_secret_acess_key\" is not known to the aws_* store"
+        );
     }
 }

@@ -311,11 +311,9 @@ pub fn parse(text: &str) -> std::result::Result<PipelineSpec, String> {
     serde_saphyr::from_str::<PipelineSpec>(text).map_err(|e| {
         // The crate renders "error: line L column C: message" and a snippet;
         // keep both but drop the redundant "error: " prefix.
-        let shown = e.to_string().replace(", set DuplicateKeyPolicy in Options if acceptable", "");
-        shown
-            .strip_prefix("error: ")
-            .unwrap_or(&shown)
-            .trim_end()
+        let shown = e
             .to_string()
+            .replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+        shown.strip_prefix("error: ").unwrap_or(&shown).trim_end().to_string()
     })
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use super::vars::Vars;
-use super::{CheckSpec, EngineKind, PipelineSpec, StepKindSpec};
+use super::{EngineKind, PipelineSpec, StepKindSpec};
 use crate::error::{Error, Result};
 use crate::runner::plan::{self, Engine, Plan, Sink, Step, StepKind};
 use crate::sources::Source;
@@ -29,7 +29,9 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
             let known: Vec<&str> = spec.vars.keys().map(String::as_str).collect();
             p.push(format!(
                 "--var {k}: the pipeline defines no var \"{k}\"{}",
-                suggest(k, &known).map(|s| format!("; did you mean \"{s}\"?")).unwrap_or_default()
+                suggest(k, &known)
+                    .map(|s| format!("; did you mean \"{s}\"?"))
+                    .unwrap_or_default()
             ));
         }
     }
@@ -41,7 +43,10 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
         }
     };
     if !valid_name(&spec.name) {
-        p.push(format!("name \"{}\": use lowercase letters, digits and _ (starting with a letter or _)", spec.name));
+        p.push(format!(
+            "name \"{}\": use lowercase letters, digits and _ (starting with a letter or _)",
+            spec.name
+        ));
     }
 
     let engine = resolve_engine(&spec.engine, &vars, &mut p);
@@ -49,7 +54,9 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
     let mut storage = BTreeMap::new();
     for (k, v) in &spec.storage {
         let key = k.to_ascii_lowercase();
-        if !["aws_", "google_", "azure_"].iter().any(|pre| key.starts_with(pre)) && !crate::storage::RETRY_KEYS.contains(&key.as_str()) {
+        if !["aws_", "google_", "azure_"].iter().any(|pre| key.starts_with(pre))
+            && !crate::storage::RETRY_KEYS.contains(&key.as_str())
+        {
             p.push(format!(
                 "storage \"{k}\": option names start with aws_, google_ or azure_ (e.g. aws_endpoint, aws_region), or are one of {}",
                 crate::storage::RETRY_KEYS.join(", ")
@@ -70,7 +77,9 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
     let mut sources = Vec::new();
     for (name, s) in &spec.sources {
         if !valid_name(name) {
-            p.push(format!("source \"{name}\": use lowercase letters, digits and _ in names (starting with a letter or _)"));
+            p.push(format!(
+                "source \"{name}\": use lowercase letters, digits and _ in names (starting with a letter or _)"
+            ));
         }
         owner.insert(name.clone(), String::new());
         let url = match vars.interpolate(&s.url) {
@@ -102,29 +111,40 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
         let st = spanned.value;
         let name = st.name.clone();
         if !valid_name(&name) {
-            p.push(format!("{}: use lowercase letters, digits and _ in names (starting with a letter or _)", at(&name)));
+            p.push(format!(
+                "{}: use lowercase letters, digits and _ in names (starting with a letter or _)",
+                at(&name)
+            ));
         }
         let kind = match st.kind {
             StepKindSpec::Sql(text) => match vars.overlay(&st.vars).and_then(|v| resolve_sql(&text, base_dir, &v)) {
-                Ok((sql, origin, statement)) => Some(StepKind::Sql(crate::transform::SqlStep { sql, origin, statement })),
+                Ok((sql, origin, statement)) => {
+                    Some(StepKind::Sql(crate::transform::SqlStep { sql, origin, statement }))
+                }
                 Err(e) => {
                     p.push(format!("{}: {e}", at(&name)));
                     None
                 }
             },
             StepKindSpec::Clv(c) => collect(c.resolve(&name, &vars), &name, &at(&name), &mut p).map(StepKind::Clv),
-            StepKindSpec::Segment(s) => collect(s.resolve(&name, &vars), &name, &at(&name), &mut p).map(StepKind::Segment),
-            StepKindSpec::Predict(s) => collect(s.resolve(&name, &vars), &name, &at(&name), &mut p).map(StepKind::Predict),
+            StepKindSpec::Segment(s) => {
+                collect(s.resolve(&name, &vars), &name, &at(&name), &mut p).map(StepKind::Segment)
+            }
+            StepKindSpec::Predict(s) => {
+                collect(s.resolve(&name, &vars), &name, &at(&name), &mut p).map(StepKind::Predict)
+            }
         };
         let Some(kind) = kind else { continue };
         let inputs = match &kind {
-            StepKind::Sql(s) => match crate::transform::references(&datafusion::prelude::SessionContext::new(), &s.statement) {
-                Ok(r) => r,
-                Err(e) => {
-                    p.push(format!("{}: {e}", at(&name)));
-                    continue;
+            StepKind::Sql(s) => {
+                match crate::transform::references(&datafusion::prelude::SessionContext::new(), &s.statement) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        p.push(format!("{}: {e}", at(&name)));
+                        continue;
+                    }
                 }
-            },
+            }
             StepKind::Clv(c) => c.inputs(),
             StepKind::Segment(s) => s.inputs(),
             StepKind::Predict(s) => s.inputs(),
@@ -166,7 +186,9 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
     let unknown = |what: &str, name: &str| {
         format!(
             "{what}: table \"{name}\" is neither a source nor a step{}",
-            suggest(name, &known).map(|s| format!("; did you mean \"{s}\"?")).unwrap_or_default()
+            suggest(name, &known)
+                .map(|s| format!("; did you mean \"{s}\"?"))
+                .unwrap_or_default()
         )
     };
     for s in &steps {
@@ -187,7 +209,11 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
     for spanned in spec.sinks {
         let line = spanned.referenced.line();
         let s = spanned.value;
-        let at = if line > 0 { format!("sink \"{}\" (line {line})", s.table) } else { format!("sink \"{}\"", s.table) };
+        let at = if line > 0 {
+            format!("sink \"{}\" (line {line})", s.table)
+        } else {
+            format!("sink \"{}\"", s.table)
+        };
         if !owner.contains_key(&s.table) {
             p.push(unknown(&at, &s.table));
         }
@@ -206,7 +232,10 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
             }
         };
         if location.parent_and_name().is_none() {
-            p.push(format!("{at}: url {location} is the root of its store; write below a prefix (e.g. {}out/)", location));
+            p.push(format!(
+                "{at}: url {location} is the root of its store; write below a prefix (e.g. {}out/)",
+                location
+            ));
         }
         if !sink_urls.insert(location.url().to_string()) {
             p.push(format!("{at}: another sink already writes to {location}"));
@@ -214,7 +243,10 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
         for src in &sources {
             let (a, b) = (src.location.as_dir().url().to_string(), location.url().to_string());
             if a.starts_with(&b) || b.starts_with(&a) {
-                p.push(format!("{at}: url {location} overlaps source \"{}\" ({}); a sink must not replace its own input", src.name, src.location));
+                p.push(format!(
+                    "{at}: url {location} overlaps source \"{}\" ({}); a sink must not replace its own input",
+                    src.name, src.location
+                ));
             }
         }
         let mut seen = BTreeSet::new();
@@ -256,14 +288,21 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
                 p.push(format!("step \"{}\" reads its own output", cycle[0]));
             } else {
                 let reads: Vec<String> = cycle.iter().skip(1).map(|c| format!("\"{c}\"")).collect();
-                p.push(format!("steps form a cycle: \"{}\" reads {}", cycle[0], reads.join(", which reads ")));
+                p.push(format!(
+                    "steps form a cycle: \"{}\" reads {}",
+                    cycle[0],
+                    reads.join(", which reads ")
+                ));
             }
             (0..steps.len()).collect()
         }
     };
 
     if !p.is_empty() {
-        return Err(Error::Invalid { file: shown, problems: p });
+        return Err(Error::Invalid {
+            file: shown,
+            problems: p,
+        });
     }
 
     // Cache a step read by more than one step or sink, unless told.
@@ -338,7 +377,11 @@ fn resolve_engine(e: &super::EngineSpec, vars: &Vars, p: &mut Vec<String>) -> Op
     }
     let memory_limit = match &e.memory_limit {
         None => None,
-        Some(m) => match vars.interpolate(m).map_err(|e| e.to_string()).and_then(|m| parse_bytes(&m)) {
+        Some(m) => match vars
+            .interpolate(m)
+            .map_err(|e| e.to_string())
+            .and_then(|m| parse_bytes(&m))
+        {
             Ok(b) => Some(b),
             Err(err) => {
                 p.push(format!("engine: memory_limit: {err}"));
@@ -362,7 +405,9 @@ pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("\"{s}\" is not a size (e.g. 4GiB, 512MiB)"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("\"{s}\" is not a size (e.g. 4GiB, 512MiB)"))?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
@@ -373,7 +418,11 @@ pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
         "gib" => 1024.0 * 1024.0 * 1024.0,
         "t" | "tb" => 1e12,
         "tib" => 1024f64.powi(4),
-        _ => return Err(format!("\"{s}\" has an unknown unit (use B, KiB, MiB, GiB, TiB or KB, MB, GB, TB)")),
+        _ => {
+            return Err(format!(
+                "\"{s}\" has an unknown unit (use B, KiB, MiB, GiB, TiB or KB, MB, GB, TB)"
+            ));
+        }
     };
     let bytes = n * mult;
     if !(bytes >= 1.0) {
@@ -384,7 +433,11 @@ pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
 
 /// Reads a step's SQL (a `.sql` file relative to the pipeline, or inline
 /// text), binds vars and parses it.
-fn resolve_sql(text: &str, base_dir: &Path, vars: &Vars) -> std::result::Result<(String, String, datafusion::sql::parser::Statement), String> {
+fn resolve_sql(
+    text: &str,
+    base_dir: &Path,
+    vars: &Vars,
+) -> std::result::Result<(String, String, datafusion::sql::parser::Statement), String> {
     let trimmed = text.trim();
     let (raw, origin) = if !trimmed.contains(char::is_whitespace) && trimmed.ends_with(".sql") {
         let path = base_dir.join(trimmed);
@@ -393,7 +446,13 @@ fn resolve_sql(text: &str, base_dir: &Path, vars: &Vars) -> std::result::Result<
     } else {
         (text.to_string(), "inline".to_string())
     };
-    let place = |e: String| if origin == "inline" { e } else { format!("{origin}: {e}") };
+    let place = |e: String| {
+        if origin == "inline" {
+            e
+        } else {
+            format!("{origin}: {e}")
+        }
+    };
     let sql = crate::transform::bind_vars(&raw, vars).map_err(place)?;
     let statement = crate::transform::parse(&sql).map_err(place)?;
     Ok((sql, origin, statement))
@@ -427,11 +486,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
-}
-
-/// Problems of the checks of a source or sink that the schema shows.
-pub fn check_columns(subject: &str, checks: &[CheckSpec], schema: &datafusion::arrow::datatypes::Schema) -> Vec<String> {
-    crate::checks::validate_against(subject, checks, schema)
 }
 
 #[cfg(test)]

@@ -70,11 +70,7 @@ pub fn scan(s: &str) -> Result<Vec<Piece<'_>>, String> {
             Piece::Env(n) | Piece::Var(n) => *n,
             Piece::Text(_) => unreachable!("built just above"),
         };
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-        {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
             return Err(format!("\"${{{inner}}}\" is not a valid reference in \"{s}\""));
         }
         out.push(piece);
@@ -102,10 +98,8 @@ impl Vars {
         }
         let mut problems = Vec::new();
         // Defaults may refer to each other; resolve until nothing changes.
-        let mut pending: Vec<(&String, &String)> = defaults
-            .iter()
-            .filter(|(k, _)| !overrides.contains_key(*k))
-            .collect();
+        let mut pending: Vec<(&String, &String)> =
+            defaults.iter().filter(|(k, _)| !overrides.contains_key(*k)).collect();
         loop {
             let before = pending.len();
             let mut still = Vec::new();
@@ -127,11 +121,7 @@ impl Vars {
                 problems.push(format!("var \"{k}\": {e}"));
             }
         }
-        if problems.is_empty() {
-            Ok(vars)
-        } else {
-            Err(problems)
-        }
+        if problems.is_empty() { Ok(vars) } else { Err(problems) }
     }
 
     /// These vars with `extra` on top (each value interpolated against
@@ -155,10 +145,7 @@ impl Vars {
 
     /// All vars, for run results and manifests (secrets masked).
     pub fn shown(&self) -> BTreeMap<String, String> {
-        self.values
-            .iter()
-            .map(|(k, v)| (k.clone(), self.mask(v)))
-            .collect()
+        self.values.iter().map(|(k, v)| (k.clone(), self.mask(v))).collect()
     }
 
     /// Replaces `${...}` references in one string.
@@ -182,9 +169,8 @@ impl Vars {
     /// # Errors
     /// The var is not defined.
     pub fn lookup_var(&self, name: &str) -> Result<&str, String> {
-        self.get(name).ok_or_else(|| {
-            format!("\"${{{name}}}\" is not defined (define it under vars: or pass --var {name}=...)")
-        })
+        self.get(name)
+            .ok_or_else(|| format!("\"${{{name}}}\" is not defined (define it under vars: or pass --var {name}=...)"))
     }
 
     /// The value of `${env:NAME}`; remembered as a secret to mask.
@@ -192,8 +178,8 @@ impl Vars {
     /// # Errors
     /// The environment variable is not set.
     pub fn lookup_env(&self, name: &str) -> Result<String, String> {
-        let v = std::env::var(name)
-            .map_err(|_| format!("\"${{env:{name}}}\": environment variable {name} is not set"))?;
+        let v =
+            std::env::var(name).map_err(|_| format!("\"${{env:{name}}}\": environment variable {name} is not set"))?;
         let mut secrets = SECRETS.lock().unwrap_or_else(|p| p.into_inner());
         // Very short values would mask unrelated text.
         if v.len() >= 4 && !secrets.iter().any(|s| s == &v) {
@@ -213,10 +199,7 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vars {
-        let d: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let d: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Vars::resolve(&d, &BTreeMap::new()).expect("valid vars")
     }
 

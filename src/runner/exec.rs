@@ -161,7 +161,11 @@ pub async fn check(plan: &Plan, check_storage: bool) -> Result<Checked> {
     for s in &plan.sources {
         match crate::sources::register(&ctx, s, &plan.storage).await {
             Ok(schema) => {
-                problems.extend(checks::validate_against(&format!("source \"{}\"", s.name), &s.checks, &schema));
+                problems.extend(checks::validate_against(
+                    &format!("source \"{}\"", s.name),
+                    &s.checks,
+                    &schema,
+                ));
                 tables.push(TableInfo {
                     name: s.name.clone(),
                     kind: "source".into(),
@@ -199,7 +203,7 @@ pub async fn check(plan: &Plan, check_storage: bool) -> Result<Checked> {
                     });
                 }
                 Err(e) => {
-                    problems.push(format!("{at}: {}", first_line_of(&e.to_string(), &sql.origin)));
+                    problems.push(format!("{at}: {}", with_origin(&e.to_string(), &sql.origin)));
                     failed.extend(step.outputs.iter().cloned());
                 }
             },
@@ -236,7 +240,9 @@ pub async fn check(plan: &Plan, check_storage: bool) -> Result<Checked> {
         if failed.contains(&sink.table) {
             continue;
         }
-        let Some(t) = tables.iter().find(|t| t.name == sink.table) else { continue };
+        let Some(t) = tables.iter().find(|t| t.name == sink.table) else {
+            continue;
+        };
         let subject = format!("sink \"{}\"", sink.table);
         for c in &sink.partition_by {
             if t.schema.field_with_name(c).is_err() {
@@ -275,11 +281,14 @@ fn with_line(message: String, step: &Step) -> String {
     }
 }
 
-/// DataFusion errors sometimes carry a backtrace or context lines; keep the
-/// message and say where the SQL came from.
-fn first_line_of(message: &str, origin: &str) -> String {
+/// A DataFusion message, prefixed with the SQL file it came from.
+fn with_origin(message: &str, origin: &str) -> String {
     let m = message.trim();
-    if origin == "inline" { m.to_string() } else { format!("{origin}: {m}") }
+    if origin == "inline" {
+        m.to_string()
+    } else {
+        format!("{origin}: {m}")
+    }
 }
 
 /// Options of a run.
@@ -322,14 +331,23 @@ pub async fn run(plan: &Plan, mut opts: RunOptions) -> std::result::Result<RunSu
             for s in &staged {
                 sinks::remove_prefix(s.store.as_ref(), &s.staging).await;
             }
-            summary.status = if matches!(e, Error::Interrupted { .. }) { "interrupted" } else { "failed" };
+            summary.status = if matches!(e, Error::Interrupted { .. }) {
+                "interrupted"
+            } else {
+                "failed"
+            };
             summary.error = Some(plan.vars.mask(&e.to_string()));
             Err((e, summary))
         }
     }
 }
 
-async fn run_inner(plan: &Plan, opts: &mut RunOptions, summary: &mut RunSummary, staged: &mut Vec<Staged>) -> Result<()> {
+async fn run_inner(
+    plan: &Plan,
+    opts: &mut RunOptions,
+    summary: &mut RunSummary,
+    staged: &mut Vec<Staged>,
+) -> Result<()> {
     let ctx = context(plan)?;
     let pb = opts.progress.clone();
     let total = plan.sources.len() + plan.steps.len() + plan.sinks.len();
@@ -344,7 +362,11 @@ async fn run_inner(plan: &Plan, opts: &mut RunOptions, summary: &mut RunSummary,
     for s in &plan.sources {
         pb.set_message(format!("source {}", s.name));
         let span = tracing::info_span!("source", name = %s.name);
-        let schema = guarded(&mut opts.interrupt, crate::sources::register(&ctx, s, &plan.storage).instrument(span.clone())).await?;
+        let schema = guarded(
+            &mut opts.interrupt,
+            crate::sources::register(&ctx, s, &plan.storage).instrument(span.clone()),
+        )
+        .await?;
         let problems = checks::validate_against(&format!("source \"{}\"", s.name), &s.checks, &schema);
         if !problems.is_empty() {
             return Err(Error::Invalid {
@@ -355,9 +377,16 @@ async fn run_inner(plan: &Plan, opts: &mut RunOptions, summary: &mut RunSummary,
         if !s.checks.is_empty() {
             let df = ctx.table(s.name.as_str()).await.map_err(|e| Error::step(&s.name, e))?;
             let subject = format!("source \"{}\"", s.name);
-            let outcomes = guarded(&mut opts.interrupt, checks::run(&subject, &df, &s.checks).instrument(span)).await?;
+            let outcomes = guarded(
+                &mut opts.interrupt,
+                checks::run(&subject, &df, &s.checks).instrument(span),
+            )
+            .await?;
             let failures = checks::failures(&outcomes);
-            summary.checks.extend(outcomes.into_iter().map(|o| CheckReport { on: subject.clone(), outcome: o }));
+            summary.checks.extend(outcomes.into_iter().map(|o| CheckReport {
+                on: subject.clone(),
+                outcome: o,
+            }));
             if !failures.is_empty() {
                 return Err(Error::Checks { failures });
             }
@@ -374,7 +403,9 @@ async fn run_inner(plan: &Plan, opts: &mut RunOptions, summary: &mut RunSummary,
         let seconds = t0.elapsed().as_secs_f64();
         match rows {
             Some(r) => tracing::info!(parent: &span, step = %step.name, rows = r, seconds, "step done"),
-            None => tracing::info!(parent: &span, step = %step.name, seconds, "step planned (a view: it streams into its consumer)"),
+            None => {
+                tracing::info!(parent: &span, step = %step.name, seconds, "step planned (a view: it streams into its consumer)")
+            }
         }
         summary.steps.push(StepReport {
             name: step.name.clone(),
@@ -391,16 +422,27 @@ async fn run_inner(plan: &Plan, opts: &mut RunOptions, summary: &mut RunSummary,
         pb.set_message(format!("sink {}", sink.table));
         let span = tracing::info_span!("sink", table = %sink.table);
         let t0 = Instant::now();
-        let s = guarded(&mut opts.interrupt, sinks::stage(&ctx, sink, &opts.run_id, &plan.storage).instrument(span.clone())).await?;
+        let s = guarded(
+            &mut opts.interrupt,
+            sinks::stage(&ctx, sink, &opts.run_id, &plan.storage).instrument(span.clone()),
+        )
+        .await?;
         tracing::info!(parent: &span, sink = %sink.table, rows = s.rows, files = s.files.len(), staging = %s.staging, "sink written to staging");
         let subject = format!("sink \"{}\"", sink.table);
         staged.push(s);
         if !sink.checks.is_empty() {
             let last = staged.last().ok_or_else(|| Error::step("sink", "no staged output"))?;
             let df = staged_table(&ctx, last).await?;
-            let outcomes = guarded(&mut opts.interrupt, checks::run(&subject, &df, &sink.checks).instrument(span)).await?;
+            let outcomes = guarded(
+                &mut opts.interrupt,
+                checks::run(&subject, &df, &sink.checks).instrument(span),
+            )
+            .await?;
             failures.extend(checks::failures(&outcomes));
-            summary.checks.extend(outcomes.into_iter().map(|o| CheckReport { on: subject.clone(), outcome: o }));
+            summary.checks.extend(outcomes.into_iter().map(|o| CheckReport {
+                on: subject.clone(),
+                outcome: o,
+            }));
         }
         summary.sinks.push(SinkReport {
             table: sink.table.clone(),
@@ -455,7 +497,9 @@ async fn probe_sink(ctx: &SessionContext, plan: &Plan, sink: &super::plan::Sink,
         message: m,
     };
     let store = crate::storage::register(ctx, &sink.location, &plan.storage).map_err(&err)?;
-    crate::storage::probe_writable(store.as_ref(), &sink.location, run_id).await.map_err(err)
+    crate::storage::probe_writable(store.as_ref(), &sink.location, run_id)
+        .await
+        .map_err(err)
 }
 
 /// A staged sink as a table (for its checks).
@@ -466,7 +510,9 @@ async fn staged_table(ctx: &SessionContext, s: &Staged) -> Result<DataFrame> {
         message: m,
     };
     let listing = crate::sources::list(s.store.as_ref(), &s.staging).await.map_err(&err)?;
-    let table = crate::sources::listing_table(ctx, &listing).await.map_err(|e| err(e.to_string()))?;
+    let table = crate::sources::listing_table(ctx, &listing)
+        .await
+        .map_err(|e| err(e.to_string()))?;
     ctx.read_table(Arc::new(table)).map_err(|e| err(e.to_string()))
 }
 
@@ -476,12 +522,10 @@ async fn run_step(ctx: &SessionContext, plan: &Plan, step: &Step) -> Result<Opti
     let name = step.name.as_str();
     let outputs: Vec<DataFrame> = match &step.kind {
         StepKind::Sql(sql) => {
-            let lp = crate::transform::plan(ctx, sql)
-                .await
-                .map_err(|e| Error::Invalid {
-                    file: plan.file.display().to_string(),
-                    problems: vec![format!("{}: {}", at(step), first_line_of(&e.to_string(), &sql.origin))],
-                })?;
+            let lp = crate::transform::plan(ctx, sql).await.map_err(|e| Error::Invalid {
+                file: plan.file.display().to_string(),
+                problems: vec![format!("{}: {}", at(step), with_origin(&e.to_string(), &sql.origin))],
+            })?;
             vec![ctx.execute_logical_plan(lp).await.map_err(|e| Error::step(name, e))?]
         }
         kind => {
@@ -515,7 +559,8 @@ async fn run_step(ctx: &SessionContext, plan: &Plan, step: &Step) -> Result<Opti
         } else {
             df.into_view()
         };
-        ctx.register_table(table.as_str(), provider).map_err(|e| Error::step(name, e))?;
+        ctx.register_table(table.as_str(), provider)
+            .map_err(|e| Error::step(name, e))?;
     }
     Ok(rows)
 }
@@ -548,7 +593,9 @@ mod tests {
             start: chrono::NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(),
             end: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
         };
-        crate::generate::generate(store.clone(), &data.path(), &opts).await.unwrap();
+        crate::generate::generate(store.clone(), &data.path(), &opts)
+            .await
+            .unwrap();
         let yaml = "name: mem
 sources:
   customers: {url: memory://unit-run/data/customers/}
@@ -579,7 +626,11 @@ sinks:
             let sink = &plan.sinks[0].location;
             let m = publish::manifest_of(store.clone(), sink).await.unwrap();
             assert_eq!(m.rows, 300);
-            assert!(m.files.iter().all(|f| f.path.starts_with("channel=") && f.path.contains(&format!("part-20260101T00000{i}Z"))));
+            assert!(
+                m.files
+                    .iter()
+                    .all(|f| f.path.starts_with("channel=") && f.path.contains(&format!("part-20260101T00000{i}Z")))
+            );
             manifests.push(m);
         }
         // The second run replaced the first: exactly its files remain.
@@ -591,7 +642,11 @@ sinks:
             .try_collect()
             .await
             .unwrap();
-        let mut want: Vec<String> = manifests[1].files.iter().map(|f| format!("out/spend/{}", f.path)).collect();
+        let mut want: Vec<String> = manifests[1]
+            .files
+            .iter()
+            .map(|f| format!("out/spend/{}", f.path))
+            .collect();
         want.push("out/spend/_SUCCESS".to_string());
         want.sort();
         let mut listed = listed;

@@ -168,7 +168,8 @@ pub fn select(mut plan: Plan, names: &[String]) -> crate::Result<Plan> {
         }
     }
     let selected: BTreeSet<&str> = names.iter().map(String::as_str).collect();
-    plan.sinks.retain(|k| owner.get(k.table.as_str()).is_some_and(|o| selected.contains(o)));
+    plan.sinks
+        .retain(|k| owner.get(k.table.as_str()).is_some_and(|o| selected.contains(o)));
     plan.steps.retain(|s| keep.contains(&s.name));
     Ok(plan)
 }
@@ -183,7 +184,11 @@ mod tests {
 
     #[test]
     fn orders_by_references_not_position() {
-        let nodes = vec![n("scores", &["clv", "features"]), n("clv", &["tx"]), n("features", &["tx"])];
+        let nodes = vec![
+            n("scores", &["clv", "features"]),
+            n("clv", &["tx"]),
+            n("features", &["tx"]),
+        ];
         let o: Vec<&str> = order(&nodes).unwrap().iter().map(|&i| nodes[i].0.as_str()).collect();
         assert_eq!(o, vec!["clv", "features", "scores"]);
     }

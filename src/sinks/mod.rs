@@ -16,8 +16,8 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::config::TableParquetOptions;
 use datafusion::dataframe::DataFrameWriteOptions;
-use datafusion::logical_expr::{Expr, cast};
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+use datafusion::logical_expr::{Expr, cast};
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
@@ -62,14 +62,20 @@ pub fn staging_location(sink: &Location, run_id: &str) -> Option<Location> {
 ///
 /// # Errors
 /// [`Error::Sink`] naming the sink and its location.
-pub async fn stage(ctx: &SessionContext, sink: &Sink, run_id: &str, options: &std::collections::BTreeMap<String, String>) -> Result<Staged> {
+pub async fn stage(
+    ctx: &SessionContext,
+    sink: &Sink,
+    run_id: &str,
+    options: &std::collections::BTreeMap<String, String>,
+) -> Result<Staged> {
     let err = |m: String| Error::Sink {
         sink: sink.table.clone(),
         url: sink.location.to_string(),
         message: m,
     };
     let store = storage::register(ctx, &sink.location, options).map_err(&err)?;
-    let staging = staging_location(&sink.location, run_id).ok_or_else(|| err("the location has no parent to stage in".into()))?;
+    let staging =
+        staging_location(&sink.location, run_id).ok_or_else(|| err("the location has no parent to stage in".into()))?;
     let df = ctx.table(sink.table.as_str()).await.map_err(|e| err(e.to_string()))?;
     for c in &sink.partition_by {
         if df.schema().field_with_unqualified_name(c).is_err() {
@@ -86,7 +92,11 @@ pub async fn stage(ctx: &SessionContext, sink: &Sink, run_id: &str, options: &st
     opts.global.compression = Some("zstd(3)".into());
     opts.global.statistics_enabled = Some("page".into());
     opts.global.max_row_group_size = ROW_GROUP_ROWS;
-    opts.global.created_by = format!("crmflow {} (datafusion {})", env!("CARGO_PKG_VERSION"), datafusion::DATAFUSION_VERSION);
+    opts.global.created_by = format!(
+        "crmflow {} (datafusion {})",
+        env!("CARGO_PKG_VERSION"),
+        datafusion::DATAFUSION_VERSION
+    );
     let write = DataFrameWriteOptions::new().with_partition_by(sink.partition_by.clone());
     let result = df.write_parquet(staging.url().as_str(), write, Some(opts)).await;
     if let Err(e) = result {

@@ -97,18 +97,26 @@ pub async fn publish(staged: &Staged, run: &RunInfo) -> Result<Manifest> {
     Ok(m)
 }
 
-async fn swap_directory(staged: &Staged, target: &std::path::Path, manifest: &Manifest) -> std::result::Result<(), String> {
+async fn swap_directory(
+    staged: &Staged,
+    target: &std::path::Path,
+    manifest: &Manifest,
+) -> std::result::Result<(), String> {
     let staging = staged
         .staging
         .local_path()
         .ok_or_else(|| "staging is not on the local disk".to_string())?;
     std::fs::create_dir_all(&staging).map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
     let json = serde_json::to_vec_pretty(manifest).map_err(|e| e.to_string())?;
-    std::fs::write(staging.join(SUCCESS), json).map_err(|e| format!("cannot write {}/{SUCCESS}: {e}", staging.display()))?;
+    std::fs::write(staging.join(SUCCESS), json)
+        .map_err(|e| format!("cannot write {}/{SUCCESS}: {e}", staging.display()))?;
     let parent = target.parent().ok_or("the sink has no parent directory")?;
     std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     if target.exists() {
-        let name = target.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         let aside = parent.join(format!(".{name}.crmflow-{}.old", manifest.run_id));
         std::fs::rename(target, &aside).map_err(|e| format!("cannot move the previous output aside: {e}"))?;
         if let Err(e) = std::fs::rename(&staging, target) {
@@ -123,7 +131,11 @@ async fn swap_directory(staged: &Staged, target: &std::path::Path, manifest: &Ma
     Ok(())
 }
 
-async fn manifest_protocol(staged: &Staged, run: &RunInfo, manifest: impl Fn(Vec<StagedFile>) -> Manifest) -> std::result::Result<Manifest, String> {
+async fn manifest_protocol(
+    staged: &Staged,
+    run: &RunInfo,
+    manifest: impl Fn(Vec<StagedFile>) -> Manifest,
+) -> std::result::Result<Manifest, String> {
     let sink = &staged.sink;
     let store = staged.store.clone();
     let target = sink.location.as_dir();
@@ -138,7 +150,11 @@ async fn manifest_protocol(staged: &Staged, run: &RunInfo, manifest: impl Fn(Vec
     let mut new_files = Vec::new();
     let mut counters: BTreeMap<String, usize> = BTreeMap::new();
     for f in &staged.files {
-        let dir = f.path.rsplit_once('/').map(|(d, _)| format!("{d}/")).unwrap_or_default();
+        let dir = f
+            .path
+            .rsplit_once('/')
+            .map(|(d, _)| format!("{d}/"))
+            .unwrap_or_default();
         let n = counters.entry(dir.clone()).or_default();
         let name = format!("{dir}part-{tag}-{n:05}.parquet");
         *n += 1;
@@ -154,8 +170,13 @@ async fn manifest_protocol(staged: &Staged, run: &RunInfo, manifest: impl Fn(Vec
         .filter(|p| !new_names.contains(p.as_str()))
         .filter(|p| match sink.mode {
             SinkMode::Overwrite => true,
-            SinkMode::OverwritePartitions => new_dirs.contains(&p.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default()),
-            SinkMode::Append => p.rsplit('/').next().is_some_and(|n| n.starts_with(&format!("part-{tag}-"))),
+            SinkMode::OverwritePartitions => {
+                new_dirs.contains(&p.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default())
+            }
+            SinkMode::Append => p
+                .rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with(&format!("part-{tag}-"))),
         })
         .collect();
 
@@ -169,7 +190,11 @@ async fn manifest_protocol(staged: &Staged, run: &RunInfo, manifest: impl Fn(Vec
     for (f, name) in &new_files {
         let from = staged.staging.child_path(&f.path);
         let to = target.child_path(name);
-        let r = if local { store.rename(&from, &to).await } else { store.copy(&from, &to).await };
+        let r = if local {
+            store.rename(&from, &to).await
+        } else {
+            store.copy(&from, &to).await
+        };
         r.map_err(|e| format!("cannot copy {} into place: {e}", f.path))?;
     }
     // (3) what the new output replaces
@@ -246,14 +271,20 @@ fn append_tag(run: &RunInfo, sink: &str) -> String {
 /// runs that started more than an hour before this one. (Runs of one sink
 /// must not overlap; an hour leaves a slow overlapping run alone.)
 async fn remove_stale_staging(store: &dyn ObjectStore, sink: &Location, run_id: &str) {
-    let Some((parent, name)) = sink.parent_and_name() else { return };
-    let Ok(listing) = store.list_with_delimiter(Some(&parent.path())).await else { return };
+    let Some((parent, name)) = sink.parent_and_name() else {
+        return;
+    };
+    let Ok(listing) = store.list_with_delimiter(Some(&parent.path())).await else {
+        return;
+    };
     let prefix = format!(".{name}.crmflow-");
     let Some(now) = run_started(run_id) else { return };
     for dir in listing.common_prefixes {
         let Some(last) = dir.parts().last() else { continue };
         let last = last.as_ref().to_string();
-        let Some(other) = last.strip_prefix(&prefix) else { continue };
+        let Some(other) = last.strip_prefix(&prefix) else {
+            continue;
+        };
         match run_started(other) {
             Some(t) if now - t > chrono::Duration::hours(1) => {
                 let loc = parent.join(&format!("{last}/"));
@@ -268,7 +299,9 @@ async fn remove_stale_staging(store: &dyn ObjectStore, sink: &Location, run_id: 
 /// The start time in a run id (`20261125T080000Z-…`).
 fn run_started(run_id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     let stamp = run_id.get(..16)?;
-    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").ok().map(|t| t.and_utc())
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
+        .ok()
+        .map(|t| t.and_utc())
 }
 
 /// A shared handle for tests and tools that inspect outputs.

@@ -57,7 +57,9 @@ pub async fn register(
     };
     let shown = source.location.to_string();
     let store = storage::register(ctx, &source.location, storage_options).map_err(|m| err(&shown, m))?;
-    let listing = list(store.as_ref(), &source.location).await.map_err(|m| err(&shown, m))?;
+    let listing = list(store.as_ref(), &source.location)
+        .await
+        .map_err(|m| err(&shown, m))?;
     let table = listing_table(ctx, &listing).await;
     let table = match table {
         Ok(t) => t,
@@ -127,19 +129,20 @@ pub async fn list(store: &dyn ObjectStore, location: &Location) -> std::result::
         }
     }
     let dir = location.as_dir();
-    let objects: Vec<ObjectMeta> = store
-        .list(Some(&path))
-        .try_collect()
-        .await
-        .map_err(|e| match e {
-            object_store::Error::NotFound { .. } => format!("{dir} does not exist"),
-            e => format!("cannot list {dir}: {e}"),
-        })?;
+    let objects: Vec<ObjectMeta> = store.list(Some(&path)).try_collect().await.map_err(|e| match e {
+        object_store::Error::NotFound { .. } => format!("{dir} does not exist"),
+        e => format!("cannot list {dir}: {e}"),
+    })?;
     let prefix_parts = path.parts().count();
     let mut files = Vec::new();
     let mut partition_cols: Option<Vec<String>> = None;
     for meta in objects {
-        let rel: Vec<String> = meta.location.parts().skip(prefix_parts).map(|p| p.as_ref().to_string()).collect();
+        let rel: Vec<String> = meta
+            .location
+            .parts()
+            .skip(prefix_parts)
+            .map(|p| p.as_ref().to_string())
+            .collect();
         if rel.iter().any(|p| p.starts_with('.') || p.starts_with('_')) {
             continue;
         }

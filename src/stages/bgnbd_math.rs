@@ -194,7 +194,8 @@ fn stirling(x: f64) -> f64 {
             + i2 * (-1.0 / 360.0
                 + i2 * (1.0 / 1260.0
                     + i2 * (-1.0 / 1680.0
-                        + i2 * (1.0 / 1188.0 + i2 * (-691.0 / 360_360.0 + i2 * (1.0 / 156.0 + i2 * (-3617.0 / 122_400.0))))))));
+                        + i2 * (1.0 / 1188.0
+                            + i2 * (-691.0 / 360_360.0 + i2 * (1.0 / 156.0 + i2 * (-3617.0 / 122_400.0))))))));
     (x - 0.5) * x.ln() - x + LN_SQRT_2PI + series
 }
 
@@ -217,7 +218,8 @@ pub fn digamma(x: f64) -> f64 {
     acc + y.ln()
         - 0.5 / y
         - i2 * (1.0 / 12.0
-            - i2 * (1.0 / 120.0 - i2 * (1.0 / 252.0 - i2 * (1.0 / 240.0 - i2 * (1.0 / 132.0 - i2 * (691.0 / 32_760.0 - i2 / 12.0))))))
+            - i2 * (1.0 / 120.0
+                - i2 * (1.0 / 252.0 - i2 * (1.0 / 240.0 - i2 * (1.0 / 132.0 - i2 * (691.0 / 32_760.0 - i2 / 12.0))))))
 }
 
 /// ln(e^u + e^v) without overflow.
@@ -258,13 +260,25 @@ struct LogVal {
 
 impl LogVal {
     fn one() -> Self {
-        LogVal { ln: 0.0, sign: 1.0, err: 0.0 }
+        LogVal {
+            ln: 0.0,
+            sign: 1.0,
+            err: 0.0,
+        }
     }
     fn nan() -> Self {
-        LogVal { ln: f64::NAN, sign: f64::NAN, err: f64::INFINITY }
+        LogVal {
+            ln: f64::NAN,
+            sign: f64::NAN,
+            err: f64::INFINITY,
+        }
     }
     fn value(&self) -> f64 {
-        if self.sign == 0.0 { 0.0 } else { self.sign * self.ln.exp() }
+        if self.sign == 0.0 {
+            0.0
+        } else {
+            self.sign * self.ln.exp()
+        }
     }
 }
 
@@ -315,10 +329,18 @@ fn hyp_series(a: f64, b: f64, c: f64, z: f64, max_terms: usize) -> Option<LogVal
         }
     }
     if sum == 0.0 {
-        return Some(LogVal { ln: f64::NEG_INFINITY, sign: 0.0, err: f64::INFINITY });
+        return Some(LogVal {
+            ln: f64::NEG_INFINITY,
+            sign: 0.0,
+            err: f64::INFINITY,
+        });
     }
     let err = EPS * (sum_abs / sum.abs()) * (2.0 + (n as f64).sqrt());
-    Some(LogVal { ln: sum.abs().ln() + lscale, sign: sum.signum(), err })
+    Some(LogVal {
+        ln: sum.abs().ln() + lscale,
+        sign: sum.signum(),
+        err,
+    })
 }
 
 /// Analytic continuation of 2F1(a, b; c; ·) from z0 = 1/2 to z (1/2 <= z < 1)
@@ -360,7 +382,8 @@ fn hyp_reexpand(a: f64, b: f64, c: f64, z: f64) -> Option<LogVal> {
         let mut k = 0usize;
         loop {
             let kf = k as f64;
-            let u2 = -((p1 * kf * (kf + 1.0) + q0 * (kf + 1.0)) * h * u1 + (-kf * (kf - 1.0) - ab1 * kf - ab) * h * h * u0)
+            let u2 = -((p1 * kf * (kf + 1.0) + q0 * (kf + 1.0)) * h * u1
+                + (-kf * (kf - 1.0) - ab1 * kf - ab) * h * h * u0)
                 / (p0 * (kf + 1.0) * (kf + 2.0));
             sy += u2;
             sd += (kf + 2.0) * u2;
@@ -399,9 +422,17 @@ fn hyp_reexpand(a: f64, b: f64, c: f64, z: f64) -> Option<LogVal> {
         }
     }
     if y == 0.0 {
-        return Some(LogVal { ln: f64::NEG_INFINITY, sign: 0.0, err: f64::INFINITY });
+        return Some(LogVal {
+            ln: f64::NEG_INFINITY,
+            sign: 0.0,
+            err: f64::INFINITY,
+        });
     }
-    Some(LogVal { ln: y.abs().ln() + ls, sign: y.signum(), err })
+    Some(LogVal {
+        ln: y.abs().ln() + ls,
+        sign: y.signum(),
+        err,
+    })
 }
 
 /// ln |2F1(a, b; c; z)| and its sign, for real a, b, c and z < 1, without
@@ -535,18 +566,29 @@ fn ln_gamma_signed(x: f64) -> (f64, f64) {
     // Γ(x) = π / (sin(πx) Γ(1-x)), with sin(πx) reduced to |x - n| <= 1/2.
     let n = x.round();
     let sin_pi = (std::f64::consts::PI * (x - n)).sin() * if n % 2.0 == 0.0 { 1.0 } else { -1.0 };
-    (std::f64::consts::PI.ln() - sin_pi.abs().ln() - ln_gamma(1.0 - x), sin_pi.signum())
+    (
+        std::f64::consts::PI.ln() - sin_pi.abs().ln() - ln_gamma(1.0 - x),
+        sin_pi.signum(),
+    )
 }
 
 /// Sum of signed log-values, each with an extra relative error (of its
 /// coefficient), with the combined relative error estimate.
 fn log_sum(terms: &[(LogVal, f64)]) -> LogVal {
-    let m = terms.iter().filter(|(t, _)| t.sign != 0.0).map(|(t, _)| t.ln).fold(f64::NEG_INFINITY, f64::max);
+    let m = terms
+        .iter()
+        .filter(|(t, _)| t.sign != 0.0)
+        .map(|(t, _)| t.ln)
+        .fold(f64::NEG_INFINITY, f64::max);
     if m.is_nan() {
         return LogVal::nan();
     }
     if m == f64::NEG_INFINITY {
-        return LogVal { ln: f64::NEG_INFINITY, sign: 0.0, err: 0.0 };
+        return LogVal {
+            ln: f64::NEG_INFINITY,
+            sign: 0.0,
+            err: 0.0,
+        };
     }
     let (mut sum, mut abs_err, mut abs_sum) = (0.0, 0.0, 0.0);
     for (t, e) in terms {
@@ -558,9 +600,17 @@ fn log_sum(terms: &[(LogVal, f64)]) -> LogVal {
         }
     }
     if sum == 0.0 || !sum.is_finite() {
-        return LogVal { ln: f64::NEG_INFINITY, sign: 0.0, err: f64::INFINITY };
+        return LogVal {
+            ln: f64::NEG_INFINITY,
+            sign: 0.0,
+            err: f64::INFINITY,
+        };
     }
-    LogVal { ln: sum.abs().ln() + m, sign: sum.signum(), err: (abs_err + 2.0 * EPS * abs_sum) / sum.abs() }
+    LogVal {
+        ln: sum.abs().ln() + m,
+        sign: sum.signum(),
+        err: (abs_err + 2.0 * EPS * abs_sum) / sum.abs(),
+    }
 }
 
 /// The 1 - z connection formula (Abramowitz & Stegun 15.3.6), for 1/2 < z < 1:
@@ -575,7 +625,10 @@ fn hyp_connection(a: f64, b: f64, c: f64, z: f64) -> Option<LogVal> {
     if (d - m).abs() < 0.5 * DELTA {
         let t = (d - m) / DELTA;
         let nodes = [-2.0, -1.0, 1.0, 2.0];
-        let vals: Vec<LogVal> = nodes.iter().map(|&nd| hyp_connection_raw(a, b, a + b + m + nd * DELTA, z)).collect::<Option<_>>()?;
+        let vals: Vec<LogVal> = nodes
+            .iter()
+            .map(|&nd| hyp_connection_raw(a, b, a + b + m + nd * DELTA, z))
+            .collect::<Option<_>>()?;
         let mut terms = Vec::with_capacity(4);
         for (i, &ni) in nodes.iter().enumerate() {
             let mut w = 1.0;
@@ -621,7 +674,11 @@ fn hyp_connection_raw(a: f64, b: f64, c: f64, z: f64) -> Option<LogVal> {
         terms.push((f, gamma_err(&[lw, lg_c, l1, l2, l3])));
     }
     let v = log_sum(&terms);
-    if v.ln.is_nan() || v.sign.is_nan() { None } else { Some(v) }
+    if v.ln.is_nan() || v.sign.is_nan() {
+        None
+    } else {
+        Some(v)
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -866,7 +923,8 @@ fn interpolate_across(center: f64, at: f64, delta: f64, f: impl Fn(f64) -> f64) 
 fn gg_ll_one(p: &GammaGammaParams, x: f64, m: f64) -> f64 {
     let GammaGammaParams { p, q, v } = *p;
     let px = p * x;
-    ln_gamma(px + q) - ln_gamma(px) - ln_gamma(q) + q * v.ln() + (px - 1.0) * m.ln() + px * x.ln() - (px + q) * (x * m + v).ln()
+    ln_gamma(px + q) - ln_gamma(px) - ln_gamma(q) + q * v.ln() + (px - 1.0) * m.ln() + px * x.ln()
+        - (px + q) * (x * m + v).ln()
 }
 
 /// Weighted Gamma-Gamma log-likelihood of the customers' mean repeat spends
@@ -980,7 +1038,11 @@ impl<O: Objective> ArgminProblem<'_, O> {
                 *best = (f, th.clone());
             }
         }
-        *memo = Some(Memo { theta: th, f, grad: grad.clone() });
+        *memo = Some(Memo {
+            theta: th,
+            f,
+            grad: grad.clone(),
+        });
         Ok((f, grad))
     }
 }
@@ -1035,7 +1097,10 @@ fn minimize<O: Objective>(obj: &O, starts: &[Vec<f64>]) -> Result<Optimum, FitEr
         }
     }
     let Some((f0, start, g0)) = best_start else {
-        return Err(FitError::NonFiniteLikelihood(format!("{} starting points tried", starts.len())));
+        return Err(FitError::NonFiniteLikelihood(format!(
+            "{} starting points tried",
+            starts.len()
+        )));
     };
     let best = Mutex::new((f0, start.clone()));
     let evals = AtomicUsize::new(0);
@@ -1049,7 +1114,12 @@ fn minimize<O: Objective>(obj: &O, starts: &[Vec<f64>]) -> Result<Optimum, FitEr
         if converged {
             break;
         }
-        let problem = ArgminProblem { obj, memo: Mutex::new(None), best: &best, evals: &evals };
+        let problem = ArgminProblem {
+            obj,
+            memo: Mutex::new(None),
+            best: &best,
+            evals: &evals,
+        };
         let solver = BFGS::new(HagerZhangLineSearch::new())
             .with_tolerance_grad(GRAD_TOL * 1e-3)
             .and_then(|s| s.with_tolerance_cost(1e-15))
@@ -1081,9 +1151,15 @@ fn minimize<O: Objective>(obj: &O, starts: &[Vec<f64>]) -> Result<Optimum, FitEr
         }
     }
     if f_cur >= INFEASIBLE {
-        return Err(FitError::NoConvergence(last_error.unwrap_or_else(|| "no finite point found".into())));
+        return Err(FitError::NoConvergence(
+            last_error.unwrap_or_else(|| "no finite point found".into()),
+        ));
     }
-    Ok(Optimum { theta, iterations, converged })
+    Ok(Optimum {
+        theta,
+        iterations,
+        converged,
+    })
 }
 
 /// Forward-difference Hessian from the gradient `g0` at `theta` (n extra
@@ -1157,7 +1233,11 @@ fn std_errors<O: Objective>(obj: &O, theta: &[f64]) -> Vec<f64> {
         Some(inv) => (0..n)
             .map(|i| {
                 let v = inv[i][i] / w;
-                if v > 0.0 && v.is_finite() { theta[i].exp() * v.sqrt() } else { f64::NAN }
+                if v > 0.0 && v.is_finite() {
+                    theta[i].exp() * v.sqrt()
+                } else {
+                    f64::NAN
+                }
             })
             .collect(),
         None => vec![f64::NAN; n],
@@ -1208,7 +1288,11 @@ fn invert_spd(m: &[Vec<f64>]) -> Option<Vec<Vec<f64>>> {
 }
 
 fn check_penalizer(penalizer: f64) -> Result<(), FitError> {
-    if penalizer.is_finite() && penalizer >= 0.0 { Ok(()) } else { Err(FitError::InvalidPenalizer(penalizer)) }
+    if penalizer.is_finite() && penalizer >= 0.0 {
+        Ok(())
+    } else {
+        Err(FitError::InvalidPenalizer(penalizer))
+    }
 }
 
 fn bad_row(row: usize, reason: String) -> FitError {
@@ -1220,7 +1304,10 @@ fn distinct_index(values: &[f64]) -> (Vec<f64>, Vec<u32>) {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted.dedup();
-    let idx = values.iter().map(|v| sorted.binary_search_by(|p| p.total_cmp(v)).unwrap_or(0) as u32).collect();
+    let idx = values
+        .iter()
+        .map(|v| sorted.binary_search_by(|p| p.total_cmp(v)).unwrap_or(0) as u32)
+        .collect();
     (sorted, idx)
 }
 
@@ -1339,13 +1426,19 @@ fn prepare_bgnbd(data: &[Rfm], penalizer: f64) -> Result<(BgObjective, f64), Fit
             return Err(bad_row(i, format!("weight must be finite and >= 0, got {}", d.weight)));
         }
         if !(d.frequency.is_finite() && (d.frequency == 0.0 || d.frequency >= 1.0)) {
-            return Err(bad_row(i, format!("frequency must be 0 or a count >= 1, got {}", d.frequency)));
+            return Err(bad_row(
+                i,
+                format!("frequency must be 0 or a count >= 1, got {}", d.frequency),
+            ));
         }
         if !(d.t.is_finite() && d.t > 0.0) {
             return Err(bad_row(i, format!("T must be finite and > 0, got {}", d.t)));
         }
         if d.frequency > 0.0 && !(d.recency.is_finite() && d.recency >= 0.0 && d.recency <= d.t) {
-            return Err(bad_row(i, format!("recency must be within [0, T] = [0, {}], got {}", d.t, d.recency)));
+            return Err(bad_row(
+                i,
+                format!("recency must be within [0, T] = [0, {}], got {}", d.t, d.recency),
+            ));
         }
         if d.weight > 0.0 {
             kept.push(*d);
@@ -1363,7 +1456,13 @@ fn prepare_bgnbd(data: &[Rfm], penalizer: f64) -> Result<(BgObjective, f64), Fit
     let max_t = kept.iter().map(|d| d.t).fold(0.0, f64::max);
     let scale = 1.0 / max_t;
     let mut all_times: Vec<f64> = kept.iter().map(|d| d.t * scale).collect();
-    all_times.extend(kept.iter().map(|d| if d.frequency > 0.0 { d.recency * scale } else { d.t * scale }));
+    all_times.extend(kept.iter().map(|d| {
+        if d.frequency > 0.0 {
+            d.recency * scale
+        } else {
+            d.t * scale
+        }
+    }));
     let (times, tidx) = distinct_index(&all_times);
     let n = kept.len();
     let (mut xs, mut group_w, mut group_start) = (Vec::new(), Vec::new(), Vec::new());
@@ -1375,11 +1474,26 @@ fn prepare_bgnbd(data: &[Rfm], penalizer: f64) -> Result<(BgObjective, f64), Fit
             group_start.push(i);
         }
         *group_w.last_mut().expect("a group was pushed") += d.weight;
-        rows.push(BgRow { i_t: tidx[i], i_tx: tidx[n + i], w: d.weight });
+        rows.push(BgRow {
+            i_t: tidx[i],
+            i_tx: tidx[n + i],
+            w: d.weight,
+        });
     }
     group_start.push(n);
     let wsum = group_w.iter().sum();
-    Ok((BgObjective { xs, group_w, group_start, times, rows, wsum, penalizer }, scale))
+    Ok((
+        BgObjective {
+            xs,
+            group_w,
+            group_start,
+            times,
+            rows,
+            wsum,
+            penalizer,
+        },
+        scale,
+    ))
 }
 
 /// Fits the BG/NBD model by maximum likelihood (weighted), as
@@ -1414,14 +1528,30 @@ pub fn fit_bgnbd(data: &[Rfm], penalizer: f64) -> Result<Fit<BgNbdParams>, FitEr
     let opt = minimize(&obj, &starts)?;
     let th = &opt.theta;
     let se = std_errors(&obj, th);
-    let params = BgNbdParams { r: th[0].exp(), alpha: th[1].exp() / scale, a: th[2].exp(), b: th[3].exp() };
-    let std_errors = BgNbdParams { r: se[0], alpha: se[1] / scale, a: se[2], b: se[3] };
+    let params = BgNbdParams {
+        r: th[0].exp(),
+        alpha: th[1].exp() / scale,
+        a: th[2].exp(),
+        b: th[3].exp(),
+    };
+    let std_errors = BgNbdParams {
+        r: se[0],
+        alpha: se[1] / scale,
+        a: se[2],
+        b: se[3],
+    };
     let log_likelihood = bgnbd_log_likelihood(&params, data);
     if !log_likelihood.is_finite() {
         return Err(FitError::NonFiniteLikelihood(format!("at the optimum {params:?}")));
     }
     let converged = opt.converged && se.iter().all(|v| v.is_finite());
-    Ok(Fit { params, std_errors, log_likelihood, iterations: opt.iterations, converged })
+    Ok(Fit {
+        params,
+        std_errors,
+        log_likelihood,
+        iterations: opt.iterations,
+        converged,
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -1498,11 +1628,20 @@ fn prepare_gg(data: &[Spend], penalizer: f64) -> Result<GgObjective, FitError> {
             return Err(bad_row(i, format!("weight must be finite and >= 0, got {}", d.weight)));
         }
         if !(d.frequency.is_finite() && d.frequency >= 0.0) {
-            return Err(bad_row(i, format!("frequency must be finite and >= 0, got {}", d.frequency)));
+            return Err(bad_row(
+                i,
+                format!("frequency must be finite and >= 0, got {}", d.frequency),
+            ));
         }
         if d.frequency > 0.0 && d.weight > 0.0 {
             if !(d.monetary_value.is_finite() && d.monetary_value > 0.0) {
-                return Err(bad_row(i, format!("monetary_value of a repeat buyer must be finite and > 0, got {}", d.monetary_value)));
+                return Err(bad_row(
+                    i,
+                    format!(
+                        "monetary_value of a repeat buyer must be finite and > 0, got {}",
+                        d.monetary_value
+                    ),
+                ));
             }
             kept.push(*d);
         }
@@ -1522,9 +1661,21 @@ fn prepare_gg(data: &[Spend], penalizer: f64) -> Result<GgObjective, FitError> {
     for (i, d) in kept.iter().enumerate() {
         group_w[gidx[i] as usize] += d.weight;
         let m = d.monetary_value / m_scale;
-        rows.push(GgRow { group: gidx[i], ln_m: m.ln(), xm: d.frequency * m, w: d.weight });
+        rows.push(GgRow {
+            group: gidx[i],
+            ln_m: m.ln(),
+            xm: d.frequency * m,
+            w: d.weight,
+        });
     }
-    Ok(GgObjective { xs, group_w, rows, wsum, penalizer, m_scale })
+    Ok(GgObjective {
+        xs,
+        group_w,
+        rows,
+        wsum,
+        penalizer,
+        m_scale,
+    })
 }
 
 /// Fits the Gamma-Gamma spend model by maximum likelihood on the repeat
@@ -1549,14 +1700,28 @@ pub fn fit_gamma_gamma(data: &[Spend], penalizer: f64) -> Result<Fit<GammaGammaP
     let th = &opt.theta;
     let se = std_errors(&obj, th);
     let ms = obj.m_scale;
-    let params = GammaGammaParams { p: th[0].exp(), q: th[1].exp(), v: th[2].exp() * ms };
-    let std_errors = GammaGammaParams { p: se[0], q: se[1], v: se[2] * ms };
+    let params = GammaGammaParams {
+        p: th[0].exp(),
+        q: th[1].exp(),
+        v: th[2].exp() * ms,
+    };
+    let std_errors = GammaGammaParams {
+        p: se[0],
+        q: se[1],
+        v: se[2] * ms,
+    };
     let log_likelihood = gamma_gamma_log_likelihood(&params, data);
     if !log_likelihood.is_finite() {
         return Err(FitError::NonFiniteLikelihood(format!("at the optimum {params:?}")));
     }
     let converged = opt.converged && se.iter().all(|v| v.is_finite());
-    Ok(Fit { params, std_errors, log_likelihood, iterations: opt.iterations, converged })
+    Ok(Fit {
+        params,
+        std_errors,
+        log_likelihood,
+        iterations: opt.iterations,
+        converged,
+    })
 }
 
 #[cfg(test)]
@@ -1570,16 +1735,29 @@ mod tests {
     use std::time::Instant;
 
     fn rel(a: f64, b: f64) -> f64 {
-        if a == b { 0.0 } else { (a - b).abs() / b.abs().max(f64::MIN_POSITIVE) }
+        if a == b {
+            0.0
+        } else {
+            (a - b).abs() / b.abs().max(f64::MIN_POSITIVE)
+        }
     }
 
     #[track_caller]
     fn assert_rel(got: f64, want: f64, tol: f64, what: &str) {
-        assert!(rel(got, want) <= tol, "{what}: got {got:e}, want {want:e}, rel err {:e} > {tol:e}", rel(got, want));
+        assert!(
+            rel(got, want) <= tol,
+            "{what}: got {got:e}, want {want:e}, rel err {:e} > {tol:e}",
+            rel(got, want)
+        );
     }
 
     // CDNOW estimates from the paper, used as fixed parameters below.
-    const CDNOW: BgNbdParams = BgNbdParams { r: 0.243, alpha: 4.414, a: 0.793, b: 2.426 };
+    const CDNOW: BgNbdParams = BgNbdParams {
+        r: 0.243,
+        alpha: 4.414,
+        a: 0.793,
+        b: 2.426,
+    };
 
     // (x, t_x, T, weight)
     const CUSTOMERS: [(f64, f64, f64, f64); 8] = [
@@ -1594,7 +1772,14 @@ mod tests {
     ];
 
     fn rfm(rows: &[(f64, f64, f64, f64)]) -> Vec<Rfm> {
-        rows.iter().map(|&(frequency, recency, t, weight)| Rfm { frequency, recency, t, weight }).collect()
+        rows.iter()
+            .map(|&(frequency, recency, t, weight)| Rfm {
+                frequency,
+                recency,
+                t,
+                weight,
+            })
+            .collect()
     }
 
     // ---- special functions ------------------------------------------------
@@ -1613,7 +1798,11 @@ mod tests {
             (2.5, 0.28468287047291915963),
         ];
         for (x, want) in lg {
-            assert!((ln_gamma(x) - want).abs() <= 1e-14 * want.abs().max(1.0), "ln_gamma({x}) = {} want {want}", ln_gamma(x));
+            assert!(
+                (ln_gamma(x) - want).abs() <= 1e-14 * want.abs().max(1.0),
+                "ln_gamma({x}) = {} want {want}",
+                ln_gamma(x)
+            );
         }
         assert!(ln_gamma(1.0).abs() < 1e-14 && ln_gamma(2.0).abs() < 1e-14);
         assert!(ln_gamma(0.0).is_nan() && ln_gamma(-1.5).is_nan());
@@ -1637,7 +1826,12 @@ mod tests {
             assert_rel(hyp2f1(1.0, 1.0, 2.0, z), want, 1e-13, &format!("2F1(1,1;2;{z})"));
         }
         // 2F1(a,b;b;z) = (1-z)^-a, including a form that must go through the Euler transform
-        for (a, b, z) in [(2.5f64, 3.3, 0.95f64), (0.7, 1.9, 0.3), (-2.5, 4.0, 0.9), (30.0, 0.5, 0.999)] {
+        for (a, b, z) in [
+            (2.5f64, 3.3, 0.95f64),
+            (0.7, 1.9, 0.3),
+            (-2.5, 4.0, 0.9),
+            (30.0, 0.5, 0.999),
+        ] {
             let want = (-a * (-z).ln_1p()).exp();
             assert_rel(hyp2f1(a, b, b, z), want, 1e-13, &format!("2F1({a},{b};{b};{z})"));
         }
@@ -1728,7 +1922,12 @@ mod tests {
     #[test]
     fn bgnbd_matches_lifetimes_reference() {
         let data = rfm(&CUSTOMERS);
-        assert_rel(bgnbd_log_likelihood(&CDNOW, &data), -1110.0028706104154, 1e-12, "BG/NBD LL");
+        assert_rel(
+            bgnbd_log_likelihood(&CDNOW, &data),
+            -1110.0028706104154,
+            1e-12,
+            "BG/NBD LL",
+        );
         // (p_alive, E[Y(39)], E[Y(200)]) per customer
         let want: [(f64, f64, f64); 8] = [
             (1.0, 0.19509805201126264, 0.75591290664058011),
@@ -1742,26 +1941,72 @@ mod tests {
         ];
         for (&(x, tx, t, _), &(pa, e39, e200)) in CUSTOMERS.iter().zip(&want) {
             assert_rel(p_alive(&CDNOW, x, tx, t), pa, 1e-12, &format!("p_alive({x},{tx},{t})"));
-            assert_rel(expected_purchases(&CDNOW, 39.0, x, tx, t), e39, 1e-10, &format!("E39({x},{tx},{t})"));
-            assert_rel(expected_purchases(&CDNOW, 200.0, x, tx, t), e200, 1e-10, &format!("E200({x},{tx},{t})"));
+            assert_rel(
+                expected_purchases(&CDNOW, 39.0, x, tx, t),
+                e39,
+                1e-10,
+                &format!("E39({x},{tx},{t})"),
+            );
+            assert_rel(
+                expected_purchases(&CDNOW, 200.0, x, tx, t),
+                e200,
+                1e-10,
+                &format!("E200({x},{tx},{t})"),
+            );
         }
     }
 
     #[test]
     fn gamma_gamma_matches_lifetimes_reference() {
-        let gg = GammaGammaParams { p: 6.25, q: 3.74, v: 15.45 };
-        let data: Vec<Spend> =
-            [(1.0, 20.0, 2.0), (2.0, 35.5, 1.0), (5.0, 12.3, 1.0), (10.0, 80.0, 1.0), (300.0, 25.0, 1.0), (3.0, 0.5, 3.0)]
-                .iter()
-                .map(|&(frequency, monetary_value, weight)| Spend { frequency, monetary_value, weight })
-                .collect();
+        let gg = GammaGammaParams {
+            p: 6.25,
+            q: 3.74,
+            v: 15.45,
+        };
+        let data: Vec<Spend> = [
+            (1.0, 20.0, 2.0),
+            (2.0, 35.5, 1.0),
+            (5.0, 12.3, 1.0),
+            (10.0, 80.0, 1.0),
+            (300.0, 25.0, 1.0),
+            (3.0, 0.5, 3.0),
+        ]
+        .iter()
+        .map(|&(frequency, monetary_value, weight)| Spend {
+            frequency,
+            monetary_value,
+            weight,
+        })
+        .collect();
         // lifetimes -131.2310279437758, mpmath -131.23102794377796
-        assert_rel(gamma_gamma_log_likelihood(&gg, &data), -131.23102794377796, 1e-12, "GG LL");
-        let want = [24.64543937708565, 35.45357611548557, 14.149382171226833, 78.1202099938688, 25.014944827292386, 4.929618427175432];
+        assert_rel(
+            gamma_gamma_log_likelihood(&gg, &data),
+            -131.23102794377796,
+            1e-12,
+            "GG LL",
+        );
+        let want = [
+            24.64543937708565,
+            35.45357611548557,
+            14.149382171226833,
+            78.1202099938688,
+            25.014944827292386,
+            4.929618427175432,
+        ];
         for (d, w) in data.iter().zip(want) {
-            assert_rel(expected_avg_spend(&gg, d.frequency, d.monetary_value), w, 1e-13, "GG spend");
+            assert_rel(
+                expected_avg_spend(&gg, d.frequency, d.monetary_value),
+                w,
+                1e-13,
+                "GG spend",
+            );
         }
-        assert_rel(expected_avg_spend(&gg, 0.0, 0.0), 35.24178832116788, 1e-13, "GG population mean");
+        assert_rel(
+            expected_avg_spend(&gg, 0.0, 0.0),
+            35.24178832116788,
+            1e-13,
+            "GG population mean",
+        );
         assert!(expected_avg_spend(&GammaGammaParams { p: 1.0, q: 0.9, v: 1.0 }, 0.0, 0.0).is_nan());
     }
 
@@ -1774,10 +2019,30 @@ mod tests {
         // c = a+b+x-1 = 0: reference at b = 0.6 +- 1e-30 (both sides agree).
         let params = [
             CDNOW,
-            BgNbdParams { r: 20.0, alpha: 500.0, a: 30.0, b: 100.0 },
-            BgNbdParams { r: 0.5, alpha: 2.0, a: 1.0, b: 3.0 },
-            BgNbdParams { r: 0.5, alpha: 0.01, a: 0.3, b: 0.5 },
-            BgNbdParams { r: 0.3, alpha: 0.05, a: 0.4, b: 0.6 },
+            BgNbdParams {
+                r: 20.0,
+                alpha: 500.0,
+                a: 30.0,
+                b: 100.0,
+            },
+            BgNbdParams {
+                r: 0.5,
+                alpha: 2.0,
+                a: 1.0,
+                b: 3.0,
+            },
+            BgNbdParams {
+                r: 0.5,
+                alpha: 0.01,
+                a: 0.3,
+                b: 0.5,
+            },
+            BgNbdParams {
+                r: 0.3,
+                alpha: 0.05,
+                a: 0.4,
+                b: 0.6,
+            },
         ];
         // (param set, horizon, x, t_x, T, expected)
         let cases: [(usize, f64, f64, f64, f64, f64); 30] = [
@@ -1824,12 +2089,20 @@ mod tests {
         ];
         for (r, alpha, a, b, h, x, tx, t, want) in grid {
             let got = expected_purchases(&BgNbdParams { r, alpha, a, b }, h, x, tx, t);
-            assert_rel(got, want, 1e-9, &format!("grid E[Y({h})|{x},{tx},{t}] at ({r},{alpha},{a},{b})"));
+            assert_rel(
+                got,
+                want,
+                1e-9,
+                &format!("grid E[Y({h})|{x},{tx},{t}] at ({r},{alpha},{a},{b})"),
+            );
         }
         for (i, h, x, tx, t, want) in cases {
             let got = expected_purchases(&params[i], h, x, tx, t);
             if want == 0.0 {
-                assert!(got.is_finite() && (0.0..1e-300).contains(&got), "set {i} ({h},{x},{tx},{t}): {got:e}");
+                assert!(
+                    got.is_finite() && (0.0..1e-300).contains(&got),
+                    "set {i} ({h},{x},{tx},{t}): {got:e}"
+                );
             } else {
                 assert_rel(got, want, 1e-9, &format!("set {i} E[Y({h})|{x},{tx},{t}]"));
             }
@@ -1842,15 +2115,24 @@ mod tests {
     fn expected_direct(p: &BgNbdParams, h: f64, x: f64, tx: f64, t: f64) -> f64 {
         let BgNbdParams { r, alpha, a, b } = *p;
         let z = h / (alpha + t + h);
-        let num =
-            (a + b + x - 1.0) / (a - 1.0) * (1.0 - ((alpha + t) / (alpha + t + h)).powf(r + x) * hyp2f1(r + x, b + x, a + b + x - 1.0, z));
-        let den = if x > 0.0 { 1.0 + a / (b + x - 1.0) * ((alpha + t) / (alpha + tx)).powf(r + x) } else { 1.0 };
+        let num = (a + b + x - 1.0) / (a - 1.0)
+            * (1.0 - ((alpha + t) / (alpha + t + h)).powf(r + x) * hyp2f1(r + x, b + x, a + b + x - 1.0, z));
+        let den = if x > 0.0 {
+            1.0 + a / (b + x - 1.0) * ((alpha + t) / (alpha + tx)).powf(r + x)
+        } else {
+            1.0
+        };
         num / den
     }
 
     #[test]
     fn closed_form_checks() {
-        let p = BgNbdParams { r: 0.25, alpha: 4.0, a: 0.8, b: 2.5 };
+        let p = BgNbdParams {
+            r: 0.25,
+            alpha: 4.0,
+            a: 0.8,
+            b: 2.5,
+        };
         // p_alive = 1 for x = 0, whatever T
         for t in [0.0, 1.0, 52.0, 5000.0] {
             assert_eq!(p_alive(&p, 0.0, 0.0, t), 1.0);
@@ -1865,17 +2147,30 @@ mod tests {
             let z = h / (p.alpha + t + h);
             let want = (p.a + p.b - 1.0) / (p.a - 1.0)
                 * (1.0 - ((p.alpha + t) / (p.alpha + t + h)).powf(p.r) * hyp2f1(p.r, p.b, p.a + p.b - 1.0, z));
-            assert_rel(expected_purchases(&p, h, 0.0, 0.0, t), want, 1e-12, &format!("E x=0 h={h} T={t}"));
+            assert_rel(
+                expected_purchases(&p, h, 0.0, 0.0, t),
+                want,
+                1e-12,
+                &format!("E x=0 h={h} T={t}"),
+            );
         }
         for (h, x, tx, t) in [(10.0, 1.0, 5.0, 20.0), (52.0, 3.0, 30.0, 40.0), (26.0, 8.0, 50.0, 52.0)] {
-            assert_rel(expected_purchases(&p, h, x, tx, t), expected_direct(&p, h, x, tx, t), 1e-12, "E direct");
+            assert_rel(
+                expected_purchases(&p, h, x, tx, t),
+                expected_direct(&p, h, x, tx, t),
+                1e-12,
+                "E direct",
+            );
         }
         // horizon 0, monotone in the horizon, bounded by an immortal customer's (r+x) h/(α+T)
         assert_eq!(expected_purchases(&p, 0.0, 3.0, 10.0, 20.0), 0.0);
         let mut prev = 0.0;
         for h in [0.001, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6] {
             let e = expected_purchases(&p, h, 2.0, 15.0, 20.0);
-            assert!(e > prev && e <= (p.r + 2.0) * h / (p.alpha + 20.0), "h={h}: {e} after {prev}");
+            assert!(
+                e > prev && e <= (p.r + 2.0) * h / (p.alpha + 20.0),
+                "h={h}: {e} after {prev}"
+            );
             prev = e;
         }
         // invalid input
@@ -1887,10 +2182,30 @@ mod tests {
     #[test]
     fn extreme_customers_are_finite() {
         let sets = [
-            BgNbdParams { r: 0.25, alpha: 4.0, a: 0.8, b: 2.5 },
-            BgNbdParams { r: 0.01, alpha: 0.01, a: 0.01, b: 0.01 },
-            BgNbdParams { r: 80.0, alpha: 2000.0, a: 50.0, b: 400.0 },
-            BgNbdParams { r: 1.0, alpha: 1.0, a: 1.0, b: 1.0 },
+            BgNbdParams {
+                r: 0.25,
+                alpha: 4.0,
+                a: 0.8,
+                b: 2.5,
+            },
+            BgNbdParams {
+                r: 0.01,
+                alpha: 0.01,
+                a: 0.01,
+                b: 0.01,
+            },
+            BgNbdParams {
+                r: 80.0,
+                alpha: 2000.0,
+                a: 50.0,
+                b: 400.0,
+            },
+            BgNbdParams {
+                r: 1.0,
+                alpha: 1.0,
+                a: 1.0,
+                b: 1.0,
+            },
         ];
         let customers = [
             (500.0, 4999.0, 5000.0),
@@ -1910,12 +2225,19 @@ mod tests {
                 for h in [1.0, 52.0, 5000.0, 1e6] {
                     let e = expected_purchases(p, h, x, tx, t);
                     let bound = (p.r + x) * h / (p.alpha + t);
-                    assert!(e.is_finite() && e >= 0.0 && e <= bound * (1.0 + 1e-12), "E {p:?} h={h} {x} {tx} {t}: {e}");
+                    assert!(
+                        e.is_finite() && e >= 0.0 && e <= bound * (1.0 + 1e-12),
+                        "E {p:?} h={h} {x} {tx} {t}: {e}"
+                    );
                 }
             }
         }
         // and the likelihood of such a table is finite too
-        let data = rfm(&[(500.0, 4999.0, 5000.0, 3.0), (0.0, 0.0, 5000.0, 10.0), (5000.0, 4999.0, 5000.0, 1.0)]);
+        let data = rfm(&[
+            (500.0, 4999.0, 5000.0, 3.0),
+            (0.0, 0.0, 5000.0, 10.0),
+            (5000.0, 4999.0, 5000.0, 1.0),
+        ]);
         assert!(bgnbd_log_likelihood(&sets[0], &data).is_finite());
     }
 
@@ -1933,7 +2255,11 @@ mod tests {
             let mut tm = theta.to_vec();
             tm[i] -= h;
             let num = (obj.eval(&tp, &mut tmp) - obj.eval(&tm, &mut tmp)) / (2.0 * h);
-            assert!((num - g[i]).abs() <= 1e-6 * (1.0 + g[i].abs()), "d/dθ{i}: analytic {} numeric {num}", g[i]);
+            assert!(
+                (num - g[i]).abs() <= 1e-6 * (1.0 + g[i].abs()),
+                "d/dθ{i}: analytic {} numeric {num}",
+                g[i]
+            );
         }
     }
 
@@ -1953,7 +2279,11 @@ mod tests {
         assert_rel(f, -(ll - xlns) / obj.wsum + pen, 1e-12, "objective vs public LL");
 
         let spends: Vec<Spend> = (1..40)
-            .map(|i| Spend { frequency: (i % 7 + 1) as f64, monetary_value: 10.0 + (i * 13 % 17) as f64, weight: (i % 3 + 1) as f64 })
+            .map(|i| Spend {
+                frequency: (i % 7 + 1) as f64,
+                monetary_value: 10.0 + (i * 13 % 17) as f64,
+                weight: (i % 3 + 1) as f64,
+            })
             .collect();
         let obj = prepare_gg(&spends, 0.01).unwrap();
         check_gradient(&obj, &[1.0, 1.5, -0.2]);
@@ -1979,7 +2309,12 @@ mod tests {
             .split(';')
             .map(|row| {
                 let v: Vec<f64> = row.split(',').map(|s| s.parse().unwrap()).collect();
-                Rfm { frequency: v[0], recency: v[1], t: v[2], weight: v[3] }
+                Rfm {
+                    frequency: v[0],
+                    recency: v[1],
+                    t: v[2],
+                    weight: v[3],
+                }
             })
             .collect()
     }
@@ -2035,25 +2370,39 @@ mod tests {
                 let x = 1.0 + (i * 7 % 12) as f64;
                 let u = ((i * 53 % 101) as f64 + 0.5) / 101.0;
                 let m = 30.0 * (0.2 + 1.6 * u) * (1.0 + 0.5 * ((i * 17 % 13) as f64 - 6.0) / (6.0 * x.sqrt()));
-                Spend { frequency: x, monetary_value: m, weight: 1.0 + (i % 2) as f64 }
+                Spend {
+                    frequency: x,
+                    monetary_value: m,
+                    weight: 1.0 + (i % 2) as f64,
+                }
             })
             .collect();
         let fit = fit_gamma_gamma(&data, 0.0).unwrap();
         assert!(fit.converged);
         let p = fit.params;
-        for (got, want, name) in [(p.p, 0.6953667011099456, "p"), (p.q, 14.337254347422071, "q"), (p.v, 571.6956853359844, "v")] {
+        for (got, want, name) in [
+            (p.p, 0.6953667011099456, "p"),
+            (p.q, 14.337254347422071, "q"),
+            (p.v, 571.6956853359844, "v"),
+        ] {
             assert_rel(got, want, 1e-6, name);
         }
         let se = fit.std_errors;
-        for (got, want, name) in
-            [(se.p, 0.25215472995016847, "se p"), (se.q, 18.393256224575282, "se q"), (se.v, 981.9832146592548, "se v")]
-        {
+        for (got, want, name) in [
+            (se.p, 0.25215472995016847, "se p"),
+            (se.q, 18.393256224575282, "se q"),
+            (se.v, 981.9832146592548, "se v"),
+        ] {
             assert_rel(got, want, 1e-3, name);
         }
         let fit = fit_gamma_gamma(&data, 0.001).unwrap();
         assert!(fit.converged);
         let p = fit.params;
-        for (got, want, name) in [(p.p, 7.134401274785502, "p"), (p.q, 2.396868161449098, "q"), (p.v, 7.021721372691254, "v")] {
+        for (got, want, name) in [
+            (p.p, 7.134401274785502, "p"),
+            (p.q, 2.396868161449098, "q"),
+            (p.v, 7.021721372691254, "v"),
+        ] {
             assert_rel(got, want, 1e-6, name);
         }
     }
@@ -2086,18 +2435,32 @@ mod tests {
                     break;
                 }
             }
-            let tx_days = if x > 0 { ((tx * 7.0).round() as u64).min(t_days) } else { 0 };
+            let tx_days = if x > 0 {
+                ((tx * 7.0).round() as u64).min(t_days)
+            } else {
+                0
+            };
             *counts.entry((x, tx_days, t_days)).or_default() += 1.0;
         }
         counts
             .into_iter()
-            .map(|((x, txd, td), w)| Rfm { frequency: x as f64, recency: txd as f64 / 7.0, t: td as f64 / 7.0, weight: w })
+            .map(|((x, txd, td), w)| Rfm {
+                frequency: x as f64,
+                recency: txd as f64 / 7.0,
+                t: td as f64 / 7.0,
+                weight: w,
+            })
             .collect()
     }
 
     #[test]
     fn bgnbd_recovers_simulated_parameters() {
-        let truth = BgNbdParams { r: 0.25, alpha: 4.0, a: 0.8, b: 2.5 };
+        let truth = BgNbdParams {
+            r: 0.25,
+            alpha: 4.0,
+            a: 0.8,
+            b: 2.5,
+        };
         let data = simulate_bgnbd(40_000, &truth, 20240611, 365);
         let start = Instant::now();
         let fit = fit_bgnbd(&data, 0.0).unwrap();
@@ -2111,11 +2474,17 @@ mod tests {
             fit.converged
         );
         assert!(fit.converged);
-        for (got, s, want, name) in
-            [(p.r, se.r, truth.r, "r"), (p.alpha, se.alpha, truth.alpha, "alpha"), (p.a, se.a, truth.a, "a"), (p.b, se.b, truth.b, "b")]
-        {
+        for (got, s, want, name) in [
+            (p.r, se.r, truth.r, "r"),
+            (p.alpha, se.alpha, truth.alpha, "alpha"),
+            (p.a, se.a, truth.a, "a"),
+            (p.b, se.b, truth.b, "b"),
+        ] {
             assert!(s.is_finite() && s > 0.0, "{name}: se {s}");
-            assert!((got - want).abs() <= 4.0 * s, "{name}: fitted {got} ± {s}, truth {want}");
+            assert!(
+                (got - want).abs() <= 4.0 * s,
+                "{name}: fitted {got} ± {s}, truth {want}"
+            );
             assert!(s < 0.5 * want, "{name}: se {s} implausibly large");
         }
     }
@@ -2131,7 +2500,11 @@ mod tests {
                 let nu: f64 = nu_dist.sample(&mut rng);
                 // the sum of x Gamma(p, rate ν) transaction values is Gamma(p x, rate ν)
                 let total: f64 = Gamma::new(p_true * x, 1.0 / nu).unwrap().sample(&mut rng);
-                Spend { frequency: x, monetary_value: total / x, weight: 1.0 }
+                Spend {
+                    frequency: x,
+                    monetary_value: total / x,
+                    weight: 1.0,
+                }
             })
             .collect();
         let start = Instant::now();
@@ -2146,9 +2519,16 @@ mod tests {
             fit.converged
         );
         assert!(fit.converged);
-        for (got, s, want, name) in [(p.p, se.p, p_true, "p"), (p.q, se.q, q_true, "q"), (p.v, se.v, v_true, "v")] {
+        for (got, s, want, name) in [
+            (p.p, se.p, p_true, "p"),
+            (p.q, se.q, q_true, "q"),
+            (p.v, se.v, v_true, "v"),
+        ] {
             assert!(s.is_finite() && s > 0.0, "{name}: se {s}");
-            assert!((got - want).abs() <= 4.0 * s, "{name}: fitted {got} ± {s}, truth {want}");
+            assert!(
+                (got - want).abs() <= 4.0 * s,
+                "{name}: fitted {got} ± {s}, truth {want}"
+            );
             assert!(s < 0.5 * want, "{name}: se {s} implausibly large");
         }
     }
@@ -2156,13 +2536,24 @@ mod tests {
     #[test]
     fn fit_is_fast_on_many_distinct_triples() {
         // ~2 years of daily data: tens of thousands of distinct (x, t_x, T) triples.
-        let truth = BgNbdParams { r: 0.6, alpha: 3.0, a: 0.6, b: 3.0 };
+        let truth = BgNbdParams {
+            r: 0.6,
+            alpha: 3.0,
+            a: 0.6,
+            b: 3.0,
+        };
         let data = simulate_bgnbd(60_000, &truth, 99, 730);
         assert!(data.len() > 20_000, "{} triples", data.len());
         let start = Instant::now();
         let fit = fit_bgnbd(&data, 0.0).unwrap();
         let elapsed = start.elapsed();
-        eprintln!("BG/NBD fit on {} triples: {:?} ({} iterations) -> {:?}", data.len(), elapsed, fit.iterations, fit.params);
+        eprintln!(
+            "BG/NBD fit on {} triples: {:?} ({} iterations) -> {:?}",
+            data.len(),
+            elapsed,
+            fit.iterations,
+            fit.params
+        );
         assert!(fit.converged);
         // generous bound for a shared machine; typical timings are in the report
         assert!(elapsed.as_secs_f64() < 10.0, "{elapsed:?}");
@@ -2170,23 +2561,44 @@ mod tests {
 
     #[test]
     fn fits_are_deterministic() {
-        let truth = BgNbdParams { r: 0.25, alpha: 4.0, a: 0.8, b: 2.5 };
+        let truth = BgNbdParams {
+            r: 0.25,
+            alpha: 4.0,
+            a: 0.8,
+            b: 2.5,
+        };
         let data = simulate_bgnbd(5_000, &truth, 5, 365);
         let f1 = fit_bgnbd(&data, 0.01).unwrap();
         let f2 = fit_bgnbd(&data, 0.01).unwrap();
         let bits = |f: &Fit<BgNbdParams>| {
-            [f.params.r, f.params.alpha, f.params.a, f.params.b, f.std_errors.r, f.std_errors.b, f.log_likelihood].map(f64::to_bits)
+            [
+                f.params.r,
+                f.params.alpha,
+                f.params.a,
+                f.params.b,
+                f.std_errors.r,
+                f.std_errors.b,
+                f.log_likelihood,
+            ]
+            .map(f64::to_bits)
         };
         assert_eq!(bits(&f1), bits(&f2));
         assert_eq!(f1.iterations, f2.iterations);
         let spends: Vec<Spend> = data
             .iter()
             .filter(|d| d.frequency > 0.0)
-            .map(|d| Spend { frequency: d.frequency, monetary_value: 10.0 + d.recency, weight: d.weight })
+            .map(|d| Spend {
+                frequency: d.frequency,
+                monetary_value: 10.0 + d.recency,
+                weight: d.weight,
+            })
             .collect();
         let g1 = fit_gamma_gamma(&spends, 0.0).unwrap();
         let g2 = fit_gamma_gamma(&spends, 0.0).unwrap();
-        assert_eq!([g1.params.p, g1.params.q, g1.params.v].map(f64::to_bits), [g2.params.p, g2.params.q, g2.params.v].map(f64::to_bits));
+        assert_eq!(
+            [g1.params.p, g1.params.q, g1.params.v].map(f64::to_bits),
+            [g2.params.p, g2.params.q, g2.params.v].map(f64::to_bits)
+        );
     }
 
     #[test]
@@ -2197,18 +2609,35 @@ mod tests {
         let no_repeat = rfm(&[(0.0, 0.0, 3.0, 5.0), (0.0, 0.0, 10.0, 2.0)]);
         assert_eq!(fit_bgnbd(&no_repeat, 0.0).unwrap_err(), FitError::NoRepeatBuyers);
         let bad = rfm(&[(1.0, 5.0, 3.0, 1.0)]);
-        assert!(matches!(fit_bgnbd(&bad, 0.0).unwrap_err(), FitError::InvalidRow { row: 0, .. }));
+        assert!(matches!(
+            fit_bgnbd(&bad, 0.0).unwrap_err(),
+            FitError::InvalidRow { row: 0, .. }
+        ));
         let bad = rfm(&[(0.0, 0.0, 3.0, 1.0), (0.5, 0.2, 3.0, 1.0)]);
         let e = fit_bgnbd(&bad, 0.0).unwrap_err();
         assert!(matches!(e, FitError::InvalidRow { row: 1, .. }), "{e}");
         assert!(e.to_string().contains("frequency"), "{e}");
-        assert_eq!(fit_bgnbd(&rfm(&CUSTOMERS), -1.0).unwrap_err(), FitError::InvalidPenalizer(-1.0));
+        assert_eq!(
+            fit_bgnbd(&rfm(&CUSTOMERS), -1.0).unwrap_err(),
+            FitError::InvalidPenalizer(-1.0)
+        );
 
         assert_eq!(fit_gamma_gamma(&[], 0.0).unwrap_err(), FitError::Empty);
-        let none = [Spend { frequency: 0.0, monetary_value: 0.0, weight: 4.0 }];
+        let none = [Spend {
+            frequency: 0.0,
+            monetary_value: 0.0,
+            weight: 4.0,
+        }];
         assert_eq!(fit_gamma_gamma(&none, 0.0).unwrap_err(), FitError::NoRepeatBuyers);
-        let neg = [Spend { frequency: 2.0, monetary_value: -3.0, weight: 1.0 }];
-        assert!(matches!(fit_gamma_gamma(&neg, 0.0).unwrap_err(), FitError::InvalidRow { row: 0, .. }));
+        let neg = [Spend {
+            frequency: 2.0,
+            monetary_value: -3.0,
+            weight: 1.0,
+        }];
+        assert!(matches!(
+            fit_gamma_gamma(&neg, 0.0).unwrap_err(),
+            FitError::InvalidRow { row: 0, .. }
+        ));
     }
 
     #[test]
@@ -2218,8 +2647,17 @@ mod tests {
             .map(|i| {
                 let t = 20.0 + (i * 37 % 50) as f64;
                 let x = (i * 13 % 11) as f64;
-                let tx = if x > 0.0 { t * ((i * 29 % 97) + 1) as f64 / 98.0 } else { 0.0 };
-                Rfm { frequency: x, recency: tx, t, weight: 1.0 + (i % 3) as f64 }
+                let tx = if x > 0.0 {
+                    t * ((i * 29 % 97) + 1) as f64 / 98.0
+                } else {
+                    0.0
+                };
+                Rfm {
+                    frequency: x,
+                    recency: tx,
+                    t,
+                    weight: 1.0 + (i % 3) as f64,
+                }
             })
             .collect();
         let start = Instant::now();
@@ -2228,12 +2666,20 @@ mod tests {
         assert!(fit.params.a > 1e4 && fit.params.b > 1e4, "{:?}", fit.params);
         // a penalizer makes it well-posed
         let fit = fit_bgnbd(&data, 0.01).unwrap();
-        assert!(fit.converged && fit.params.a < 10.0 && fit.params.b < 10.0, "{:?}", fit.params);
+        assert!(
+            fit.converged && fit.params.a < 10.0 && fit.params.b < 10.0,
+            "{:?}",
+            fit.params
+        );
         // every customer the same: no finite MLE, SEs undefined
         let same = rfm(&[(2.0, 5.0, 10.0, 100.0), (0.0, 0.0, 10.0, 1.0)]);
         let fit = fit_bgnbd(&same, 0.0).unwrap();
         assert!(!fit.converged && fit.log_likelihood.is_finite(), "{fit:?}");
-        let one = [Spend { frequency: 2.0, monetary_value: 5.0, weight: 10.0 }];
+        let one = [Spend {
+            frequency: 2.0,
+            monetary_value: 5.0,
+            weight: 10.0,
+        }];
         let fit = fit_gamma_gamma(&one, 0.0).unwrap();
         assert!(!fit.converged && fit.log_likelihood.is_finite(), "{fit:?}");
         // bounded work (evaluation budget), even in a debug build

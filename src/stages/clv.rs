@@ -25,7 +25,10 @@ use datafusion::common::ScalarValue;
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions::math::expr_fn::{floor, power};
 use datafusion::functions_aggregate::expr_fn::{count, first_value, max, min, sum};
-use datafusion::logical_expr::{ColumnarValue, Expr, JoinType, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, cast as cast_expr, lit, when};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, JoinType, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    cast as cast_expr, lit, when,
+};
 use datafusion::prelude::{DataFrame, SessionContext, coalesce, col};
 use serde::Deserialize;
 
@@ -151,7 +154,10 @@ impl ClvSpec {
                 match NaiveDate::parse_from_str(&self.as_of, "%Y-%m-%d") {
                     Ok(d) => Some(d),
                     Err(_) => {
-                        p.push(format!("step \"{step}\": clv.as_of \"{}\" is not a date (YYYY-MM-DD)", self.as_of));
+                        p.push(format!(
+                            "step \"{step}\": clv.as_of \"{}\" is not a date (YYYY-MM-DD)",
+                            self.as_of
+                        ));
                         None
                     }
                 }
@@ -162,7 +168,10 @@ impl ClvSpec {
             }
         };
         if !(self.discount_rate > -1.0) || !self.discount_rate.is_finite() {
-            p.push(format!("step \"{step}\": clv.discount_rate must be a number above -1, got {}", self.discount_rate));
+            p.push(format!(
+                "step \"{step}\": clv.discount_rate must be a number above -1, got {}",
+                self.discount_rate
+            ));
         }
         match self.method {
             Method::Discounted => {
@@ -259,7 +268,9 @@ impl Clv {
     async fn run_discounted(&self, step: &str, ctx: &SessionContext) -> Result<Vec<DataFrame>> {
         let s = &self.spec;
         let fail = |e: datafusion::error::DataFusionError| Error::step(step, e);
-        let tx = self.transactions(ctx.table(s.transactions.as_str()).await.map_err(fail)?).map_err(fail)?;
+        let tx = self
+            .transactions(ctx.table(s.transactions.as_str()).await.map_err(fail)?)
+            .map_err(fail)?;
         let cost = match &s.cost {
             CostSpec::Constant(c) => lit(*c),
             CostSpec::Column(c) => f64_col(c),
@@ -279,8 +290,12 @@ impl Clv {
         // Year of life, counted from the signup day in 365-day years; a
         // transaction dated before its signup counts in year 1.
         let year = datafusion::functions::core::expr_fn::greatest(vec![
-            floor(cast_expr(days(cast_expr(col("__day"), DataType::Int32)) - days(cast_expr(col("__signup"), DataType::Int32)), DataType::Float64) / lit(365.0))
-                + lit(1.0),
+            floor(
+                cast_expr(
+                    days(cast_expr(col("__day"), DataType::Int32)) - days(cast_expr(col("__signup"), DataType::Int32)),
+                    DataType::Float64,
+                ) / lit(365.0),
+            ) + lit(1.0),
             lit(1.0),
         ]);
         let mut joined = tx
@@ -294,7 +309,9 @@ impl Clv {
         let disc = joined
             .aggregate(
                 vec![col("__id")],
-                vec![sum(col("__amount") * power(lit(1.0 + s.discount_rate), lit(0.0) - col("__year"))).alias("__disc")],
+                vec![
+                    sum(col("__amount") * power(lit(1.0 + s.discount_rate), lit(0.0) - col("__year"))).alias("__disc"),
+                ],
             )
             .map_err(fail)?;
         let out = customers
@@ -322,7 +339,10 @@ impl Clv {
         let as_of = f64::from(self.as_of_days());
         let daily = self
             .transactions(tx)?
-            .aggregate(vec![col("__id"), col("__day")], vec![sum(col("__amount")).alias("__spend")])?
+            .aggregate(
+                vec![col("__id"), col("__day")],
+                vec![sum(col("__amount")).alias("__spend")],
+            )?
             .select(vec![
                 col("__id"),
                 cast_expr(cast_expr(col("__day"), DataType::Int32), DataType::Float64).alias("__d"),
@@ -344,9 +364,12 @@ impl Clv {
                 cast_expr(col("__n") - lit(1i64), DataType::Float64).alias("frequency"),
                 ((col("__last") - col("__first")) / lit(unit)).alias("recency"),
                 ((lit(as_of) - col("__first")) / lit(unit)).alias("t"),
-                when(col("__n").gt(lit(1i64)), (col("__total") - col("__first_spend")) / cast_expr(col("__n") - lit(1i64), DataType::Float64))
-                    .otherwise(lit(0.0))?
-                    .alias("monetary_value"),
+                when(
+                    col("__n").gt(lit(1i64)),
+                    (col("__total") - col("__first_spend")) / cast_expr(col("__n") - lit(1i64), DataType::Float64),
+                )
+                .otherwise(lit(0.0))?
+                .alias("monetary_value"),
             ])
     }
 
@@ -364,15 +387,28 @@ impl Clv {
             .clone()
             .filter(col("t").gt(lit(0.0)))
             .map_err(fail)?
-            .aggregate(vec![col("frequency"), col("recency"), col("t")], vec![count(lit(1)).alias("n")])
-            .and_then(|d| d.sort(vec![col("frequency").sort(true, false), col("recency").sort(true, false), col("t").sort(true, false)]))
+            .aggregate(
+                vec![col("frequency"), col("recency"), col("t")],
+                vec![count(lit(1)).alias("n")],
+            )
+            .and_then(|d| {
+                d.sort(vec![
+                    col("frequency").sort(true, false),
+                    col("recency").sort(true, false),
+                    col("t").sort(true, false),
+                ])
+            })
             .map_err(fail)?
             .collect()
             .await
             .map_err(fail)?;
         let mut data = Vec::new();
         for b in &triples {
-            let (f, r, t) = (b.column(0).as_primitive::<Float64Type>(), b.column(1).as_primitive::<Float64Type>(), b.column(2).as_primitive::<Float64Type>());
+            let (f, r, t) = (
+                b.column(0).as_primitive::<Float64Type>(),
+                b.column(1).as_primitive::<Float64Type>(),
+                b.column(2).as_primitive::<Float64Type>(),
+            );
             let n = b.column(3).as_primitive::<Int64Type>();
             for i in 0..b.num_rows() {
                 data.push(Rfm {
@@ -385,7 +421,13 @@ impl Clv {
         }
         let customers: f64 = data.iter().map(|d| d.weight).sum();
         if data.is_empty() {
-            return Err(Error::step(step, format!("no transactions in \"{}\" up to {}: nothing to fit", s.transactions, s.as_of)));
+            return Err(Error::step(
+                step,
+                format!(
+                    "no transactions in \"{}\" up to {}: nothing to fit",
+                    s.transactions, s.as_of
+                ),
+            ));
         }
         let penalizer = s.penalizer.unwrap_or(0.0);
         let bg = bgnbd_math::fit_bgnbd(&data, penalizer).map_err(|e| Error::step(step, format!("BG/NBD fit: {e}")))?;
@@ -408,15 +450,28 @@ impl Clv {
         let spends_batches = rfm
             .clone()
             .filter(col("frequency").gt(lit(0.0)))
-            .and_then(|d| d.aggregate(vec![col("frequency"), col("monetary_value")], vec![count(lit(1)).alias("n")]))
-            .and_then(|d| d.sort(vec![col("frequency").sort(true, false), col("monetary_value").sort(true, false)]))
+            .and_then(|d| {
+                d.aggregate(
+                    vec![col("frequency"), col("monetary_value")],
+                    vec![count(lit(1)).alias("n")],
+                )
+            })
+            .and_then(|d| {
+                d.sort(vec![
+                    col("frequency").sort(true, false),
+                    col("monetary_value").sort(true, false),
+                ])
+            })
             .map_err(fail)?
             .collect()
             .await
             .map_err(fail)?;
         let mut spends = Vec::new();
         for b in &spends_batches {
-            let (f, m) = (b.column(0).as_primitive::<Float64Type>(), b.column(1).as_primitive::<Float64Type>());
+            let (f, m) = (
+                b.column(0).as_primitive::<Float64Type>(),
+                b.column(1).as_primitive::<Float64Type>(),
+            );
             let n = b.column(2).as_primitive::<Int64Type>();
             for i in 0..b.num_rows() {
                 spends.push(Spend {
@@ -427,14 +482,28 @@ impl Clv {
             }
         }
         if spends.iter().any(|sp| sp.monetary_value <= 0.0) {
-            let n: f64 = spends.iter().filter(|sp| sp.monetary_value <= 0.0).map(|sp| sp.weight).sum();
+            let n: f64 = spends
+                .iter()
+                .filter(|sp| sp.monetary_value <= 0.0)
+                .map(|sp| sp.weight)
+                .sum();
             return Err(Error::step(
                 step,
                 format!("{n} repeat buyers have a mean repeat spend <= 0; the Gamma-Gamma model needs positive spend"),
             ));
         }
-        let gg = bgnbd_math::fit_gamma_gamma(&spends, penalizer).map_err(|e| Error::step(step, format!("Gamma-Gamma fit: {e}")))?;
-        tracing::info!(step, p = gg.params.p, q = gg.params.q, v = gg.params.v, log_likelihood = gg.log_likelihood, iterations = gg.iterations, converged = gg.converged, "Gamma-Gamma fitted");
+        let gg = bgnbd_math::fit_gamma_gamma(&spends, penalizer)
+            .map_err(|e| Error::step(step, format!("Gamma-Gamma fit: {e}")))?;
+        tracing::info!(
+            step,
+            p = gg.params.p,
+            q = gg.params.q,
+            v = gg.params.v,
+            log_likelihood = gg.log_likelihood,
+            iterations = gg.iterations,
+            converged = gg.converged,
+            "Gamma-Gamma fitted"
+        );
 
         let scorer = ScalarUDF::from(BgNbdScore::new(ScoreModel {
             bg: bg.params.clone(),
@@ -445,7 +514,11 @@ impl Clv {
         }));
         let base = [s.id.as_str(), "frequency", "recency", "t", "monetary_value"];
         let mut first: Vec<Expr> = base.iter().map(|c| col(*c)).collect();
-        first.push(scorer.call(vec![col("frequency"), col("recency"), col("t"), col("monetary_value")]).alias("__score"));
+        first.push(
+            scorer
+                .call(vec![col("frequency"), col("recency"), col("t"), col("monetary_value")])
+                .alias("__score"),
+        );
         let mut out: Vec<Expr> = base.iter().map(|c| col(*c)).collect();
         for f in SCORE_FIELDS {
             out.push(get_field(col("__score"), f).alias(f));
@@ -506,7 +579,10 @@ impl Stage for Clv {
         p.extend(check_column(step, &s.transactions, &tx, &s.id, Want::Key));
         p.extend(check_column(step, &s.transactions, &tx, &s.timestamp, Want::Temporal));
         p.extend(check_column(step, &s.transactions, &tx, &s.amount, Want::Number));
-        let id_type = tx.field_with_name(&s.id).map(|f| f.data_type().clone()).unwrap_or(DataType::Int64);
+        let id_type = tx
+            .field_with_name(&s.id)
+            .map(|f| f.data_type().clone())
+            .unwrap_or(DataType::Int64);
         let out = match s.method {
             Method::Discounted => {
                 let cu = table_schema(step, ctx, &s.customers).await.map_err(|e| vec![e])?;
@@ -515,12 +591,21 @@ impl Stage for Clv {
                 if let CostSpec::Column(c) = &s.cost {
                     p.extend(check_column(step, &s.customers, &cu, c, Want::Number));
                 }
-                let id_type = cu.field_with_name(&s.id).map(|f| f.data_type().clone()).unwrap_or(id_type);
-                Schema::new(vec![Field::new(&s.id, id_type, true), Field::new("clv", DataType::Float64, true)])
+                let id_type = cu
+                    .field_with_name(&s.id)
+                    .map(|f| f.data_type().clone())
+                    .unwrap_or(id_type);
+                Schema::new(vec![
+                    Field::new(&s.id, id_type, true),
+                    Field::new("clv", DataType::Float64, true),
+                ])
             }
             Method::Bgnbd => {
                 let mut fields = vec![Field::new(&s.id, id_type, true)];
-                for f in ["frequency", "recency", "t", "monetary_value"].iter().chain(SCORE_FIELDS.iter()) {
+                for f in ["frequency", "recency", "t", "monetary_value"]
+                    .iter()
+                    .chain(SCORE_FIELDS.iter())
+                {
                     fields.push(Field::new(*f, DataType::Float64, true));
                 }
                 Schema::new(fields)
@@ -554,7 +639,16 @@ pub struct ScoreModel {
 impl ScoreModel {
     fn key(&self) -> [u64; 10] {
         [
-            self.bg.r, self.bg.alpha, self.bg.a, self.bg.b, self.gg.p, self.gg.q, self.gg.v, self.horizon_days, self.unit_days, self.discount_rate,
+            self.bg.r,
+            self.bg.alpha,
+            self.bg.a,
+            self.bg.b,
+            self.gg.p,
+            self.gg.q,
+            self.gg.v,
+            self.horizon_days,
+            self.unit_days,
+            self.discount_rate,
         ]
         .map(f64::to_bits)
     }
@@ -572,7 +666,11 @@ impl ScoreModel {
         let mut prev = 0.0;
         for j in 1..=steps {
             let t_days = (j as f64 * month).min(self.horizon_days);
-            let e = if j == steps { expected } else { bgnbd_math::expected_purchases(&self.bg, t_days / self.unit_days, x, t_x, t) };
+            let e = if j == steps {
+                expected
+            } else {
+                bgnbd_math::expected_purchases(&self.bg, t_days / self.unit_days, x, t_x, t)
+            };
             clv += (e - prev) * spend / (1.0 + self.discount_rate).powf(t_days / 365.25);
             prev = e;
         }
@@ -596,7 +694,12 @@ impl BgNbdScore {
     }
 
     fn fields() -> Fields {
-        Fields::from(SCORE_FIELDS.iter().map(|f| Field::new(*f, DataType::Float64, true)).collect::<Vec<_>>())
+        Fields::from(
+            SCORE_FIELDS
+                .iter()
+                .map(|f| Field::new(*f, DataType::Float64, true))
+                .collect::<Vec<_>>(),
+        )
     }
 }
 
@@ -637,12 +740,17 @@ impl ScalarUDFImpl for BgNbdScore {
                 out.iter_mut().for_each(|o| o.push(None));
                 continue;
             }
-            let v = self.model.score(cols[0].value(i), cols[1].value(i), cols[2].value(i), cols[3].value(i));
+            let v = self
+                .model
+                .score(cols[0].value(i), cols[1].value(i), cols[2].value(i), cols[3].value(i));
             for (o, x) in out.iter_mut().zip(v) {
                 o.push(Some(x));
             }
         }
-        let children: Vec<ArrayRef> = out.into_iter().map(|v| Arc::new(Float64Array::from(v)) as ArrayRef).collect();
+        let children: Vec<ArrayRef> = out
+            .into_iter()
+            .map(|v| Arc::new(Float64Array::from(v)) as ArrayRef)
+            .collect();
         let s = StructArray::try_new(Self::fields(), children, None)?;
         Ok(ColumnarValue::Array(Arc::new(s)))
     }

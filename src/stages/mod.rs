@@ -20,9 +20,8 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::Column;
 use datafusion::datasource::MemTable;
-use datafusion::functions_aggregate::expr_fn::{avg, count};
-use datafusion::logical_expr::{Expr, cast as cast_expr, lit};
-use datafusion::prelude::{DataFrame, SessionContext, col};
+use datafusion::logical_expr::{Expr, cast as cast_expr};
+use datafusion::prelude::{DataFrame, SessionContext};
 use futures::StreamExt;
 use ndarray::Array2;
 use serde::Deserialize;
@@ -137,11 +136,23 @@ pub fn f64_col(name: &str) -> Expr {
 /// Null keys hash as 0.
 pub fn hash_column(array: &dyn Array, seed: u64) -> Vec<u64> {
     let mix = splitmix64(seed);
-    let fnv = |s: &str| s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let fnv = |s: &str| {
+        s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    };
     let n = array.len();
     let raw: Vec<u64> = match array.data_type() {
-        DataType::Utf8 => array.as_string::<i32>().iter().map(|v| v.map(fnv).unwrap_or(0)).collect(),
-        DataType::LargeUtf8 => array.as_string::<i64>().iter().map(|v| v.map(fnv).unwrap_or(0)).collect(),
+        DataType::Utf8 => array
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.map(fnv).unwrap_or(0))
+            .collect(),
+        DataType::LargeUtf8 => array
+            .as_string::<i64>()
+            .iter()
+            .map(|v| v.map(fnv).unwrap_or(0))
+            .collect(),
         DataType::Utf8View => array.as_string_view().iter().map(|v| v.map(fnv).unwrap_or(0)).collect(),
         _ => match cast(array, &DataType::Int64) {
             Ok(a) => a
@@ -267,14 +278,20 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
         }
     }
     if table_rows == 0 {
-        return Err(Error::step(step, format!("table \"{}\" is empty: nothing to fit on", req.table)));
+        return Err(Error::step(
+            step,
+            format!("table \"{}\" is empty: nothing to fit on", req.table),
+        ));
     }
     if let Some(label) = req.label
         && label_nulls > 0
     {
         return Err(Error::step(
             step,
-            format!("label \"{label}\" of \"{}\" is null in {label_nulls} of {table_rows} rows", req.table),
+            format!(
+                "label \"{label}\" of \"{}\" is null in {label_nulls} of {table_rows} rows",
+                req.table
+            ),
         ));
     }
     if req.nulls == NullPolicy::Error {
@@ -304,7 +321,11 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
         hashes_kept[a]
             .cmp(&hashes_kept[b])
             .then_with(|| cmp_rows(&vals[a * d..(a + 1) * d], &vals[b * d..(b + 1) * d]))
-            .then_with(|| ys_kept[a].unwrap_or(f64::NAN).total_cmp(&ys_kept[b].unwrap_or(f64::NAN)))
+            .then_with(|| {
+                ys_kept[a]
+                    .unwrap_or(f64::NAN)
+                    .total_cmp(&ys_kept[b].unwrap_or(f64::NAN))
+            })
     });
     let fill = match req.nulls {
         NullPolicy::Mean => {
@@ -331,7 +352,10 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
     }
     let dropped = before - order.len();
     if order.is_empty() {
-        return Err(Error::step(step, format!("no rows of \"{}\" are left to fit on after dropping nulls", req.table)));
+        return Err(Error::step(
+            step,
+            format!("no rows of \"{}\" are left to fit on after dropping nulls", req.table),
+        ));
     }
     let mut x = Array2::<f64>::zeros((order.len(), d));
     let mut hashes = Vec::with_capacity(order.len());
@@ -344,7 +368,10 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
                 (None, None) => f64::NAN,
             };
             if !v.is_finite() {
-                return Err(Error::step(step, format!("feature \"{}\" has a non-finite value ({v})", req.features[j])));
+                return Err(Error::step(
+                    step,
+                    format!("feature \"{}\" has a non-finite value ({v})", req.features[j]),
+                ));
             }
             x[[r, j]] = v;
         }
@@ -390,7 +417,9 @@ pub fn standardize_params(step: &str, x: &Array2<f64>, names: &[String]) -> Resu
         if !(s > 1e-12 * m.abs().max(1.0)) {
             return Err(Error::step(
                 step,
-                format!("feature \"{name}\" is constant ({m}) on the fitting rows: it cannot be standardized; remove it"),
+                format!(
+                    "feature \"{name}\" is constant ({m}) on the fitting rows: it cannot be standardized; remove it"
+                ),
             ));
         }
         means.push(m);
@@ -428,13 +457,4 @@ pub fn name_value_schema(key: &str) -> SchemaRef {
 pub fn mem_table(ctx: &SessionContext, batch: RecordBatch) -> Result<DataFrame> {
     let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(|e| Error::step("mem_table", e))?;
     ctx.read_table(Arc::new(table)).map_err(|e| Error::step("mem_table", e))
-}
-
-/// `avg(col)` per feature and `count(*)` grouped by `key` over a plan.
-pub fn group_profile(df: DataFrame, key: &str, features: &[String]) -> datafusion::error::Result<DataFrame> {
-    let mut aggs = vec![count(lit(1)).alias("size")];
-    for f in features {
-        aggs.push(avg(f64_col(f)).alias(format!("mean_{f}")));
-    }
-    df.aggregate(vec![col(key)], aggs)
 }

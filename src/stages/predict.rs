@@ -23,7 +23,10 @@ use linfa::traits::Fit;
 use ndarray::{Array1, Array2, Axis};
 use serde::Deserialize;
 
-use super::{FeatureRequest, NullPolicy, Stage, Want, check_column, collect_features, column, f64_col, name_value_schema, name_value_table, standardize_params, table_schema};
+use super::{
+    FeatureRequest, NullPolicy, Stage, Want, check_column, collect_features, column, f64_col, name_value_schema,
+    name_value_table, standardize_params, table_schema,
+};
 use crate::config::vars::Vars;
 use crate::error::{Error, Result};
 
@@ -94,15 +97,25 @@ impl PredictSpec {
             p.push(format!("step \"{step}\": predict.features is empty"));
         }
         if !(0.0..1.0).contains(&self.holdout) {
-            p.push(format!("step \"{step}\": predict.holdout must be in [0, 1), got {}", self.holdout));
+            p.push(format!(
+                "step \"{step}\": predict.holdout must be in [0, 1), got {}",
+                self.holdout
+            ));
         }
         if !(self.alpha >= 0.0) {
             p.push(format!("step \"{step}\": predict.alpha must be >= 0"));
         }
         if self.features.contains(&self.label) {
-            p.push(format!("step \"{step}\": label \"{}\" is also listed as a feature", self.label));
+            p.push(format!(
+                "step \"{step}\": label \"{}\" is also listed as a feature",
+                self.label
+            ));
         }
-        if p.is_empty() { Ok(Predict { spec: self }) } else { Err(p) }
+        if p.is_empty() {
+            Ok(Predict { spec: self })
+        } else {
+            Err(p)
+        }
     }
 }
 
@@ -181,7 +194,10 @@ impl Stage for Predict {
         if !p.is_empty() {
             return Err(p);
         }
-        let id_type = score.field_with_name(&s.id).map(|f| f.data_type().clone()).unwrap_or(DataType::Int64);
+        let id_type = score
+            .field_with_name(&s.id)
+            .map(|f| f.data_type().clone())
+            .unwrap_or(DataType::Int64);
         let out = Arc::new(Schema::new(vec![
             Field::new(&s.id, id_type, true),
             Field::new("prediction", DataType::Float64, true),
@@ -235,14 +251,24 @@ pub fn in_holdout(h: u64, f: f64) -> bool {
 /// # Errors
 /// Too few training rows, a non-0/1 label for `logistic`, a constant
 /// feature, or a solver failure.
-pub fn fit(step: &str, s: &PredictSpec, x: &Array2<f64>, y: &[f64], test: &[bool], fill: Option<Vec<f64>>) -> Result<(Model, Vec<(String, f64)>)> {
+pub fn fit(
+    step: &str,
+    s: &PredictSpec,
+    x: &Array2<f64>,
+    y: &[f64],
+    test: &[bool],
+    fill: Option<Vec<f64>>,
+) -> Result<(Model, Vec<(String, f64)>)> {
     let train_rows: Vec<usize> = (0..x.nrows()).filter(|&i| !test[i]).collect();
     let test_rows: Vec<usize> = (0..x.nrows()).filter(|&i| test[i]).collect();
     let d = s.features.len();
     if train_rows.len() <= d {
         return Err(Error::step(
             step,
-            format!("{} training rows for {d} features and an intercept: too few to fit", train_rows.len()),
+            format!(
+                "{} training rows for {d} features and an intercept: too few to fit",
+                train_rows.len()
+            ),
         ));
     }
     if s.model == ModelKind::Logistic {
@@ -251,7 +277,10 @@ pub fn fit(step: &str, s: &PredictSpec, x: &Array2<f64>, y: &[f64], test: &[bool
             let example = y.iter().find(|v| **v != 0.0 && **v != 1.0).copied().unwrap_or(f64::NAN);
             return Err(Error::step(
                 step,
-                format!("label \"{}\" must be 0 or 1 for model: logistic; {bad} rows are not (e.g. {example})", s.label),
+                format!(
+                    "label \"{}\" must be 0 or 1 for model: logistic; {bad} rows are not (e.g. {example})",
+                    s.label
+                ),
             ));
         }
     }
@@ -273,7 +302,13 @@ pub fn fit(step: &str, s: &PredictSpec, x: &Array2<f64>, y: &[f64], test: &[bool
         ModelKind::Logistic => {
             let labels: Array1<u8> = yt.mapv(|v| u8::from(v == 1.0));
             if labels.iter().all(|&l| l == labels[0]) {
-                return Err(Error::step(step, format!("label \"{}\" has only the value {} in the training rows", s.label, labels[0])));
+                return Err(Error::step(
+                    step,
+                    format!(
+                        "label \"{}\" has only the value {} in the training rows",
+                        s.label, labels[0]
+                    ),
+                ));
             }
             let fitted = linfa_logistic::LogisticRegression::default()
                 .alpha(s.alpha)
@@ -283,7 +318,10 @@ pub fn fit(step: &str, s: &PredictSpec, x: &Array2<f64>, y: &[f64], test: &[bool
                 .map_err(|e| Error::step(step, format!("logistic regression failed: {e}")))?;
             // linfa labels the more frequent class "positive"; we want P(1).
             let sign = if fitted.labels().pos.class == 1 { 1.0 } else { -1.0 };
-            (fitted.params().iter().map(|b| sign * b).collect(), sign * fitted.intercept())
+            (
+                fitted.params().iter().map(|b| sign * b).collect(),
+                sign * fitted.intercept(),
+            )
         }
     };
     // Back to original units: β = βz/σ, b = bz − Σ βz·μ/σ.
@@ -295,7 +333,10 @@ pub fn fit(step: &str, s: &PredictSpec, x: &Array2<f64>, y: &[f64], test: &[bool
         coef,
         fill,
     };
-    let preds: Vec<f64> = test_rows.iter().map(|&i| model.predict(x.row(i).as_slice().unwrap_or(&x.row(i).to_vec()))).collect();
+    let preds: Vec<f64> = test_rows
+        .iter()
+        .map(|&i| model.predict(x.row(i).as_slice().unwrap_or(&x.row(i).to_vec())))
+        .collect();
     let actual: Vec<f64> = test_rows.iter().map(|&i| y[i]).collect();
     let mut metrics = match s.model {
         ModelKind::Linear => regression_metrics(&actual, &preds),
@@ -454,7 +495,11 @@ mod tests {
             x[[i, 0]] = normal.sample(&mut rng);
             x[[i, 1]] = 3.0 * normal.sample(&mut rng) + 1.0;
             let p = logistic(b0 + b1 * x[[i, 0]] + b2 * x[[i, 1]]);
-            y.push(if Bernoulli::new(p).unwrap().sample(&mut rng) { 1.0 } else { 0.0 });
+            y.push(if Bernoulli::new(p).unwrap().sample(&mut rng) {
+                1.0
+            } else {
+                0.0
+            });
         }
         let (m, _) = fit("p", &spec(ModelKind::Logistic, 2), &x, &y, &vec![false; n], None).unwrap();
         // Standard errors here are about 0.03; allow 4 of them.
@@ -474,7 +519,15 @@ mod tests {
     #[test]
     fn non_binary_labels_are_rejected_with_a_count() {
         let x = Array2::from_shape_vec((4, 1), vec![1.0, 2.0, 3.0, 4.0]).unwrap();
-        let err = fit("churn", &spec(ModelKind::Logistic, 1), &x, &[0.0, 1.0, 2.0, 1.0], &[false; 4], None).unwrap_err();
+        let err = fit(
+            "churn",
+            &spec(ModelKind::Logistic, 1),
+            &x,
+            &[0.0, 1.0, 2.0, 1.0],
+            &[false; 4],
+            None,
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "step \"churn\": label \"y\" must be 0 or 1 for model: logistic; 1 rows are not (e.g. 2)"

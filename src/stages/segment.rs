@@ -28,7 +28,10 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256Plus;
 use serde::Deserialize;
 
-use super::{FeatureRequest, NullPolicy, Stage, Want, check_column, collect_features, column, f64_col, mem_table, standardize_params, table_schema};
+use super::{
+    FeatureRequest, NullPolicy, Stage, Want, check_column, collect_features, column, f64_col, mem_table,
+    standardize_params, table_schema,
+};
 use crate::config::vars::Vars;
 use crate::error::{Error, Result};
 
@@ -73,7 +76,10 @@ fn default_tolerance() -> f64 {
 
 /// `k: 5` or `k: {min: 2, max: 10}`.
 #[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(untagged, expecting = "k: a number of segments (k: 5) or a range to choose from by silhouette (k: {min: 2, max: 10})")]
+#[serde(
+    untagged,
+    expecting = "k: a number of segments (k: 5) or a range to choose from by silhouette (k: {min: 2, max: 10})"
+)]
 pub enum KSpec {
     Fixed(usize),
     Range { min: usize, max: usize },
@@ -120,9 +126,15 @@ impl SegmentSpec {
         if let Some(s) = self.silhouette_sample
             && !(2..=MAX_SILHOUETTE_SAMPLE).contains(&s)
         {
-            p.push(format!("step \"{step}\": segment.silhouette_sample must be between 2 and {MAX_SILHOUETTE_SAMPLE}"));
+            p.push(format!(
+                "step \"{step}\": segment.silhouette_sample must be between 2 and {MAX_SILHOUETTE_SAMPLE}"
+            ));
         }
-        if p.is_empty() { Ok(Segment { spec: self }) } else { Err(p) }
+        if p.is_empty() {
+            Ok(Segment { spec: self })
+        } else {
+            Err(p)
+        }
     }
 }
 
@@ -166,7 +178,10 @@ impl Stage for Segment {
         }
         for reserved in ["segment", "segment_distance"] {
             if schema.field_with_name(reserved).is_ok() {
-                p.push(format!("step \"{step}\": input \"{}\" already has a column \"{reserved}\"", s.input));
+                p.push(format!(
+                    "step \"{step}\": input \"{}\" already has a column \"{reserved}\"",
+                    s.input
+                ));
             }
         }
         if !p.is_empty() {
@@ -175,7 +190,11 @@ impl Stage for Segment {
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new("segment", DataType::Int32, true));
         fields.push(Field::new("segment_distance", DataType::Float64, true));
-        Ok(vec![Arc::new(Schema::new(fields)), profile_schema(&s.features), k_selection_schema()])
+        Ok(vec![
+            Arc::new(Schema::new(fields)),
+            profile_schema(&s.features),
+            k_selection_schema(),
+        ])
     }
 
     async fn run(&self, step: &str, ctx: &SessionContext) -> Result<Vec<DataFrame>> {
@@ -218,7 +237,13 @@ impl Stage for Segment {
 ///
 /// # Errors
 /// Fewer rows than k, a constant feature, or a linfa failure.
-pub fn fit(step: &str, s: &SegmentSpec, x: &Array2<f64>, hashes: &[u64], fill: Option<Vec<f64>>) -> Result<(Model, FitReport)> {
+pub fn fit(
+    step: &str,
+    s: &SegmentSpec,
+    x: &Array2<f64>,
+    hashes: &[u64],
+    fill: Option<Vec<f64>>,
+) -> Result<(Model, FitReport)> {
     let (means, stds) = standardize_params(step, x, &s.features)?;
     let mut z = x.clone();
     for (j, (m, sd)) in means.iter().zip(&stds).enumerate() {
@@ -337,7 +362,11 @@ pub fn assign(z: &Array2<f64>, centroids: &Array2<f64>) -> Vec<usize> {
 
 /// Σ squared distances to the assigned centroid.
 pub fn inertia(z: &Array2<f64>, centroids: &Array2<f64>, labels: &[usize]) -> f64 {
-    z.rows().into_iter().zip(labels).map(|(r, &l)| sq_dist(r, centroids.row(l))).sum()
+    z.rows()
+        .into_iter()
+        .zip(labels)
+        .map(|(r, &l)| sq_dist(r, centroids.row(l)))
+        .sum()
 }
 
 /// Mean silhouette over `rows` (distances among the sample only), and the
@@ -385,7 +414,12 @@ pub fn silhouette(z: &Array2<f64>, labels: &[usize], k: usize, rows: &[usize]) -
         per[own].1 += 1;
     }
     let mean = if n == 0 { f64::NAN } else { total / n as f64 };
-    (mean, per.iter().map(|(s, c)| if *c > 0 { s / *c as f64 } else { f64::NAN }).collect())
+    (
+        mean,
+        per.iter()
+            .map(|(s, c)| if *c > 0 { s / *c as f64 } else { f64::NAN })
+            .collect(),
+    )
 }
 
 /// The input rows plus `segment` and `segment_distance`, as a plan.
@@ -460,7 +494,13 @@ fn k_selection_schema() -> SchemaRef {
 
 /// Segment sizes and feature means over the whole scored table (one
 /// aggregate scan), with the fit's silhouette per segment.
-async fn profile(ctx: &SessionContext, step: &str, scored: DataFrame, s: &SegmentSpec, report: &FitReport) -> Result<DataFrame> {
+async fn profile(
+    ctx: &SessionContext,
+    step: &str,
+    scored: DataFrame,
+    s: &SegmentSpec,
+    report: &FitReport,
+) -> Result<DataFrame> {
     let fail = |e: datafusion::error::DataFusionError| Error::step(step, e);
     let mut aggs = vec![datafusion::functions_aggregate::expr_fn::count(lit(1)).alias("size")];
     aggs.push(sum(col("segment_distance") * col("segment_distance")).alias("inertia"));
@@ -477,7 +517,13 @@ async fn profile(ctx: &SessionContext, step: &str, scored: DataFrame, s: &Segmen
         .map_err(fail)?;
     let total: i64 = grouped
         .iter()
-        .map(|b| b.column(1).as_any().downcast_ref::<Int64Array>().map(|a| a.values().iter().sum::<i64>()).unwrap_or(0))
+        .map(|b| {
+            b.column(1)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .map(|a| a.values().iter().sum::<i64>())
+                .unwrap_or(0)
+        })
         .sum();
     let schema = profile_schema(&s.features);
     let mut segment = Vec::new();
@@ -485,15 +531,31 @@ async fn profile(ctx: &SessionContext, step: &str, scored: DataFrame, s: &Segmen
     let mut inertia = Vec::new();
     let mut means: Vec<Vec<Option<f64>>> = vec![Vec::new(); s.features.len()];
     for b in &grouped {
-        let seg = b.column(0).as_any().downcast_ref::<Int32Array>().ok_or_else(|| Error::step(step, "segment is not Int32"))?;
-        let sz = b.column(1).as_any().downcast_ref::<Int64Array>().ok_or_else(|| Error::step(step, "size is not Int64"))?;
-        let ine = b.column(2).as_any().downcast_ref::<Float64Array>().ok_or_else(|| Error::step(step, "inertia is not Float64"))?;
+        let seg = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .ok_or_else(|| Error::step(step, "segment is not Int32"))?;
+        let sz = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| Error::step(step, "size is not Int64"))?;
+        let ine = b
+            .column(2)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .ok_or_else(|| Error::step(step, "inertia is not Float64"))?;
         for r in 0..b.num_rows() {
             segment.push(seg.value(r));
             size.push(sz.value(r));
             inertia.push(ine.value(r));
             for (j, m) in means.iter_mut().enumerate() {
-                let a = b.column(3 + j).as_any().downcast_ref::<Float64Array>().ok_or_else(|| Error::step(step, "mean is not Float64"))?;
+                let a = b
+                    .column(3 + j)
+                    .as_any()
+                    .downcast_ref::<Float64Array>()
+                    .ok_or_else(|| Error::step(step, "mean is not Float64"))?;
                 m.push(if a.is_valid(r) { Some(a.value(r)) } else { None });
             }
         }
@@ -501,7 +563,13 @@ async fn profile(ctx: &SessionContext, step: &str, scored: DataFrame, s: &Segmen
     let share: Vec<f64> = size.iter().map(|&n| n as f64 / total.max(1) as f64).collect();
     let sil: Vec<Option<f64>> = segment
         .iter()
-        .map(|&g| report.silhouette_per_segment.get(g as usize).copied().filter(|v| v.is_finite()))
+        .map(|&g| {
+            report
+                .silhouette_per_segment
+                .get(g as usize)
+                .copied()
+                .filter(|v| v.is_finite())
+        })
         .collect();
     let mut cols: Vec<ArrayRef> = vec![
         Arc::new(Int32Array::from(segment)),
@@ -519,7 +587,11 @@ async fn profile(ctx: &SessionContext, step: &str, scored: DataFrame, s: &Segmen
 
 fn k_selection(ctx: &SessionContext, report: &FitReport) -> Result<DataFrame> {
     let ks: Vec<i32> = report.k_scores.iter().map(|r| r.0 as i32).collect();
-    let sil: Vec<Option<f64>> = report.k_scores.iter().map(|r| Some(r.1).filter(|v| v.is_finite())).collect();
+    let sil: Vec<Option<f64>> = report
+        .k_scores
+        .iter()
+        .map(|r| Some(r.1).filter(|v| v.is_finite()))
+        .collect();
     let ine: Vec<f64> = report.k_scores.iter().map(|r| r.2).collect();
     let chosen: Vec<bool> = report.k_scores.iter().map(|r| r.0 == report.k).collect();
     let batch = RecordBatch::try_new(
@@ -599,13 +671,21 @@ mod tests {
         for (c, centre) in centres.iter().enumerate() {
             for j in 0..2 {
                 let orig = model.centroids[[c, j]] * model.stds[j] + model.means[j];
-                assert!((orig - centre[j]).abs() < 0.1, "centre {c}/{j}: {orig} vs {}", centre[j]);
+                assert!(
+                    (orig - centre[j]).abs() < 0.1,
+                    "centre {c}/{j}: {orig} vs {}",
+                    centre[j]
+                );
             }
         }
         // Inertia is the sum of squared distances, recomputed here.
         let labels = assign(&z, &model.centroids);
         let recomputed: f64 = (0..z.nrows())
-            .map(|i| (0..2).map(|j| (z[[i, j]] - model.centroids[[labels[i], j]]).powi(2)).sum::<f64>())
+            .map(|i| {
+                (0..2)
+                    .map(|j| (z[[i, j]] - model.centroids[[labels[i], j]]).powi(2))
+                    .sum::<f64>()
+            })
             .sum();
         assert!((report.inertia - recomputed).abs() <= 1e-9 * recomputed);
     }

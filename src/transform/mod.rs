@@ -188,7 +188,11 @@ mod tests {
     fn vars_become_literals() {
         let v = vars();
         assert_eq!(
-            bind_vars("SELECT * FROM t WHERE d <= DATE ${as_of} AND r > ${rate} AND z = ${zip}", &v).unwrap(),
+            bind_vars(
+                "SELECT * FROM t WHERE d <= DATE ${as_of} AND r > ${rate} AND z = ${zip}",
+                &v
+            )
+            .unwrap(),
             "SELECT * FROM t WHERE d <= DATE '2026-11-24' AND r > 0.1 AND z = '02134'"
         );
     }
@@ -199,7 +203,10 @@ mod tests {
         let sql = bind_vars("SELECT * FROM t WHERE name = ${evil}", &v).unwrap();
         assert_eq!(sql, "SELECT * FROM t WHERE name = 'x'' OR ''1''=''1'");
         let tokens = Tokenizer::new(&GenericDialect {}, &sql).tokenize().unwrap();
-        let strings = tokens.iter().filter(|t| matches!(t, Token::SingleQuotedString(_))).count();
+        let strings = tokens
+            .iter()
+            .filter(|t| matches!(t, Token::SingleQuotedString(_)))
+            .count();
         assert_eq!(strings, 1, "the whole value is one string literal");
     }
 

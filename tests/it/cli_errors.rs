@@ -21,7 +21,11 @@ fn assert_invalid(name: &str, expected: &str) {
         assert_eq!(error_of(&out), expected, "{cmd} {name}");
         assert!(out.stdout.is_empty(), "{cmd} {name} printed {}", out.stdout);
     }
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "{name}: something was written");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "{name}: something was written"
+    );
 }
 
 #[test]
@@ -175,7 +179,11 @@ fn missing_pipeline_file_and_usage_errors_exit_2() {
     );
     let out = crmflow(dir.path(), &["run"]);
     assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("required arguments were not provided"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("required arguments were not provided"),
+        "{}",
+        out.stderr
+    );
     let out = crmflow(dir.path(), &["run", "x.yaml", "--var", "novalue"]);
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("\"novalue\" is not KEY=VALUE"), "{}", out.stderr);

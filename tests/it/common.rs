@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -37,7 +39,10 @@ pub fn crmflow(dir: &Path, args: &[&str]) -> Output {
 /// The last line of stderr that starts with `crmflow: error: `, without it.
 pub fn error_of(out: &Output) -> String {
     let marker = "crmflow: error: ";
-    let start = out.stderr.find(marker).unwrap_or_else(|| panic!("no error in stderr:\n{}", out.stderr));
+    let start = out
+        .stderr
+        .find(marker)
+        .unwrap_or_else(|| panic!("no error in stderr:\n{}", out.stderr));
     out.stderr[start + marker.len()..].trim_end().to_string()
 }
 
@@ -49,7 +54,10 @@ pub fn day(s: &str) -> i32 {
 
 /// Microseconds since the epoch of `YYYY-MM-DD HH:MM:SS` (UTC).
 pub fn ts(s: &str) -> i64 {
-    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").unwrap().and_utc().timestamp_micros()
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
+        .unwrap()
+        .and_utc()
+        .timestamp_micros()
 }
 
 /// Writes one batch as a Parquet file, creating directories.
@@ -88,7 +96,9 @@ pub fn write_crm(dir: &Path, customers: &[Customer], tx: &[(i64, &str, f64)], ix
             Arc::new(StringArray::from_iter_values(std::iter::repeat_n("US", n))),
             Arc::new(Int32Array::from_iter_values(customers.iter().map(|c| 30 + c.id as i32))),
             Arc::new(StringArray::from_iter_values(std::iter::repeat_n("F", n))),
-            Arc::new(Float64Array::from_iter_values(customers.iter().map(|c| 40_000.0 + 1000.0 * c.id as f64))),
+            Arc::new(Float64Array::from_iter_values(
+                customers.iter().map(|c| 40_000.0 + 1000.0 * c.id as f64),
+            )),
             Arc::new(Float64Array::from_iter_values(customers.iter().map(|c| c.cost))),
             Arc::new(StringArray::from_iter_values(std::iter::repeat_n("organic", n))),
         ],
@@ -100,7 +110,11 @@ pub fn write_crm(dir: &Path, customers: &[Customer], tx: &[(i64, &str, f64)], ix
         Arc::new(Schema::new(vec![
             Field::new("transaction_id", DataType::Int64, false),
             Field::new("customer_id", DataType::Int64, false),
-            Field::new("transaction_ts", DataType::Timestamp(TimeUnit::Microsecond, utc()), false),
+            Field::new(
+                "transaction_ts",
+                DataType::Timestamp(TimeUnit::Microsecond, utc()),
+                false,
+            ),
             Field::new("amount", DataType::Float64, false),
             Field::new("quantity", DataType::Int32, false),
             Field::new("product_category", DataType::Utf8, false),
@@ -120,7 +134,11 @@ pub fn write_crm(dir: &Path, customers: &[Customer], tx: &[(i64, &str, f64)], ix
         Arc::new(Schema::new(vec![
             Field::new("interaction_id", DataType::Int64, false),
             Field::new("customer_id", DataType::Int64, false),
-            Field::new("interaction_ts", DataType::Timestamp(TimeUnit::Microsecond, utc()), false),
+            Field::new(
+                "interaction_ts",
+                DataType::Timestamp(TimeUnit::Microsecond, utc()),
+                false,
+            ),
             Field::new("kind", DataType::Utf8, false),
             Field::new("duration_s", DataType::Int32, false),
         ])),
@@ -142,10 +160,26 @@ pub fn tiny(dir: &Path) {
     write_crm(
         dir,
         &[
-            Customer { id: 1, signup: "2026-01-01", cost: 10.0 },
-            Customer { id: 2, signup: "2025-06-15", cost: 20.0 },
-            Customer { id: 3, signup: "2026-11-20", cost: 5.0 },
-            Customer { id: 4, signup: "2026-12-01", cost: 7.0 },
+            Customer {
+                id: 1,
+                signup: "2026-01-01",
+                cost: 10.0,
+            },
+            Customer {
+                id: 2,
+                signup: "2025-06-15",
+                cost: 20.0,
+            },
+            Customer {
+                id: 3,
+                signup: "2026-11-20",
+                cost: 5.0,
+            },
+            Customer {
+                id: 4,
+                signup: "2026-12-01",
+                cost: 7.0,
+            },
         ],
         &[
             (1, "2026-01-01 10:00:00", 100.00),
@@ -211,7 +245,10 @@ pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
             if p.is_dir() {
                 walk(root, &p, out);
             } else {
-                out.push((p.strip_prefix(root).unwrap().display().to_string(), std::fs::read(&p).unwrap()));
+                out.push((
+                    p.strip_prefix(root).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap(),
+                ));
             }
         }
     }

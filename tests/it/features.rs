@@ -42,7 +42,13 @@ fn feature_values_match_a_hand_computation() {
     let batches = read_dir(&dir.path().join("out/features"));
     let mut ids: Vec<i64> = Vec::new();
     for b in &batches {
-        ids.extend(b.column_by_name("customer_id").unwrap().as_primitive::<Int64Type>().values().iter());
+        ids.extend(
+            b.column_by_name("customer_id")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values()
+                .iter(),
+        );
     }
     // Customer 4 signed up after as_of: not in the population.
     let mut order: Vec<usize> = (0..ids.len()).collect();
@@ -50,7 +56,10 @@ fn feature_values_match_a_hand_computation() {
     assert_eq!(order.iter().map(|&i| ids[i]).collect::<Vec<_>>(), vec![1, 2, 3]);
     let col = |name: &str| -> Vec<f64> {
         let v = f64s(&batches, name);
-        order.iter().map(|&i| v[i].unwrap_or_else(|| panic!("{name} is null"))).collect()
+        order
+            .iter()
+            .map(|&i| v[i].unwrap_or_else(|| panic!("{name} is null")))
+            .collect()
     };
 
     // Customer 1: purchases 2026-01-01 (100), 2026-03-01 (50 + 25.50), 2026-05-30 (40);
@@ -92,10 +101,22 @@ fn feature_values_match_a_hand_computation() {
 
     // The output keeps every customer attribute.
     let schema = batches[0].schema();
-    for name in ["signup_date", "country", "age", "gender", "income", "acquisition_cost", "channel"] {
+    for name in [
+        "signup_date",
+        "country",
+        "age",
+        "gender",
+        "income",
+        "acquisition_cost",
+        "channel",
+    ] {
         assert!(schema.field_with_name(name).is_ok(), "{name} missing");
     }
-    assert!(batches.iter().all(|b| b.column_by_name("recency_days").unwrap().null_count() == 0));
+    assert!(
+        batches
+            .iter()
+            .all(|b| b.column_by_name("recency_days").unwrap().null_count() == 0)
+    );
 }
 
 #[test]

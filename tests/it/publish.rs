@@ -27,7 +27,10 @@ const GOOD: &str = "  - name: totals
 
 /// The names in `dir`, to see leftovers such as staging directories.
 fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
     v.sort();
     v
 }
@@ -37,7 +40,8 @@ fn a_failed_run_leaves_the_previous_output_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     tiny(&d.join("data"));
-    let sinks = "  - table: totals\n    url: ${out}/totals/\n  - table: customers_copy\n    url: ${out}/customers_copy/\n";
+    let sinks =
+        "  - table: totals\n    url: ${out}/totals/\n  - table: customers_copy\n    url: ${out}/customers_copy/\n";
     let copy = "  - name: customers_copy\n    sql: SELECT * FROM customers\n";
     write(d, "good.yaml", &format!("{GOOD}{copy}"), sinks);
     let out = crmflow(d, &["run", "good.yaml"]);
@@ -47,13 +51,23 @@ fn a_failed_run_leaves_the_previous_output_untouched() {
 
     // A step that fails at run time (division by zero), after the
     // other sink's table could have been written.
-    let failing = format!("{GOOD}  - name: customers_copy\n    sql: SELECT customer_id, 1 / (customer_id - customer_id) AS boom FROM customers\n");
+    let failing = format!(
+        "{GOOD}  - name: customers_copy\n    sql: SELECT customer_id, 1 / (customer_id - customer_id) AS boom FROM customers\n"
+    );
     write(d, "bad.yaml", &failing, sinks);
     let out = crmflow(d, &["run", "bad.yaml"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(error_of(&out).starts_with("sink \"customers_copy\" ("), "{}", error_of(&out));
+    assert!(
+        error_of(&out).starts_with("sink \"customers_copy\" ("),
+        "{}",
+        error_of(&out)
+    );
     assert_eq!(snapshot(&d.join("out")), before, "the previous output changed");
-    assert_eq!(names(&d.join("out")), vec!["customers_copy", "totals"], "staging left behind");
+    assert_eq!(
+        names(&d.join("out")),
+        vec!["customers_copy", "totals"],
+        "staging left behind"
+    );
 
     // A failing sink check stops every sink from publishing.
     let checked = "  - table: totals\n    url: ${out}/totals/\n  - table: customers_copy\n    url: ${out}/customers_copy/\n    checks:\n      - row_count: {min: 10}\n";
@@ -70,7 +84,15 @@ fn a_failed_run_leaves_the_previous_output_untouched() {
     // The JSON summary on stdout says what happened.
     let summary: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(summary["status"], "failed");
-    assert_eq!(summary["checks"].as_array().unwrap().iter().filter(|c| c["passed"] == false).count(), 1);
+    assert_eq!(
+        summary["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["passed"] == false)
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -78,7 +100,12 @@ fn reruns_replace_and_output_is_bi_safe() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     tiny(&d.join("data"));
-    write(d, "p.yaml", GOOD, "  - table: totals\n    url: ${out}/totals/\n    partition_by: [country]\n");
+    write(
+        d,
+        "p.yaml",
+        GOOD,
+        "  - table: totals\n    url: ${out}/totals/\n    partition_by: [country]\n",
+    );
     for _ in 0..2 {
         let out = crmflow(d, &["run", "p.yaml"]);
         assert_eq!(out.code, 0, "{}", out.stderr);
@@ -95,11 +122,21 @@ fn reruns_replace_and_output_is_bi_safe() {
     assert_eq!(totals, vec![0.0, 0.0, 310.0, 1214.5]);
 
     // Independent reader: physical and logical types, compression, stats.
-    let file = std::fs::read_dir(d.join("out/totals/country=US")).unwrap().next().unwrap().unwrap().path();
+    let file = std::fs::read_dir(d.join("out/totals/country=US"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let reader = SerializedFileReader::new(std::fs::File::open(&file).unwrap()).unwrap();
     let md = reader.metadata();
     let schema = md.file_metadata().schema_descr();
-    let col = |name: &str| (0..schema.num_columns()).map(|i| schema.column(i)).find(|c| c.name() == name).unwrap();
+    let col = |name: &str| {
+        (0..schema.num_columns())
+            .map(|i| schema.column(i))
+            .find(|c| c.name() == name)
+            .unwrap()
+    };
     let ts = col("last_ts");
     assert_eq!(ts.physical_type(), PhysicalType::INT64);
     assert_eq!(
@@ -114,7 +151,13 @@ fn reruns_replace_and_output_is_bi_safe() {
     assert_eq!(col("total").physical_type(), PhysicalType::DOUBLE);
     let n = col("n");
     assert_eq!(n.physical_type(), PhysicalType::INT64);
-    assert!(!matches!(n.logical_type_ref(), Some(LogicalType::Integer(datafusion::parquet::basic::IntType { is_signed: false, .. }))));
+    assert!(!matches!(
+        n.logical_type_ref(),
+        Some(LogicalType::Integer(datafusion::parquet::basic::IntType {
+            is_signed: false,
+            ..
+        }))
+    ));
     for rg in md.row_groups() {
         for c in rg.columns() {
             assert!(matches!(c.compression(), Compression::ZSTD(_)), "{:?}", c.compression());
@@ -133,7 +176,12 @@ fn reruns_replace_and_output_is_bi_safe() {
     assert_eq!(m["pipeline"], "pub_test");
     assert_eq!(m["rows"], 4);
     assert_eq!(m["vars"]["out"], "out");
-    let files: Vec<String> = m["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_string()).collect();
+    let files: Vec<String> = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
     let mut on_disk: Vec<String> = std::fs::read_dir(d.join("out/totals/country=US"))
         .unwrap()
         .map(|e| format!("country=US/{}", e.unwrap().file_name().to_string_lossy()))
@@ -151,7 +199,8 @@ fn sigterm_stops_the_run_and_publishes_nothing() {
     assert_eq!(crmflow(d, &["run", "p.yaml"]).code, 0);
     let before = snapshot(&d.join("out"));
     // A step that runs for a long time.
-    let slow = "  - name: totals\n    sql: SELECT CAST(count(*) AS BIGINT) AS n FROM generate_series(1, 20000000000) a\n";
+    let slow =
+        "  - name: totals\n    sql: SELECT CAST(count(*) AS BIGINT) AS n FROM generate_series(1, 20000000000) a\n";
     write(d, "slow.yaml", slow, "  - table: totals\n    url: ${out}/totals/\n");
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_crmflow"))
         .args(["run", "slow.yaml"])
@@ -163,11 +212,20 @@ fn sigterm_stops_the_run_and_publishes_nothing() {
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let pid = child.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(143), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("crmflow: error: interrupted by SIGTERM; nothing was published"), "{stderr}");
+    assert!(
+        stderr.contains("crmflow: error: interrupted by SIGTERM; nothing was published"),
+        "{stderr}"
+    );
     assert_eq!(snapshot(&d.join("out")), before);
     assert_eq!(names(&d.join("out")), vec!["totals"]);
 }
@@ -201,20 +259,35 @@ sinks:
             .env("CRM_TEST_TOKEN", "tok-98765")
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
     };
     let (code, stdout, stderr) = run(&["run", "p.yaml", "--run-results", "results.json"]);
     assert_eq!(code, Some(0), "{stderr}");
     let results = std::fs::read_to_string(d.join("results.json")).unwrap();
     let manifest = std::fs::read_to_string(d.join("out/tok-98765/c/_SUCCESS")).unwrap();
     let (_, plan, plan_err) = run(&["plan", "p.yaml"]);
-    for (what, text) in [("stdout", &stdout), ("stderr", &stderr), ("run results", &results), ("manifest", &manifest), ("plan", &plan), ("plan stderr", &plan_err)] {
+    for (what, text) in [
+        ("stdout", &stdout),
+        ("stderr", &stderr),
+        ("run results", &results),
+        ("manifest", &manifest),
+        ("plan", &plan),
+        ("plan stderr", &plan_err),
+    ] {
         assert!(!text.contains("tok-98765"), "the secret is in the {what}:\n{text}");
     }
     assert!(results.contains("\"token\":\"***\""), "{results}");
     assert!(plan.contains("out/***/c"), "{plan}");
     // A failure message is masked too.
-    std::fs::write(d.join("bad.yaml"), yaml.replace("FROM customers", "FROM customers WHERE ${token} = nope")).unwrap();
+    std::fs::write(
+        d.join("bad.yaml"),
+        yaml.replace("FROM customers", "FROM customers WHERE ${token} = nope"),
+    )
+    .unwrap();
     let (code, _, stderr) = run(&["run", "bad.yaml"]);
     assert_eq!(code, Some(2));
     assert!(!stderr.contains("tok-98765") && stderr.contains("***"), "{stderr}");
@@ -225,17 +298,27 @@ fn select_runs_a_step_with_its_inputs_and_only_its_sinks() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     tiny(&d.join("data"));
-    let steps = format!("{GOOD}  - name: rich\n    sql: SELECT * FROM totals WHERE total > 100\n  - name: other\n    sql: SELECT 1 AS x FROM customers\n");
+    let steps = format!(
+        "{GOOD}  - name: rich\n    sql: SELECT * FROM totals WHERE total > 100\n  - name: other\n    sql: SELECT 1 AS x FROM customers\n"
+    );
     let sinks = "  - table: totals\n    url: ${out}/totals/\n  - table: rich\n    url: ${out}/rich/\n  - table: other\n    url: ${out}/other/\n";
     write(d, "p.yaml", &steps, sinks);
     let out = crmflow(d, &["run", "p.yaml", "--select", "rich"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(names(&d.join("out")), vec!["rich"]);
     let summary: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
-    let steps: Vec<&str> = summary["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let steps: Vec<&str> = summary["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     assert_eq!(steps, vec!["totals", "rich"]);
     assert_eq!(f64s(&read_dir(&d.join("out/rich")), "total").len(), 2);
     let out = crmflow(d, &["run", "p.yaml", "--select", "rihc"]);
     assert_eq!(out.code, 2);
-    assert_eq!(error_of(&out), "invalid pipeline p.yaml: --select rihc: no step is named \"rihc\"");
+    assert_eq!(
+        error_of(&out),
+        "invalid pipeline p.yaml: --select rihc: no step is named \"rihc\""
+    );
 }

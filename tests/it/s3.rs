@@ -33,13 +33,22 @@ fn moto_server() -> PathBuf {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/moto-venv");
     let bin = venv.join("bin/moto_server");
     if !bin.exists() {
-        let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().map(|s| s.success()).unwrap_or(false)
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
             && Command::new(venv.join("bin/pip"))
                 .args(["install", "-q", "moto[server]==5.2.5"])
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);
-        assert!(ok, "could not install moto[server] into {}; install it (pip install 'moto[server]') or set CRMFLOW_MOTO_SERVER", venv.display());
+        assert!(
+            ok,
+            "could not install moto[server] into {}; install it (pip install 'moto[server]') or set CRMFLOW_MOTO_SERVER",
+            venv.display()
+        );
     }
     bin
 }
@@ -65,7 +74,10 @@ impl Moto {
             .expect("moto_server starts");
         let t0 = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(30), "moto_server did not listen on {port}");
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "moto_server did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Moto { child, port }
@@ -75,7 +87,12 @@ impl Moto {
     /// signatures).
     pub fn bucket(&self, name: &str) {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(s, "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", self.port).unwrap();
+        write!(
+            s,
+            "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .unwrap();
         let mut resp = String::new();
         s.read_to_string(&mut resp).unwrap();
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
@@ -139,14 +156,28 @@ pub async fn objects(store: &dyn ObjectStore, prefix: &str) -> Vec<(String, Vec<
 /// Row count and sum of `value` over the Parquet objects below `prefix`
 /// that the `_SUCCESS` manifest lists.
 pub async fn manifest_rows(store: &dyn ObjectStore, prefix: &str) -> (serde_json::Value, Vec<String>) {
-    let m = store.get(&StorePath::from(format!("{prefix}/_SUCCESS"))).await.unwrap().bytes().await.unwrap();
+    let m = store
+        .get(&StorePath::from(format!("{prefix}/_SUCCESS")))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     let m: serde_json::Value = serde_json::from_slice(&m).unwrap();
-    let files = m["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_string()).collect();
+    let files = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
     (m, files)
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 const DAILY: &str = "name: daily
@@ -198,8 +229,14 @@ fn publish_modes_on_s3_replace_never_duplicate() {
     let mut listed: Vec<String> = files.iter().map(|f| format!("out/daily/{f}")).collect();
     listed.push("out/daily/_SUCCESS".into());
     listed.sort();
-    assert_eq!(names, listed, "only the manifest's files and _SUCCESS are there (no staging, no old files)");
-    assert!(files.iter().all(|f| f.starts_with("as_of=2026-11-24/part-")), "{files:?}");
+    assert_eq!(
+        names, listed,
+        "only the manifest's files and _SUCCESS are there (no staging, no old files)"
+    );
+    assert!(
+        files.iter().all(|f| f.starts_with("as_of=2026-11-24/part-")),
+        "{files:?}"
+    );
 
     // overwrite_partitions: another day adds a partition; a rerun of a day
     // replaces only that day.
@@ -210,12 +247,21 @@ fn publish_modes_on_s3_replace_never_duplicate() {
     }
     let (m, files) = rt.block_on(manifest_rows(store.as_ref(), "out/daily"));
     assert_eq!(m["rows"], 8, "two days of 4 customers: {files:?}");
-    assert_eq!(files.iter().filter(|f| f.starts_with("as_of=2026-03-01/")).count(), files.iter().filter(|f| f.starts_with("as_of=2026-11-24/")).count());
+    assert_eq!(
+        files.iter().filter(|f| f.starts_with("as_of=2026-03-01/")).count(),
+        files.iter().filter(|f| f.starts_with("as_of=2026-11-24/")).count()
+    );
     let all = rt.block_on(objects(store.as_ref(), "out/daily"));
     assert_eq!(all.len(), files.len() + 1);
 
     // append: same vars twice = one copy; new vars add files.
-    std::fs::write(d.join("p.yaml"), DAILY.replace("MODE", "append").replace("s3://crm/out", "s3://crm/appended")).unwrap();
+    std::fs::write(
+        d.join("p.yaml"),
+        DAILY
+            .replace("MODE", "append")
+            .replace("s3://crm/out", "s3://crm/appended"),
+    )
+    .unwrap();
     for as_of in ["2026-05-01", "2026-05-01", "2026-05-02"] {
         let out = crmflow_s3(d, moto.port, &["run", "p.yaml", "--var", &format!("as_of={as_of}")]);
         assert_eq!(out.code, 0, "{}", out.stderr);
@@ -231,15 +277,26 @@ fn unknown_bucket_fails_before_reading_data() {
     let d = dir.path();
     tiny(&d.join("data"));
     // No sources exist either: the sink check comes first.
-    std::fs::write(d.join("p.yaml"), DAILY.replace("MODE", "overwrite").replace("data/", "missing/")).unwrap();
+    std::fs::write(
+        d.join("p.yaml"),
+        DAILY.replace("MODE", "overwrite").replace("data/", "missing/"),
+    )
+    .unwrap();
     let out = crmflow_s3(d, moto.port, &["run", "p.yaml"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     let err = error_of(&out);
-    assert!(err.starts_with("sink \"daily\" (s3://crm/out/daily/): cannot write to s3://crm/out/: "), "{err}");
+    assert!(
+        err.starts_with("sink \"daily\" (s3://crm/out/daily/): cannot write to s3://crm/out/: "),
+        "{err}"
+    );
     assert!(err.contains("NoSuchBucket"), "{err}");
     let out = crmflow_s3(d, moto.port, &["validate", "--check-storage", "p.yaml"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(error_of(&out).contains("sink \"daily\" (s3://crm/out/daily/): cannot write to s3://crm/out/: "), "{}", out.stderr);
+    assert!(
+        error_of(&out).contains("sink \"daily\" (s3://crm/out/daily/): cannot write to s3://crm/out/: "),
+        "{}",
+        out.stderr
+    );
 }
 
 /// A TCP proxy that forwards until a budget of client bytes is spent, then
@@ -264,7 +321,9 @@ impl Proxy {
                     drop(client);
                     continue;
                 }
-                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
                 let (b2, s2) = (b.clone(), s.clone());
                 let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 std::thread::spawn(move || {
@@ -337,9 +396,16 @@ fn server_dying_mid_upload_leaves_the_previous_output() {
     let out = crmflow_s3(d, proxy.port, &["run", "p.yaml"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     let err = error_of(&out);
-    assert!(err.starts_with("sink \"big\" (s3://crm/out/big/): writing s3://crm/out/.big.crmflow-"), "{err}");
+    assert!(
+        err.starts_with("sink \"big\" (s3://crm/out/big/): writing s3://crm/out/.big.crmflow-"),
+        "{err}"
+    );
     eprintln!("cut mid-upload: {err}");
-    assert_eq!(rt.block_on(objects(store.as_ref(), "out/big")), before, "the previous output changed");
+    assert_eq!(
+        rt.block_on(objects(store.as_ref(), "out/big")),
+        before,
+        "the previous output changed"
+    );
 
     // The server is back: a rerun publishes.
     proxy.budget.store(i64::MAX, Ordering::SeqCst);
@@ -353,9 +419,15 @@ fn server_dying_mid_upload_leaves_the_previous_output() {
     // The interrupted run's staging (the server was gone when it tried to
     // clean up) stays hidden beside the output, ignored by readers and by
     // the next run's listing.
-    let listing = rt.block_on(store.list_with_delimiter(Some(&StorePath::from("out")))).unwrap();
+    let listing = rt
+        .block_on(store.list_with_delimiter(Some(&StorePath::from("out"))))
+        .unwrap();
     let dirs: Vec<String> = listing.common_prefixes.iter().map(|p| p.to_string()).collect();
-    assert!(dirs.iter().all(|p| p == "out/big" || p.starts_with("out/.big.crmflow-")), "{dirs:?}");
+    assert!(
+        dirs.iter()
+            .all(|p| p == "out/big" || p.starts_with("out/.big.crmflow-")),
+        "{dirs:?}"
+    );
 }
 
 /// Rows of a table as sorted text lines (for comparing outputs written to
@@ -370,18 +442,36 @@ fn rows_as_text(batches: &[datafusion::arrow::array::RecordBatch]) -> Vec<String
             .map(|c| datafusion::arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
             .collect();
         for r in 0..b.num_rows() {
-            out.push(fmts.iter().map(|f| f.value(r).to_string()).collect::<Vec<_>>().join("|"));
+            out.push(
+                fmts.iter()
+                    .map(|f| f.value(r).to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            );
         }
     }
     out.sort();
     out
 }
 
-async fn read_s3_parquet(store: &dyn ObjectStore, files: &[String], prefix: &str) -> Vec<datafusion::arrow::array::RecordBatch> {
+async fn read_s3_parquet(
+    store: &dyn ObjectStore,
+    files: &[String],
+    prefix: &str,
+) -> Vec<datafusion::arrow::array::RecordBatch> {
     let mut out = Vec::new();
     for f in files {
-        let bytes = store.get(&StorePath::from(format!("{prefix}/{f}"))).await.unwrap().bytes().await.unwrap();
-        let reader = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
+        let bytes = store
+            .get(&StorePath::from(format!("{prefix}/{f}")))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let reader = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap();
         out.extend(reader.map(Result::unwrap));
     }
     out
@@ -399,7 +489,8 @@ fn the_demo_pipeline_runs_on_s3_and_matches_local_disk() {
         for e in std::fs::read_dir(root.join("data/sample").join(table)).unwrap() {
             let p = e.unwrap().path();
             let key = format!("data/{table}/{}", p.file_name().unwrap().to_string_lossy());
-            rt.block_on(store.put(&StorePath::from(key), std::fs::read(&p).unwrap().into())).unwrap();
+            rt.block_on(store.put(&StorePath::from(key), std::fs::read(&p).unwrap().into()))
+                .unwrap();
         }
     }
     let dir = tempfile::tempdir().unwrap();
@@ -407,20 +498,50 @@ fn the_demo_pipeline_runs_on_s3_and_matches_local_disk() {
     let pipeline = root.join("pipelines/crm_nightly.yaml");
     let pipeline = pipeline.to_str().unwrap();
     let t0 = Instant::now();
-    let out = crmflow_s3(d, moto.port, &["run", pipeline, "--var", "data=s3://crm/data", "--var", "out=s3://crm/out"]);
+    let out = crmflow_s3(
+        d,
+        moto.port,
+        &[
+            "run",
+            pipeline,
+            "--var",
+            "data=s3://crm/data",
+            "--var",
+            "out=s3://crm/out",
+        ],
+    );
     let s3_seconds = t0.elapsed().as_secs_f64();
     assert_eq!(out.code, 0, "{}", out.stderr);
     let t0 = Instant::now();
-    let local = crmflow_s3(d, moto.port, &["run", pipeline, "--var", &format!("data={}/data/sample", root.display()), "--var", "out=local"]);
+    let local = crmflow_s3(
+        d,
+        moto.port,
+        &[
+            "run",
+            pipeline,
+            "--var",
+            &format!("data={}/data/sample", root.display()),
+            "--var",
+            "out=local",
+        ],
+    );
     let local_seconds = t0.elapsed().as_secs_f64();
     assert_eq!(local.code, 0, "{}", local.stderr);
     eprintln!("demo wall time: local disk {local_seconds:.2}s, S3 (moto) {s3_seconds:.2}s");
 
-    for table in ["customer_scores", "segment_profile", "revenue_forecast_metrics", "churn_model"] {
+    for table in [
+        "customer_scores",
+        "segment_profile",
+        "revenue_forecast_metrics",
+        "churn_model",
+    ] {
         let (m, files) = rt.block_on(manifest_rows(store.as_ref(), &format!("out/{table}")));
         let from_s3 = rt.block_on(read_s3_parquet(store.as_ref(), &files, &format!("out/{table}")));
         let from_disk = super::common::read_dir(&d.join("local").join(table));
-        assert_eq!(m["rows"].as_u64().unwrap() as usize, from_disk.iter().map(|b| b.num_rows()).sum::<usize>());
+        assert_eq!(
+            m["rows"].as_u64().unwrap() as usize,
+            from_disk.iter().map(|b| b.num_rows()).sum::<usize>()
+        );
         // Floats may differ in the last bits: DataFusion adds partial sums
         // in the order parallel partitions deliver them.
         let (a, b) = (rows_as_text(&from_s3), rows_as_text(&from_disk));

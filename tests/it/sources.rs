@@ -38,11 +38,18 @@ fn missing_empty_non_parquet_and_corrupt_sources() {
     assert_eq!(out.code, 1);
     assert_eq!(
         error_of(&out),
-        format!("source \"transactions\" ({0}): no Parquet files found in {0}", shown("data/transactions/"))
+        format!(
+            "source \"transactions\" ({0}): no Parquet files found in {0}",
+            shown("data/transactions/")
+        )
     );
 
     // A stray file that is not Parquet.
-    std::fs::rename(d.join("data/tx_moved/part-0.parquet"), d.join("data/transactions/part-0.parquet")).unwrap();
+    std::fs::rename(
+        d.join("data/tx_moved/part-0.parquet"),
+        d.join("data/transactions/part-0.parquet"),
+    )
+    .unwrap();
     std::fs::write(d.join("data/transactions/notes.csv"), "a,b\n").unwrap();
     let out = crmflow(d, &["run", "p.yaml"]);
     assert_eq!(out.code, 1);
@@ -85,7 +92,11 @@ fn hive_partition_directories_become_columns() {
     tiny(&d.join("data"));
     // Move the customers file under country=US/.
     std::fs::create_dir_all(d.join("data/customers/region=emea")).unwrap();
-    std::fs::rename(d.join("data/customers/part-0.parquet"), d.join("data/customers/region=emea/part-0.parquet")).unwrap();
+    std::fs::rename(
+        d.join("data/customers/part-0.parquet"),
+        d.join("data/customers/region=emea/part-0.parquet"),
+    )
+    .unwrap();
     pipeline(d, "SELECT region, count(*) AS n FROM customers GROUP BY region");
     let out = crmflow(d, &["run", "p.yaml"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -102,7 +113,8 @@ fn validate_plans_sql_from_footers_and_reports_every_error() {
     // reader of footers does not.
     let f = d.join("data/transactions/part-0.parquet");
     let mut bytes = std::fs::read(&f).unwrap();
-    let reader = datafusion::parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&f).unwrap()).unwrap();
+    let reader =
+        datafusion::parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&f).unwrap()).unwrap();
     let md = datafusion::parquet::file::reader::FileReader::metadata(&reader);
     for rg in md.row_groups() {
         for c in rg.columns() {
@@ -138,9 +150,20 @@ sinks:
     let err = error_of(&out);
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines[0], "invalid pipeline v.yaml: 3 problems:", "{err}");
-    assert!(lines[1].starts_with("  - step \"bad_column\" (line 8): Schema error: No field named amout."), "{err}");
-    assert!(lines.iter().any(|l| l.starts_with("  - step \"bad_type\" (line 10): ")), "{err}");
-    assert!(err.ends_with("  - sink \"good\": partition_by column \"country\" is not in table \"good\" (columns: customer_id, total)"), "{err}");
+    assert!(
+        lines[1].starts_with("  - step \"bad_column\" (line 8): Schema error: No field named amout."),
+        "{err}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("  - step \"bad_type\" (line 10): ")),
+        "{err}"
+    );
+    assert!(
+        err.ends_with(
+            "  - sink \"good\": partition_by column \"country\" is not in table \"good\" (columns: customer_id, total)"
+        ),
+        "{err}"
+    );
 
     // The valid part validates, though no row can be read...
     let ok = yaml.replace("    partition_by: [country]\n", "").replace(
@@ -150,7 +173,10 @@ sinks:
     std::fs::write(d.join("ok.yaml"), &ok).unwrap();
     let out = crmflow(d, &["validate", "ok.yaml"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(out.stdout.trim(), "ok.yaml: pipeline \"t\" is valid: 2 sources, 1 steps, 1 sinks, 3 tables planned");
+    assert_eq!(
+        out.stdout.trim(),
+        "ok.yaml: pipeline \"t\" is valid: 2 sources, 1 steps, 1 sinks, 3 tables planned"
+    );
     // ...which `run` proves: it reads rows and fails.
     let out = crmflow(d, &["run", "ok.yaml"]);
     assert_eq!(out.code, 1, "{}", out.stderr);

@@ -82,7 +82,11 @@ fn clv_rejects_negative_amounts_and_wrong_columns() {
     let d = dir.path();
     super::common::write_crm(
         &d.join("data"),
-        &[super::common::Customer { id: 1, signup: "2026-01-01", cost: 1.0 }],
+        &[super::common::Customer {
+            id: 1,
+            signup: "2026-01-01",
+            cost: 1.0,
+        }],
         &[(1, "2026-02-01 00:00:00", 10.0), (1, "2026-03-01 00:00:00", -4.0)],
         &[],
     );
@@ -95,7 +99,11 @@ fn clv_rejects_negative_amounts_and_wrong_columns() {
     assert!(!d.join("out").exists());
     let out = run(d, &CLV.replace("HORIZON", "allow_negative_amounts: true"), &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    close(by_id(&d.join("out/clv"), "customer_id", "clv")[0].1, 6.0 / 1.1 - 1.0, 1e-14);
+    close(
+        by_id(&d.join("out/clv"), "customer_id", "clv")[0].1,
+        6.0 / 1.1 - 1.0,
+        1e-14,
+    );
 
     let out = run(d, &CLV.replace("HORIZON", "amount: amt"), &[]);
     assert_eq!(out.code, 2, "{}", out.stderr);
@@ -142,22 +150,40 @@ fn segmentation_finds_planted_blobs_in_order_of_size() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let seg = by_id(&d.join("out/segments"), "customer_id", "segment");
     for (id, s) in &seg {
-        let want = if *id <= 600 { 0.0 } else if *id <= 1000 { 1.0 } else { 2.0 };
+        let want = if *id <= 600 {
+            0.0
+        } else if *id <= 1000 {
+            1.0
+        } else {
+            2.0
+        };
         assert_eq!(*s, want, "customer {id}");
     }
     let b = read_dir(&d.join("out/segments"));
-    assert_eq!(b[0].schema().field_with_name("segment").unwrap().data_type(), &datafusion::arrow::datatypes::DataType::Int32);
+    assert_eq!(
+        b[0].schema().field_with_name("segment").unwrap().data_type(),
+        &datafusion::arrow::datatypes::DataType::Int32
+    );
     // The profile: sizes, shares, means in original units, and inertia equal
     // to the sum of squared distances of the scored rows.
     let p = read_dir(&d.join("out/profile"));
     assert_eq!(f64s(&p, "size"), vec![Some(600.0), Some(400.0), Some(200.0)]);
     close(f64s(&p, "share")[0].unwrap(), 0.5, 1e-15);
     let mean_x = f64s(&p, "mean_x");
-    close(mean_x[1].unwrap(), 50.0 + (601..=1000).map(|v| (v % 7) as f64 / 7.0).sum::<f64>() / 400.0, 1e-12);
+    close(
+        mean_x[1].unwrap(),
+        50.0 + (601..=1000).map(|v| (v % 7) as f64 / 7.0).sum::<f64>() / 400.0,
+        1e-12,
+    );
     let dist = f64s(&b, "segment_distance");
     let seg_all = f64s(&b, "segment");
     for g in 0..3 {
-        let want: f64 = dist.iter().zip(&seg_all).filter(|(_, s)| s.unwrap() == g as f64).map(|(d, _)| d.unwrap().powi(2)).sum();
+        let want: f64 = dist
+            .iter()
+            .zip(&seg_all)
+            .filter(|(_, s)| s.unwrap() == g as f64)
+            .map(|(d, _)| d.unwrap().powi(2))
+            .sum();
         close(f64s(&p, "inertia")[g].unwrap(), want, 1e-9);
     }
 
@@ -171,7 +197,12 @@ fn segmentation_finds_planted_blobs_in_order_of_size() {
     let out = run(d, &SEGMENT.replace("K", "k: {min: 2, max: 5}"), &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let k = read_dir(&d.join("out/k"));
-    let chosen: Vec<f64> = f64s(&k, "k").into_iter().zip(f64s(&k, "chosen")).filter(|(_, c)| c.unwrap() == 1.0).map(|(k, _)| k.unwrap()).collect();
+    let chosen: Vec<f64> = f64s(&k, "k")
+        .into_iter()
+        .zip(f64s(&k, "chosen"))
+        .filter(|(_, c)| c.unwrap() == 1.0)
+        .map(|(k, _)| k.unwrap())
+        .collect();
     assert_eq!(chosen, vec![3.0]);
     assert_eq!(f64s(&k, "k").len(), 4);
 }
@@ -215,10 +246,18 @@ fn linear_prediction_recovers_an_exact_relation_and_scores_in_plan() {
     let out = run(d, PREDICT, &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let m = read_dir(&d.join("out/model"));
-    let names: Vec<String> = m.iter().flat_map(|b| {
-        let a = b.column(0).as_any().downcast_ref::<datafusion::arrow::array::StringArray>().unwrap().clone();
-        (0..a.len()).map(move |i| a.value(i).to_string())
-    }).collect();
+    let names: Vec<String> = m
+        .iter()
+        .flat_map(|b| {
+            let a = b
+                .column(0)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::StringArray>()
+                .unwrap()
+                .clone();
+            (0..a.len()).map(move |i| a.value(i).to_string())
+        })
+        .collect();
     assert_eq!(names, vec!["intercept", "x1", "x2"]);
     let v: Vec<f64> = f64s(&m, "value").into_iter().map(Option::unwrap).collect();
     close(v[0], 3.0, 1e-9);
@@ -241,7 +280,12 @@ fn linear_prediction_recovers_an_exact_relation_and_scores_in_plan() {
     let preds = by_id(&d.join("out/pred"), "customer_id", "prediction");
     assert_eq!(run(d, PREDICT, &[]).code, 0);
     let after = snapshot(&d.join("out/metrics"));
-    let data = |s: &Vec<(String, Vec<u8>)>| s.iter().filter(|(p, _)| p.ends_with(".parquet")).map(|(_, b)| b.clone()).collect::<Vec<_>>();
+    let data = |s: &Vec<(String, Vec<u8>)>| {
+        s.iter()
+            .filter(|(p, _)| p.ends_with(".parquet"))
+            .map(|(_, b)| b.clone())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(data(&before), data(&after));
     assert_eq!(by_id(&d.join("out/pred"), "customer_id", "prediction"), preds);
 }
@@ -251,7 +295,10 @@ fn logistic_prediction_and_label_errors() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     tiny(&d.join("data"));
-    let yaml = PREDICT.replace("model: linear", "model: logistic").replace("label: y", "label: label").replace("features: [x1, x2]", "features: [x1]\n      alpha: 0.01");
+    let yaml = PREDICT
+        .replace("model: linear", "model: logistic")
+        .replace("label: y", "label: label")
+        .replace("features: [x1, x2]", "features: [x1]\n      alpha: 0.01");
     let out = run(d, &yaml, &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let metrics = read_dir(&d.join("out/metrics"));
@@ -267,7 +314,10 @@ fn logistic_prediction_and_label_errors() {
     let out = run(d, &bad, &[]);
     assert_eq!(out.code, 1);
     let err = error_of(&out);
-    assert!(err.starts_with("step \"model\": label \"y\" must be 0 or 1 for model: logistic; "), "{err}");
+    assert!(
+        err.starts_with("step \"model\": label \"y\" must be 0 or 1 for model: logistic; "),
+        "{err}"
+    );
 }
 
 /// BG/NBD + Gamma-Gamma on the committed sample, against the Python
@@ -310,7 +360,12 @@ sinks:
         let names: Vec<String> = m
             .iter()
             .flat_map(|b| {
-                let a = b.column(0).as_any().downcast_ref::<datafusion::arrow::array::StringArray>().unwrap().clone();
+                let a = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::StringArray>()
+                    .unwrap()
+                    .clone();
                 (0..a.len()).map(move |i| a.value(i).to_string())
             })
             .collect();
@@ -331,10 +386,46 @@ sinks:
         let b = read_dir(&d.join("out/clv"));
         let ids = f64s(&b, "customer_id");
         let want = [
-            (1.0, 14.0, 447.0, 1095.0, 43.27357142857143, 4.9460065823958084e-05, 0.00021659228548400795, 45.13437713011086),
-            (2.0, 10.0, 191.0, 1095.0, 45.317, 2.8354389015841886e-07, 9.346824339790768e-07, 47.600697610816816),
-            (100.0, 1.0, 10.0, 1066.0, 62.93, 0.016984371561182994, 0.011534821660581555, 64.17110802949531),
-            (4321.0, 1.0, 13.0, 115.0, 47.67, 0.5834738257039604, 2.578473739238155, 57.545770874693005),
+            (
+                1.0,
+                14.0,
+                447.0,
+                1095.0,
+                43.27357142857143,
+                4.9460065823958084e-05,
+                0.00021659228548400795,
+                45.13437713011086,
+            ),
+            (
+                2.0,
+                10.0,
+                191.0,
+                1095.0,
+                45.317,
+                2.8354389015841886e-07,
+                9.346824339790768e-07,
+                47.600697610816816,
+            ),
+            (
+                100.0,
+                1.0,
+                10.0,
+                1066.0,
+                62.93,
+                0.016984371561182994,
+                0.011534821660581555,
+                64.17110802949531,
+            ),
+            (
+                4321.0,
+                1.0,
+                13.0,
+                115.0,
+                47.67,
+                0.5834738257039604,
+                2.578473739238155,
+                57.545770874693005,
+            ),
         ];
         for w in want {
             let i = ids.iter().position(|x| *x == Some(w.0)).unwrap();
@@ -348,7 +439,10 @@ sinks:
             close(get("expected_avg_spend"), w.7, 1e-5);
             // clv is the discounted expected spend: below the undiscounted product.
             let clv = get("clv");
-            assert!(clv > 0.0 && clv <= get("expected_purchases") * get("expected_avg_spend"), "{clv}");
+            assert!(
+                clv > 0.0 && clv <= get("expected_purchases") * get("expected_avg_spend"),
+                "{clv}"
+            );
         }
     }
     // Weeks are days / 7: only alpha changes.
@@ -362,7 +456,10 @@ fn null_features_are_an_error_unless_dropped_or_filled() {
     tiny(&d.join("data"));
     // x1 is null for every 10th row (200 of 2000).
     let yaml = PREDICT
-        .replace("CAST(value % 17 AS DOUBLE) AS x1,", "CASE WHEN value % 10 = 0 THEN NULL ELSE CAST(value % 17 AS DOUBLE) END AS x1,")
+        .replace(
+            "CAST(value % 17 AS DOUBLE) AS x1,",
+            "CASE WHEN value % 10 = 0 THEN NULL ELSE CAST(value % 17 AS DOUBLE) END AS x1,",
+        )
         .replace("      seed: 3\n", "      seed: 3\nNULLS");
     let out = run(d, &yaml.replace("NULLS", ""), &[]);
     assert_eq!(out.code, 1, "{}", out.stderr);
