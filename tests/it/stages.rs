@@ -14,6 +14,25 @@ fn run(dir: &Path, yaml: &str, args: &[&str]) -> super::common::Output {
     crmflow(dir, &a)
 }
 
+/// A (name, value) table (`<step>_model`, `<step>_metrics`) as pairs, in order.
+fn name_values(batches: &[datafusion::arrow::array::RecordBatch]) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for b in batches {
+        let names = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .unwrap();
+        let values = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Float64Array>()
+            .unwrap();
+        out.extend((0..b.num_rows()).map(|i| (names.value(i).to_string(), values.value(i))));
+    }
+    out
+}
+
 /// Rows of `dir` as (id, value) sorted by id.
 fn by_id(dir: &Path, id: &str, value: &str) -> Vec<(i64, f64)> {
     let b = read_dir(dir);
@@ -246,20 +265,8 @@ fn linear_prediction_recovers_an_exact_relation_and_scores_in_plan() {
     let out = run(d, PREDICT, &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let m = read_dir(&d.join("out/model"));
-    let names: Vec<String> = m
-        .iter()
-        .flat_map(|b| {
-            let a = b
-                .column(0)
-                .as_any()
-                .downcast_ref::<datafusion::arrow::array::StringArray>()
-                .unwrap()
-                .clone();
-            (0..a.len()).map(move |i| a.value(i).to_string())
-        })
-        .collect();
+    let (names, v): (Vec<String>, Vec<f64>) = name_values(&m).into_iter().unzip();
     assert_eq!(names, vec!["intercept", "x1", "x2"]);
-    let v: Vec<f64> = f64s(&m, "value").into_iter().map(Option::unwrap).collect();
     close(v[0], 3.0, 1e-9);
     close(v[1], 2.0, 1e-9);
     close(v[2], -0.5, 1e-9);
@@ -357,20 +364,8 @@ sinks:
         let out = run(d, &yaml.replace("UNIT", unit).replace("HORIZON", horizon), &[]);
         assert_eq!(out.code, 0, "{}", out.stderr);
         let m = read_dir(&d.join("out/model"));
-        let names: Vec<String> = m
-            .iter()
-            .flat_map(|b| {
-                let a = b
-                    .column(0)
-                    .as_any()
-                    .downcast_ref::<datafusion::arrow::array::StringArray>()
-                    .unwrap()
-                    .clone();
-                (0..a.len()).map(move |i| a.value(i).to_string())
-            })
-            .collect();
-        let values: Vec<f64> = f64s(&m, "value").into_iter().map(Option::unwrap).collect();
-        let param = |n: &str| values[names.iter().position(|x| x == n).unwrap_or_else(|| panic!("no {n}"))];
+        let model = name_values(&m);
+        let param = |n: &str| model.iter().find(|(k, _)| k == n).unwrap_or_else(|| panic!("no {n}")).1;
         close(param("r"), 1.0912722407648172, 1e-5);
         close(param("alpha"), 29.131183675154936 / days, 1e-5);
         close(param("a"), 4.680000550044335, 1e-4);
