@@ -34,20 +34,27 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let json_logs = cli.log_format == LogFormat::Json;
     let result = runtime.block_on(dispatch(cli, progress));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let code = e.downcast_ref::<Error>().map_or(1, Error::exit_code);
-            eprintln!("crmflow: error: {}", crmflow::config::vars::mask(&format!("{e:#}")));
+            let message = crmflow::config::vars::mask(&format!("{e:#}"));
+            if json_logs {
+                tracing::error!(exit_code = code, "{message}");
+            } else {
+                eprintln!("crmflow: error: {message}");
+            }
             ExitCode::from(code)
         }
     }
 }
 
 async fn dispatch(cli: Cli, progress: ProgressBar) -> anyhow::Result<()> {
+    let text_logs = cli.log_format == LogFormat::Text;
     match cli.command {
-        Command::Run(args) => run(args, progress).await,
+        Command::Run(args) => run(args, progress, text_logs).await,
         Command::Validate(args) => validate(args).await,
         Command::Plan(args) => print_plan(args).await,
         Command::Generate(args) => generate(args).await,
@@ -59,7 +66,7 @@ fn resolve(args: &PipelineArgs) -> Result<plan::Plan, Error> {
     config::validate::resolve(spec, &args.pipeline, &args.overrides())
 }
 
-async fn run(args: RunArgs, progress: ProgressBar) -> anyhow::Result<()> {
+async fn run(args: RunArgs, progress: ProgressBar, text_logs: bool) -> anyhow::Result<()> {
     let mut plan = resolve(&args.pipeline)?;
     if !args.select.is_empty() {
         plan = plan::select(plan, &args.select)?;
@@ -85,7 +92,11 @@ async fn run(args: RunArgs, progress: ProgressBar) -> anyhow::Result<()> {
         Ok(s) => (s, None),
         Err((e, s)) => (s, Some(e)),
     };
-    print_summary(&summary);
+    // With JSON logs stderr stays machine-readable: the summary is the
+    // JSON line on stdout.
+    if text_logs {
+        print_summary(&summary);
+    }
     let json = crmflow::config::vars::mask(&serde_json::to_string(&summary).context("serializing the run summary")?);
     if let Some(path) = &args.run_results {
         std::fs::write(path, format!("{json}\n"))

@@ -322,3 +322,62 @@ fn select_runs_a_step_with_its_inputs_and_only_its_sinks() {
         "invalid pipeline p.yaml: --select rihc: no step is named \"rihc\""
     );
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny(&d.join("data"));
+    write(d, "p.yaml", GOOD, "  - table: totals\n    url: ${out}/totals/\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crmflow"))
+        .args(["--log-format", "json", "run", "p.yaml"])
+        .current_dir(d)
+        .env("CRMFLOW_LOG", "info")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let done: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| {
+            l["message"] == "step planned (a view: it streams into its consumer)" || l["message"] == "step done"
+        })
+        .collect();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["step"], "totals");
+    assert!(lines.iter().any(|l| l["message"] == "published" && l["rows"] == 4));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["status"], "success");
+}
+
+#[test]
+fn json_logs_carry_the_error_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny(&d.join("data"));
+    write(
+        d,
+        "p.yaml",
+        "  - name: totals\n    sql: SELECT 1 / (customer_id - customer_id) AS boom FROM customers\n",
+        "  - table: totals\n    url: ${out}/totals/\n",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crmflow"))
+        .args(["--log-format", "json", "run", "p.yaml"])
+        .current_dir(d)
+        .env("CRMFLOW_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last: serde_json::Value = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(last["level"], "ERROR");
+    assert_eq!(last["exit_code"], 1);
+    assert!(
+        last["message"].as_str().unwrap().starts_with("sink \"totals\" ("),
+        "{last}"
+    );
+}
