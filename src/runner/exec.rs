@@ -147,6 +147,13 @@ pub struct TableInfo {
 /// # Errors
 /// [`Error::Invalid`] with every problem found.
 pub async fn check(plan: &Plan, check_storage: bool) -> Result<Checked> {
+    check_with(plan, check_storage, false).await
+}
+
+/// [`check`], or with `before_run`, the planning pass of `run`: an
+/// unreadable source is then the run's failure (exit 1), not a problem in
+/// the list.
+async fn check_with(plan: &Plan, check_storage: bool, before_run: bool) -> Result<Checked> {
     let ctx = context(plan)?;
     let mut problems = Vec::new();
     if check_storage {
@@ -175,6 +182,7 @@ pub async fn check(plan: &Plan, check_storage: bool) -> Result<Checked> {
                     plan: None,
                 });
             }
+            Err(e) if before_run => return Err(e),
             Err(e) => {
                 problems.push(plan.vars.mask(&e.to_string()));
                 failed.insert(s.name.clone());
@@ -358,6 +366,11 @@ async fn run_inner(
         pb.set_message(format!("checking sink location {}", sink.location));
         guarded(&mut opts.interrupt, probe_sink(&ctx, plan, sink, &opts.run_id)).await?;
     }
+
+    // Plan every step against the real schemas (footers only): a pipeline
+    // that cannot run fails with exit 2 before any row is read.
+    pb.set_message("planning");
+    guarded(&mut opts.interrupt, check_with(plan, false, true)).await?;
 
     for s in &plan.sources {
         pb.set_message(format!("source {}", s.name));

@@ -182,3 +182,42 @@ sinks:
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(!d.join("out/good").exists());
 }
+
+#[test]
+fn run_plans_every_step_before_reading_rows() {
+    // The source check would fail (it reads rows); the SQL error in the last
+    // step is found first, from the footers, and is exit 2.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny(&d.join("data"));
+    let yaml = "name: t
+sources:
+  customers:
+    url: data/customers/
+    checks:
+      - row_count: {max: 0}
+steps:
+  - name: a
+    sql: SELECT * FROM customers
+  - name: b
+    sql: SELECT nope FROM a
+sinks:
+  - table: b
+    url: out/b/
+";
+    std::fs::write(d.join("p.yaml"), yaml).unwrap();
+    let out = crmflow(d, &["run", "p.yaml"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        error_of(&out).starts_with("invalid pipeline p.yaml: step \"b\" (line 10): Schema error: No field named nope."),
+        "{}",
+        error_of(&out)
+    );
+    let summary: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(
+        summary["checks"].as_array().unwrap().len(),
+        0,
+        "a check ran: rows were read"
+    );
+    assert!(!d.join("out").exists());
+}
