@@ -771,6 +771,20 @@ pub fn expected_purchases(p: &BgNbdParams, horizon: f64, x: f64, t_x: f64, t: f6
     num * alive
 }
 
+/// E[Y(horizon)] of a customer known to be alive at T (the numerator of
+/// eq. (10)): [`expected_purchases`] is this times [`p_alive`]. Scoring many
+/// horizons for one customer computes `p_alive` once and calls this per
+/// horizon. NaN for invalid input, like [`expected_purchases`].
+pub fn expected_purchases_if_alive(p: &BgNbdParams, horizon: f64, x: f64, t_x: f64, t: f64) -> f64 {
+    if !rfm_valid(x, t_x, t) || !horizon.is_finite() || horizon < 0.0 {
+        return f64::NAN;
+    }
+    if horizon == 0.0 {
+        return 0.0;
+    }
+    bgnbd_numerator(p.r, p.alpha, p.a, p.b, horizon, x, t)
+}
+
 /// The numerator of eq. (10): E[Y(t)] for a customer known to be alive at T.
 fn bgnbd_numerator(r: f64, alpha: f64, a: f64, b: f64, h: f64, x: f64, t: f64) -> f64 {
     let k = r + x;

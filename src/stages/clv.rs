@@ -656,10 +656,11 @@ impl ScoreModel {
     /// p_alive, expected purchases over the horizon, expected average spend,
     /// and the discounted expected spend (see the module docs).
     pub fn score(&self, x: f64, t_x: f64, t: f64, m: f64) -> [f64; 4] {
+        // p_alive is the same for every horizon: E[Y(h)] = p_alive · E[Y(h) | alive].
         let p_alive = bgnbd_math::p_alive(&self.bg, x, t_x, t);
         let month = 365.25 / 12.0;
-        let h_units = self.horizon_days / self.unit_days;
-        let expected = bgnbd_math::expected_purchases(&self.bg, h_units, x, t_x, t);
+        let if_alive = |days: f64| bgnbd_math::expected_purchases_if_alive(&self.bg, days / self.unit_days, x, t_x, t);
+        let expected = p_alive * if_alive(self.horizon_days);
         let spend = bgnbd_math::expected_avg_spend(&self.gg, x, m);
         let steps = (self.horizon_days / month).ceil().max(1.0) as usize;
         let mut clv = 0.0;
@@ -669,7 +670,7 @@ impl ScoreModel {
             let e = if j == steps {
                 expected
             } else {
-                bgnbd_math::expected_purchases(&self.bg, t_days / self.unit_days, x, t_x, t)
+                p_alive * if_alive(t_days)
             };
             clv += (e - prev) * spend / (1.0 + self.discount_rate).powf(t_days / 365.25);
             prev = e;
@@ -753,5 +754,62 @@ impl ScalarUDFImpl for BgNbdScore {
             .collect();
         let s = StructArray::try_new(Self::fields(), children, None)?;
         Ok(ColumnarValue::Array(Arc::new(s)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(discount_rate: f64) -> ScoreModel {
+        ScoreModel {
+            bg: BgNbdParams {
+                r: 0.243,
+                alpha: 4.414,
+                a: 0.793,
+                b: 2.426,
+            },
+            gg: GammaGammaParams {
+                p: 6.25,
+                q: 3.74,
+                v: 15.45,
+            },
+            horizon_days: 365.0,
+            unit_days: 7.0,
+            discount_rate,
+        }
+    }
+
+    #[test]
+    fn scores_follow_the_documented_convention() {
+        for (x, t_x, t) in [
+            (0.0, 0.0, 30.0),
+            (2.0, 10.0, 40.0),
+            (30.0, 50.0, 52.0),
+            (400.0, 2000.0, 2100.0),
+        ] {
+            let m = model(0.1);
+            let [p_alive, expected, spend, clv] = m.score(x, t_x, t, 20.0);
+            assert_eq!(p_alive, bgnbd_math::p_alive(&m.bg, x, t_x, t));
+            let direct = bgnbd_math::expected_purchases(&m.bg, 365.0 / 7.0, x, t_x, t);
+            assert!(
+                (expected - direct).abs() <= 1e-12 * direct.abs().max(1e-300),
+                "{expected} vs {direct}"
+            );
+            assert_eq!(spend, bgnbd_math::expected_avg_spend(&m.gg, x, 20.0));
+            // Discounting at 10% over one year lies between the undiscounted
+            // value and that value discounted for the whole year.
+            assert!(
+                clv <= expected * spend && clv >= expected * spend / 1.1,
+                "{clv} {expected} {spend}"
+            );
+            // Without discounting, the monthly increments add up to E[Y] · E[M].
+            let [_, e0, s0, clv0] = model(0.0).score(x, t_x, t, 20.0);
+            assert!(
+                (clv0 - e0 * s0).abs() <= 1e-12 * (e0 * s0).max(1e-300),
+                "{clv0} vs {}",
+                e0 * s0
+            );
+        }
     }
 }
