@@ -319,9 +319,7 @@ pub fn register(
 ) -> Result<Arc<dyn ObjectStore>, String> {
     let key = loc.store_url();
     if let Ok(store) = ctx.runtime_env().object_store(&key) {
-        if loc.url().scheme() != "file" {
-            return Ok(store);
-        }
+        return Ok(store);
     }
     let store = build_store(loc, options)?;
     ctx.register_object_store(key.as_ref(), store.clone());

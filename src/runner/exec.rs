@@ -147,14 +147,19 @@ pub struct TableInfo {
 /// # Errors
 /// [`Error::Invalid`] with every problem found.
 pub async fn check(plan: &Plan, check_storage: bool) -> Result<Checked> {
-    check_with(plan, check_storage, false).await
+    check_with(plan, check_storage, None).await
 }
 
-/// [`check`], or with `before_run`, the planning pass of `run`: an
+/// [`check`], or, given the run's context, the planning pass of `run`: an
 /// unreadable source is then the run's failure (exit 1), not a problem in
-/// the list.
-async fn check_with(plan: &Plan, check_storage: bool, before_run: bool) -> Result<Checked> {
-    let ctx = context(plan)?;
+/// the list, and the planning context shares the run's runtime (its object
+/// stores and its Parquet footer cache, so footers are read once).
+async fn check_with(plan: &Plan, check_storage: bool, run: Option<&SessionContext>) -> Result<Checked> {
+    let before_run = run.is_some();
+    let ctx = match run {
+        Some(run) => SessionContext::new_with_config_rt(run.copied_config(), run.runtime_env()),
+        None => context(plan)?,
+    };
     let mut problems = Vec::new();
     if check_storage {
         for sink in &plan.sinks {
@@ -370,7 +375,7 @@ async fn run_inner(
     // Plan every step against the real schemas (footers only): a pipeline
     // that cannot run fails with exit 2 before any row is read.
     pb.set_message("planning");
-    guarded(&mut opts.interrupt, check_with(plan, false, true)).await?;
+    guarded(&mut opts.interrupt, check_with(plan, false, Some(&ctx))).await?;
 
     for s in &plan.sources {
         pb.set_message(format!("source {}", s.name));

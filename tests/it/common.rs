@@ -9,7 +9,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     ArrayRef, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -80,16 +80,7 @@ pub struct Customer {
 pub fn write_crm(dir: &Path, customers: &[Customer], tx: &[(i64, &str, f64)], ix: &[(i64, &str, &str)]) {
     let n = customers.len();
     let cust = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![
-            Field::new("customer_id", DataType::Int64, false),
-            Field::new("signup_date", DataType::Date32, false),
-            Field::new("country", DataType::Utf8, false),
-            Field::new("age", DataType::Int32, false),
-            Field::new("gender", DataType::Utf8, false),
-            Field::new("income", DataType::Float64, false),
-            Field::new("acquisition_cost", DataType::Float64, false),
-            Field::new("channel", DataType::Utf8, false),
-        ])),
+        crmflow::generate::customers_schema(),
         vec![
             Arc::new(Int64Array::from_iter_values(customers.iter().map(|c| c.id))) as ArrayRef,
             Arc::new(Date32Array::from_iter_values(customers.iter().map(|c| day(c.signup)))),
@@ -105,20 +96,8 @@ pub fn write_crm(dir: &Path, customers: &[Customer], tx: &[(i64, &str, f64)], ix
     )
     .unwrap();
     write_parquet(&dir.join("customers/part-0.parquet"), &cust);
-    let utc = || Some(Arc::<str>::from("UTC"));
     let txb = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![
-            Field::new("transaction_id", DataType::Int64, false),
-            Field::new("customer_id", DataType::Int64, false),
-            Field::new(
-                "transaction_ts",
-                DataType::Timestamp(TimeUnit::Microsecond, utc()),
-                false,
-            ),
-            Field::new("amount", DataType::Float64, false),
-            Field::new("quantity", DataType::Int32, false),
-            Field::new("product_category", DataType::Utf8, false),
-        ])),
+        crmflow::generate::transactions_schema(),
         vec![
             Arc::new(Int64Array::from_iter_values(1..=tx.len() as i64)) as ArrayRef,
             Arc::new(Int64Array::from_iter_values(tx.iter().map(|t| t.0))),
@@ -131,17 +110,7 @@ pub fn write_crm(dir: &Path, customers: &[Customer], tx: &[(i64, &str, f64)], ix
     .unwrap();
     write_parquet(&dir.join("transactions/part-0.parquet"), &txb);
     let ixb = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![
-            Field::new("interaction_id", DataType::Int64, false),
-            Field::new("customer_id", DataType::Int64, false),
-            Field::new(
-                "interaction_ts",
-                DataType::Timestamp(TimeUnit::Microsecond, utc()),
-                false,
-            ),
-            Field::new("kind", DataType::Utf8, false),
-            Field::new("duration_s", DataType::Int32, false),
-        ])),
+        crmflow::generate::interactions_schema(),
         vec![
             Arc::new(Int64Array::from_iter_values(1..=ix.len() as i64)) as ArrayRef,
             Arc::new(Int64Array::from_iter_values(ix.iter().map(|t| t.0))),
