@@ -66,6 +66,8 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Beta, Distribution, Exp1, Gamma, LogNormal, StandardNormal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
+use crate::hash::splitmix64;
+
 /// Customers per chunk, i.e. per `part-K.parquet` of each table. Part of the
 /// output's definition: changing it changes the data for a given seed.
 pub const CHUNK_CUSTOMERS: u64 = 100_000;
@@ -710,13 +712,6 @@ fn c<T>(d: Option<T>) -> T {
 #[inline]
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
-}
-
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// One chunk of generated rows, kept compact (small codes for strings)

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod generate;
+pub mod hash;
 pub mod runner;
 pub mod sinks;
 pub mod sources;

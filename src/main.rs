@@ -227,7 +227,7 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 fn run_id() -> String {
     let now = chrono::Utc::now();
     let noise =
-        crmflow::stages::splitmix64(u64::from(std::process::id()) ^ now.timestamp_nanos_opt().unwrap_or(0) as u64);
+        crmflow::hash::splitmix64(u64::from(std::process::id()) ^ now.timestamp_nanos_opt().unwrap_or(0) as u64);
     format!("{}-{:08x}", now.format("%Y%m%dT%H%M%SZ"), noise as u32)
 }
 

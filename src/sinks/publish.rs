@@ -251,11 +251,10 @@ pub async fn read_manifest(store: &dyn ObjectStore, path: &StorePath) -> Option<
 /// The file tag of `mode: append`: the same for the same pipeline, sink and
 /// vars, so that a rerun replaces what it wrote before.
 fn append_tag(run: &RunInfo, sink: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = crate::hash::Fnv1a::default();
     let mut feed = |s: &str| {
-        for b in s.bytes().chain(std::iter::once(0)) {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
+        h.write(s.as_bytes());
+        h.write(&[0]);
     };
     feed(&run.pipeline);
     feed(sink);
@@ -263,7 +262,7 @@ fn append_tag(run: &RunInfo, sink: &str) -> String {
         feed(k);
         feed(v);
     }
-    format!("a{:016x}", crate::stages::splitmix64(h))
+    format!("a{:016x}", crate::hash::splitmix64(h.finish()))
 }
 
 /// Removes staging left by runs that were killed (an interrupted or failed

@@ -16,7 +16,6 @@ pub mod segment;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray};
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::Column;
 use datafusion::datasource::MemTable;
@@ -130,50 +129,6 @@ pub fn f64_col(name: &str) -> Expr {
     cast_expr(column(name), DataType::Float64)
 }
 
-/// Stable 64-bit hashes of a key column and a seed: SplitMix64 of the
-/// integer, or of the FNV-1a hash of the string's bytes. The same on every
-/// machine and release, so splits and samples never move between runs.
-/// Null keys hash as 0.
-pub fn hash_column(array: &dyn Array, seed: u64) -> Vec<u64> {
-    let mix = splitmix64(seed);
-    let fnv = |s: &str| {
-        s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        })
-    };
-    let n = array.len();
-    let raw: Vec<u64> = match array.data_type() {
-        DataType::Utf8 => array
-            .as_string::<i32>()
-            .iter()
-            .map(|v| v.map(fnv).unwrap_or(0))
-            .collect(),
-        DataType::LargeUtf8 => array
-            .as_string::<i64>()
-            .iter()
-            .map(|v| v.map(fnv).unwrap_or(0))
-            .collect(),
-        DataType::Utf8View => array.as_string_view().iter().map(|v| v.map(fnv).unwrap_or(0)).collect(),
-        _ => match cast(array, &DataType::Int64) {
-            Ok(a) => a
-                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-                .iter()
-                .map(|v| v.unwrap_or(0) as u64)
-                .collect(),
-            Err(_) => vec![0; n],
-        },
-    };
-    raw.into_iter().map(|v| splitmix64(v ^ mix)).collect()
-}
-
-/// SplitMix64's finalizer: a bijective mix of 64 bits.
-pub fn splitmix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// A feature matrix brought into memory for fitting.
 #[derive(Debug)]
 pub struct Features {
@@ -236,7 +191,7 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
     let value = |c: &Float64Array, r: usize| if c.is_null(r) { None } else { Some(c.value(r)) };
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| Error::step(step, e))?;
-        let hashes = hash_column(batch.column(0).as_ref(), req.seed);
+        let hashes = crate::hash::key_hashes(batch.column(0).as_ref(), req.seed);
         let cols: Vec<&Float64Array> = (0..d).map(|i| batch.column(i + 1).as_primitive()).collect();
         let ys: Option<&Float64Array> = req.label.map(|_| batch.column(d + 1).as_primitive());
         for (j, c) in cols.iter().enumerate() {

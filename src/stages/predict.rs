@@ -536,7 +536,7 @@ mod tests {
 
     #[test]
     fn holdout_fraction_is_close_to_asked() {
-        let hashes: Vec<u64> = (0..100_000u64).map(crate::stages::splitmix64).collect();
+        let hashes: Vec<u64> = (0..100_000u64).map(crate::hash::splitmix64).collect();
         let share = hashes.iter().filter(|&&h| in_holdout(h, 0.2)).count() as f64 / 1e5;
         assert!((share - 0.2).abs() < 0.005, "{share}");
     }
