@@ -18,8 +18,96 @@ use datafusion::logical_expr::{Expr, lit, when};
 use datafusion::prelude::{DataFrame, col};
 use serde::Deserialize;
 
-use crate::config::{CheckSpec, Severity};
-use crate::error::{Error, Result};
+use crate::error::{Error, Problem, Result};
+
+/// A data check as written: exactly one kind plus an optional severity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawCheckSpec")]
+pub struct CheckSpec {
+    pub kind: CheckKind,
+    pub severity: Severity,
+}
+
+/// `severity:` of a check.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    #[default]
+    Error,
+    Warn,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheckSpec {
+    unique: Option<OneOrMany>,
+    not_null: Option<OneOrMany>,
+    columns: Option<BTreeMap<String, String>>,
+    range: Option<RangeSpec>,
+    accepted_values: Option<AcceptedValuesSpec>,
+    row_count: Option<RowCountSpec>,
+    #[serde(default)]
+    severity: Severity,
+}
+
+/// `col` or `[col, ...]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged, expecting = "a column name or a list of column names")]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The names as a list.
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+impl TryFrom<RawCheckSpec> for CheckSpec {
+    type Error = String;
+
+    fn try_from(raw: RawCheckSpec) -> std::result::Result<Self, String> {
+        let mut kinds = Vec::new();
+        if let Some(c) = raw.unique {
+            kinds.push(CheckKind::Unique(c.into_vec()));
+        }
+        if let Some(c) = raw.not_null {
+            kinds.push(CheckKind::NotNull(c.into_vec()));
+        }
+        if let Some(c) = raw.columns {
+            kinds.push(CheckKind::Columns(c));
+        }
+        if let Some(c) = raw.range {
+            kinds.push(CheckKind::Range(c));
+        }
+        if let Some(c) = raw.accepted_values {
+            kinds.push(CheckKind::AcceptedValues(c));
+        }
+        if let Some(c) = raw.row_count {
+            kinds.push(CheckKind::RowCount(c));
+        }
+        if kinds.len() != 1 {
+            let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+            return Err(format!(
+                "a check needs exactly one of unique, not_null, columns, range, accepted_values, row_count; found {}",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ));
+        }
+        Ok(CheckSpec {
+            kind: kinds.remove(0),
+            severity: raw.severity,
+        })
+    }
+}
 
 /// What a check tests.
 #[derive(Debug, Clone)]
@@ -148,15 +236,18 @@ impl CheckKind {
 
 /// Problems with checks that can be found from the schema alone: a column a
 /// check reads does not exist. (`columns:` itself is evaluated at run time.)
-pub fn validate_against(subject: &str, checks: &[CheckSpec], schema: &Schema) -> Vec<String> {
+pub fn validate_against(subject: &str, checks: &[CheckSpec], schema: &Schema) -> Vec<Problem> {
     let mut problems = Vec::new();
     for c in checks {
         for name in c.kind.columns() {
             if schema.field_with_name(name).is_err() {
-                problems.push(format!(
-                    "{subject}: check {} names column \"{name}\", which is not in the table (columns: {})",
-                    c.kind.label(),
-                    column_list(schema)
+                problems.push(Problem::new(
+                    subject,
+                    format!(
+                        "check {} names column \"{name}\", which is not in the table (columns: {})",
+                        c.kind.label(),
+                        column_list(schema)
+                    ),
                 ));
             }
         }
@@ -179,7 +270,7 @@ pub fn column_list(schema: &Schema) -> String {
 pub struct Outcome {
     /// e.g. `not_null(signup_date)`.
     pub check: String,
-    pub severity: &'static str,
+    pub severity: Severity,
     pub passed: bool,
     /// Rows (or keys, for `unique`) that fail.
     pub failing: u64,
@@ -278,10 +369,6 @@ pub async fn run(subject: &str, table: &DataFrame, checks: &[CheckSpec]) -> Resu
             (_, None) => (0, String::new()),
         };
         let passed = failing == 0;
-        let severity = match c.severity {
-            Severity::Error => "error",
-            Severity::Warn => "warn",
-        };
         let message = if passed {
             String::new()
         } else {
@@ -294,7 +381,7 @@ pub async fn run(subject: &str, table: &DataFrame, checks: &[CheckSpec]) -> Resu
         }
         outcomes.push(Outcome {
             check: label,
-            severity,
+            severity: c.severity,
             passed,
             failing,
             message,
@@ -307,7 +394,7 @@ pub async fn run(subject: &str, table: &DataFrame, checks: &[CheckSpec]) -> Resu
 pub fn failures(outcomes: &[Outcome]) -> Vec<String> {
     outcomes
         .iter()
-        .filter(|o| !o.passed && o.severity == "error")
+        .filter(|o| !o.passed && o.severity == Severity::Error)
         .map(|o| o.message.clone())
         .collect()
 }

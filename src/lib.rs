@@ -1,33 +1,36 @@
 //! crmflow: YAML-declared batch pipelines for CRM analytics on Apache
 //! DataFusion.
 //!
-//! The flow of a run, module by module:
+//! Layers, each importing only the ones below it:
 //!
-//! - [`cli`]: the command line (clap), parsed in `main.rs`.
-//! - [`config`]: the pipeline file as written ([`config::load`]), its vars
-//!   ([`config::vars`]) and its resolution into a checked, ordered
-//!   [`runner::plan::Plan`] ([`config::validate`]). Nothing after it reads YAML.
-//! - [`storage`]: locations as URLs and the object stores behind them.
-//! - [`sources`]: Parquet files and directories registered as tables.
-//! - [`transform`]: SQL steps (vars bound as literals, references found by
-//!   DataFusion's parser).
-//! - [`stages`]: the analytics step kinds, `clv`, `segment` and `predict`.
-//! - [`checks`]: data checks on sources and sinks.
-//! - [`sinks`]: Parquet written to staging, checked, then published.
-//! - [`runner`]: the executor; [`generate`]: synthetic CRM data.
-//! - [`error`]: the error type and exit codes.
+//! 1. [`commands`] (what each subcommand does; `main.rs` only parses and
+//!    maps exit codes), [`cli`] (clap), [`logging`].
+//! 2. [`runner`]: resolution of the file into a [`runner::plan::Plan`]
+//!    ([`runner::resolve`]), the planning pass ([`runner::check`]), the run
+//!    ([`runner::exec`]) and its reports ([`runner::report`]).
+//! 3. [`config`]: the pipeline file as written ([`config::load`]).
+//! 4. [`stages`] (the analytics step kinds, dispatched in one place),
+//!    [`transform`] (SQL steps), [`sources`], [`sinks`], [`checks`],
+//!    [`generate`] (synthetic data).
+//! 5. [`engine`] (the execution context and everything tied to it),
+//!    [`storage`] (locations and object stores), and the small shared
+//!    modules [`vars`], [`hash`], [`error`].
 
 pub mod checks;
 pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod generate;
 pub mod hash;
+pub mod logging;
 pub mod runner;
 pub mod sinks;
 pub mod sources;
 pub mod stages;
 pub mod storage;
 pub mod transform;
+pub mod vars;
 
 pub use error::{Error, Result};

@@ -13,7 +13,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::prelude::SessionContext;
 use object_store::ObjectStore;
 use object_store::path::Path as StorePath;
 use url::Url;
@@ -307,23 +306,33 @@ pub async fn probe_writable(store: &dyn ObjectStore, loc: &Location, run_id: &st
     Ok(())
 }
 
-/// Registers the store for `loc` with the context (once per store URL) and
-/// returns it.
+/// The objects below a directory that readers see: (path relative to it,
+/// metadata), in listing order. Objects with a `.` or `_` path part
+/// (staging, `_SUCCESS`) are left out, as Spark and Hive do. The one lister
+/// of data files, for sources and sinks alike.
 ///
 /// # Errors
-/// See [`build_store`].
-pub fn register(
-    ctx: &SessionContext,
-    loc: &Location,
-    options: &BTreeMap<String, String>,
-) -> Result<Arc<dyn ObjectStore>, String> {
-    let key = loc.store_url();
-    if let Ok(store) = ctx.runtime_env().object_store(&key) {
-        return Ok(store);
-    }
-    let store = build_store(loc, options)?;
-    ctx.register_object_store(key.as_ref(), store.clone());
-    Ok(store)
+/// A listing failure, as a message naming the directory.
+pub async fn list_visible(
+    store: &dyn ObjectStore,
+    dir: &Location,
+) -> Result<Vec<(String, object_store::ObjectMeta)>, String> {
+    use futures::TryStreamExt;
+    let dir = dir.as_dir();
+    let prefix = dir.path();
+    let skip = prefix.parts().count();
+    let metas: Vec<object_store::ObjectMeta> = store.list(Some(&prefix)).try_collect().await.map_err(|e| match e {
+        object_store::Error::NotFound { .. } => format!("{dir} does not exist"),
+        e => format!("cannot list {dir}: {e}"),
+    })?;
+    Ok(metas
+        .into_iter()
+        .filter_map(|m| {
+            let rel: Vec<String> = m.location.parts().skip(skip).map(|p| p.as_ref().to_string()).collect();
+            let hidden = rel.iter().any(|p| p.starts_with('.') || p.starts_with('_'));
+            (!hidden).then(|| (rel.join("/"), m))
+        })
+        .collect())
 }
 
 #[cfg(test)]

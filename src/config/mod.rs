@@ -2,21 +2,23 @@
 //!
 //! Nothing here is interpreted: `${...}` stays in the strings, names are not
 //! yet checked against each other, SQL is not parsed. [`load`] reads and
-//! parses the YAML (the YAML crate stays behind it); [`validate::resolve`]
+//! parses the YAML (the YAML crate stays behind it); [`crate::runner::resolve`]
 //! turns a [`PipelineSpec`] into the typed, checked [`crate::runner::Plan`]
 //! that everything after it works on. Every struct denies unknown keys so a
 //! typo is an error with its line, not a silently ignored option.
-
-pub mod validate;
-pub mod vars;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
-use crate::error::{Error, Result};
+use crate::checks::CheckSpec;
+use crate::engine::EngineKind;
+use crate::error::{Error, Problem, Result};
+use crate::sinks::SinkMode;
+use crate::stages::StageSpec;
 
 /// A pipeline file as parsed.
 #[derive(Debug, Deserialize)]
@@ -50,15 +52,6 @@ pub struct EngineSpec {
     pub memory_limit: Option<String>,
 }
 
-/// The engine kinds of `engine.kind`.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EngineKind {
-    #[default]
-    Local,
-    Ballista,
-}
-
 /// A source table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,7 +73,7 @@ pub enum Format {
 
 /// A step as written: a name and exactly one kind.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, try_from = "RawStepSpec")]
+#[serde(try_from = "RawStepSpec")]
 pub struct StepSpec {
     pub name: String,
     pub kind: StepKindSpec,
@@ -92,63 +85,106 @@ pub struct StepSpec {
     pub vars: BTreeMap<String, String>,
 }
 
-/// The step kinds; matched in one place, [`crate::runner::exec`].
+/// The kind of a step as written: SQL, or one of the stages (whose keys
+/// [`StageSpec::KEYS`] lists).
 #[derive(Debug)]
 pub enum StepKindSpec {
     Sql(String),
-    Clv(crate::stages::clv::ClvSpec),
-    Segment(crate::stages::segment::SegmentSpec),
-    Predict(crate::stages::predict::PredictSpec),
+    Stage(StageSpec),
 }
 
-/// The wire form of a step: one optional field per kind.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The wire form of a step: its keys as found, at most one value per kind.
+#[derive(Debug)]
 struct RawStepSpec {
     name: String,
-    sql: Option<String>,
-    clv: Option<crate::stages::clv::ClvSpec>,
-    segment: Option<crate::stages::segment::SegmentSpec>,
-    predict: Option<crate::stages::predict::PredictSpec>,
+    /// Every kind key found, in file order, with its value.
+    kinds: Vec<(&'static str, StepKindSpec)>,
     cache: Option<bool>,
-    #[serde(default)]
     vars: BTreeMap<String, String>,
+}
+
+/// The keys a step may have: `name`, `sql`, the stage keys, `cache`, `vars`.
+fn step_fields() -> &'static [&'static str] {
+    static FIELDS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    FIELDS.get_or_init(|| {
+        let mut f = vec!["name", "sql"];
+        f.extend(StageSpec::KEYS);
+        f.extend(["cache", "vars"]);
+        f
+    })
+}
+
+impl<'de> Deserialize<'de> for RawStepSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_map(RawStepVisitor)
+    }
+}
+
+struct RawStepVisitor;
+
+impl<'de> Visitor<'de> for RawStepVisitor {
+    type Value = RawStepSpec;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a step: a name and one of sql, ")?;
+        f.write_str(&StageSpec::KEYS.join(", "))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<RawStepSpec, A::Error> {
+        let (mut name, mut cache, mut vars) = (None, None, None);
+        let mut kinds = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "name" => name = Some(map.next_value::<String>()?),
+                "cache" => cache = map.next_value::<Option<bool>>()?,
+                "vars" => vars = Some(map.next_value::<BTreeMap<String, String>>()?),
+                "sql" => kinds.push(("sql", StepKindSpec::Sql(map.next_value::<String>()?))),
+                other => match StageSpec::KEYS.iter().find(|k| **k == other) {
+                    Some(k) => kinds.push((*k, StepKindSpec::Stage(map.next_value_seed(StageSeed(k))?))),
+                    None => return Err(de::Error::unknown_field(other, step_fields())),
+                },
+            }
+        }
+        Ok(RawStepSpec {
+            name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+            kinds,
+            cache,
+            vars: vars.unwrap_or_default(),
+        })
+    }
+}
+
+/// Deserializes the value under a stage key as that stage's spec.
+struct StageSeed(&'static str);
+
+impl<'de> DeserializeSeed<'de> for StageSeed {
+    type Value = StageSpec;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<StageSpec, D::Error> {
+        StageSpec::deserialize_kind(self.0, d)
+    }
 }
 
 impl TryFrom<RawStepSpec> for StepSpec {
     type Error = String;
 
-    fn try_from(raw: RawStepSpec) -> std::result::Result<Self, String> {
-        let mut found = Vec::new();
-        if raw.sql.is_some() {
-            found.push("sql");
+    fn try_from(mut raw: RawStepSpec) -> std::result::Result<Self, String> {
+        if raw.kinds.len() != 1 {
+            let mut found: Vec<&str> = raw.kinds.iter().map(|(k, _)| *k).collect();
+            // Listed in the order of the expected keys, not of the file.
+            found.sort_by_key(|k| step_fields().iter().position(|f| f == k));
+            let found = if found.is_empty() {
+                "none".to_string()
+            } else {
+                found.join(", ")
+            };
+            return Err(format!(
+                "step \"{}\": expected exactly one of sql, {}; found {found}",
+                raw.name,
+                StageSpec::KEYS.join(", ")
+            ));
         }
-        if raw.clv.is_some() {
-            found.push("clv");
-        }
-        if raw.segment.is_some() {
-            found.push("segment");
-        }
-        if raw.predict.is_some() {
-            found.push("predict");
-        }
-        let kind = match (raw.sql, raw.clv, raw.segment, raw.predict) {
-            (Some(sql), None, None, None) => StepKindSpec::Sql(sql),
-            (None, Some(c), None, None) => StepKindSpec::Clv(c),
-            (None, None, Some(s), None) => StepKindSpec::Segment(s),
-            (None, None, None, Some(p)) => StepKindSpec::Predict(p),
-            _ => {
-                let found = if found.is_empty() {
-                    "none".to_string()
-                } else {
-                    found.join(", ")
-                };
-                return Err(format!(
-                    "step \"{}\": expected exactly one of sql, clv, segment, predict; found {found}",
-                    raw.name
-                ));
-            }
-        };
+        let (_, kind) = raw.kinds.remove(0);
         if !raw.vars.is_empty() && !matches!(kind, StepKindSpec::Sql(_)) {
             return Err(format!("step \"{}\": vars applies to sql steps only", raw.name));
         }
@@ -175,120 +211,6 @@ pub struct SinkSpec {
     pub checks: Vec<CheckSpec>,
 }
 
-/// How a sink replaces what is already at its location.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SinkMode {
-    /// The whole location is replaced when the run succeeds.
-    #[default]
-    Overwrite,
-    /// Only the partitions present in the new data are replaced.
-    OverwritePartitions,
-    /// Files are added; a rerun with the same vars replaces its own files.
-    Append,
-}
-
-impl SinkMode {
-    /// The name as written in YAML.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SinkMode::Overwrite => "overwrite",
-            SinkMode::OverwritePartitions => "overwrite_partitions",
-            SinkMode::Append => "append",
-        }
-    }
-}
-
-/// A data check as written: exactly one kind plus an optional severity.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, try_from = "RawCheckSpec")]
-pub struct CheckSpec {
-    pub kind: crate::checks::CheckKind,
-    pub severity: Severity,
-}
-
-/// `severity:` of a check.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    #[default]
-    Error,
-    Warn,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCheckSpec {
-    unique: Option<OneOrMany>,
-    not_null: Option<OneOrMany>,
-    columns: Option<BTreeMap<String, String>>,
-    range: Option<crate::checks::RangeSpec>,
-    accepted_values: Option<crate::checks::AcceptedValuesSpec>,
-    row_count: Option<crate::checks::RowCountSpec>,
-    #[serde(default)]
-    severity: Severity,
-}
-
-/// `col` or `[col, ...]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged, expecting = "a column name or a list of column names")]
-pub enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    /// The names as a list.
-    pub fn into_vec(self) -> Vec<String> {
-        match self {
-            OneOrMany::One(s) => vec![s],
-            OneOrMany::Many(v) => v,
-        }
-    }
-}
-
-impl TryFrom<RawCheckSpec> for CheckSpec {
-    type Error = String;
-
-    fn try_from(raw: RawCheckSpec) -> std::result::Result<Self, String> {
-        use crate::checks::CheckKind;
-        let mut kinds = Vec::new();
-        if let Some(c) = raw.unique {
-            kinds.push(CheckKind::Unique(c.into_vec()));
-        }
-        if let Some(c) = raw.not_null {
-            kinds.push(CheckKind::NotNull(c.into_vec()));
-        }
-        if let Some(c) = raw.columns {
-            kinds.push(CheckKind::Columns(c));
-        }
-        if let Some(c) = raw.range {
-            kinds.push(CheckKind::Range(c));
-        }
-        if let Some(c) = raw.accepted_values {
-            kinds.push(CheckKind::AcceptedValues(c));
-        }
-        if let Some(c) = raw.row_count {
-            kinds.push(CheckKind::RowCount(c));
-        }
-        if kinds.len() != 1 {
-            let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
-            return Err(format!(
-                "a check needs exactly one of unique, not_null, columns, range, accepted_values, row_count; found {}",
-                if names.is_empty() {
-                    "none".to_string()
-                } else {
-                    names.join(", ")
-                }
-            ));
-        }
-        Ok(CheckSpec {
-            kind: kinds.remove(0),
-            severity: raw.severity,
-        })
-    }
-}
-
 /// Reads and parses a pipeline file.
 ///
 /// # Errors
@@ -296,14 +218,9 @@ impl TryFrom<RawCheckSpec> for CheckSpec {
 /// gives one) when the file cannot be read or does not match the format.
 pub fn load(file: &Path) -> Result<PipelineSpec> {
     let shown = file.display().to_string();
-    let text = std::fs::read_to_string(file).map_err(|e| Error::Invalid {
-        file: shown.clone(),
-        problems: vec![format!("cannot read the file: {e}")],
-    })?;
-    parse(&text).map_err(|problem| Error::Invalid {
-        problems: vec![problem.replace("<input>", &shown)],
-        file: shown,
-    })
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Error::invalid(&shown, vec![Problem::general(format!("cannot read the file: {e}"))]))?;
+    parse(&text).map_err(|problem| Error::invalid(&shown, vec![Problem::general(problem.replace("<input>", &shown))]))
 }
 
 /// Parses pipeline YAML text; the error is one line plus the parser's snippet.

@@ -1,33 +1,28 @@
-//! Running a [`Plan`]: sources registered, steps in order (a span per
-//! step), sinks staged, checked and published.
+//! Running a [`Plan`]: sinks probed, every step planned
+//! ([`super::check`]), sources registered and checked, steps in order (a
+//! span per step), sinks staged, checked and published.
 //!
-//! The same walk serves `validate` and `plan` ([`check`]), where SQL steps
-//! are planned and stage steps contribute empty tables of their output
-//! schema — footers are read, rows never — and `run` ([`run`]), where steps
-//! execute. A step read by one consumer stays a lazy view that streams into
-//! it; a step read by several (or `cache: true`) is computed once and kept
-//! in memory. Nothing is published until every sink has been written and
+//! A step read by one consumer stays a lazy view that streams into it; a
+//! step read by several (or `cache: true`) is materialized once by the
+//! engine. Nothing is published until every sink has been written and
 //! checked; an interruption before that leaves every previous output as it
 //! was.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
-use datafusion::datasource::{MemTable, empty::EmptyTable};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::collect_partitioned;
-use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
-use serde::Serialize;
+use datafusion::prelude::DataFrame;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use super::check::{self, engine};
 use super::plan::{Plan, Step, StepKind};
-use crate::checks::{self, Outcome};
+use super::report::{CheckReport, RunStatus, RunSummary, SinkReport, StepReport};
+use crate::checks;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::sinks::{self, Staged, publish};
+use crate::sinks::{self, Sink, Staged, publish};
 use crate::stages::Stage;
 
 /// Receives the name of the signal that interrupted the run, if any.
@@ -56,254 +51,6 @@ async fn guarded<T>(interrupt: &mut Interrupt, fut: impl std::future::Future<Out
     }
 }
 
-/// A DataFusion context configured from the plan's engine.
-///
-/// # Errors
-/// The runtime cannot be built (e.g. no temp directory for spilling).
-pub fn context(plan: &Plan) -> Result<SessionContext> {
-    let mut config = SessionConfig::new()
-        .with_information_schema(false)
-        .with_create_default_catalog_and_schema(true);
-    if let Some(n) = plan.engine.target_partitions {
-        config = config.with_target_partitions(n);
-    }
-    let mut runtime = RuntimeEnvBuilder::new();
-    if let Some(bytes) = plan.engine.memory_limit {
-        runtime = runtime.with_memory_limit(bytes as usize, 1.0);
-    }
-    let runtime = runtime.build_arc().map_err(|e| Error::step("engine", e))?;
-    Ok(SessionContext::new_with_config_rt(config, runtime))
-}
-
-/// What one step did.
-#[derive(Debug, Clone, Serialize)]
-pub struct StepReport {
-    pub name: String,
-    pub kind: &'static str,
-    /// Rows, when the step was computed (cached); `None` for a view that
-    /// streamed into its consumers.
-    pub rows: Option<u64>,
-    pub seconds: f64,
-}
-
-/// What one sink wrote.
-#[derive(Debug, Clone, Serialize)]
-pub struct SinkReport {
-    pub table: String,
-    pub url: String,
-    pub mode: &'static str,
-    pub rows: u64,
-    pub files: usize,
-    pub bytes: u64,
-    pub seconds: f64,
-}
-
-/// The result of a run, printed as the last line of `run` and written by
-/// `--run-results`.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunSummary {
-    pub run_id: String,
-    pub pipeline: String,
-    pub status: &'static str,
-    pub vars: std::collections::BTreeMap<String, String>,
-    pub started_at: String,
-    pub seconds: f64,
-    pub steps: Vec<StepReport>,
-    pub sinks: Vec<SinkReport>,
-    pub checks: Vec<CheckReport>,
-    pub error: Option<String>,
-}
-
-/// A check outcome with where it ran.
-#[derive(Debug, Clone, Serialize)]
-pub struct CheckReport {
-    pub on: String,
-    #[serde(flatten)]
-    pub outcome: Outcome,
-}
-
-/// What `check` learned: each table's schema and logical plan (for `plan`).
-#[derive(Debug)]
-pub struct Checked {
-    pub tables: Vec<TableInfo>,
-}
-
-/// One table of the plan.
-#[derive(Debug)]
-pub struct TableInfo {
-    pub name: String,
-    /// `source`, `sql`, `clv`, ...
-    pub kind: String,
-    /// The step that makes it (its own name for a step's main table).
-    pub step: Option<String>,
-    pub inputs: Vec<String>,
-    pub schema: SchemaRef,
-    pub plan: Option<LogicalPlan>,
-}
-
-/// Registers the sources and plans every step against their real schemas
-/// without reading rows, collecting every problem.
-///
-/// # Errors
-/// [`Error::Invalid`] with every problem found.
-pub async fn check(plan: &Plan, check_storage: bool) -> Result<Checked> {
-    check_with(plan, check_storage, None).await
-}
-
-/// [`check`], or, given the run's context, the planning pass of `run`: an
-/// unreadable source is then the run's failure (exit 1), not a problem in
-/// the list, and the planning context shares the run's runtime (its object
-/// stores and its Parquet footer cache, so footers are read once).
-async fn check_with(plan: &Plan, check_storage: bool, run: Option<&SessionContext>) -> Result<Checked> {
-    let before_run = run.is_some();
-    let ctx = match run {
-        Some(run) => SessionContext::new_with_config_rt(run.copied_config(), run.runtime_env()),
-        None => context(plan)?,
-    };
-    let mut problems = Vec::new();
-    if check_storage {
-        for sink in &plan.sinks {
-            if let Err(e) = probe_sink(&ctx, plan, sink, "validate").await {
-                problems.push(plan.vars.mask(&e.to_string()));
-            }
-        }
-    }
-    let mut tables = Vec::new();
-    let mut failed: std::collections::HashSet<String> = std::collections::HashSet::new();
-    for s in &plan.sources {
-        match crate::sources::register(&ctx, s, &plan.storage).await {
-            Ok(schema) => {
-                problems.extend(checks::validate_against(
-                    &format!("source \"{}\"", s.name),
-                    &s.checks,
-                    &schema,
-                ));
-                tables.push(TableInfo {
-                    name: s.name.clone(),
-                    kind: "source".into(),
-                    step: None,
-                    inputs: vec![],
-                    schema,
-                    plan: None,
-                });
-            }
-            Err(e) if before_run => return Err(e),
-            Err(e) => {
-                problems.push(plan.vars.mask(&e.to_string()));
-                failed.insert(s.name.clone());
-            }
-        }
-    }
-    for step in &plan.steps {
-        if step.inputs.iter().any(|i| failed.contains(i)) {
-            failed.extend(step.outputs.iter().cloned());
-            continue;
-        }
-        let at = at(step);
-        match &step.kind {
-            StepKind::Sql(sql) => match crate::transform::plan(&ctx, sql).await {
-                Ok(lp) => {
-                    let schema: SchemaRef = Arc::new(lp.schema().as_arrow().clone());
-                    let view = datafusion::catalog::view::ViewTable::new(lp.clone(), Some(sql.sql.clone()));
-                    let _ = ctx.register_table(step.name.as_str(), Arc::new(view));
-                    tables.push(TableInfo {
-                        name: step.name.clone(),
-                        kind: "sql".into(),
-                        step: Some(step.name.clone()),
-                        inputs: step.inputs.clone(),
-                        schema,
-                        plan: Some(lp),
-                    });
-                }
-                Err(e) => {
-                    problems.push(format!("{at}: {}", with_origin(&e.to_string(), &sql.origin)));
-                    failed.extend(step.outputs.iter().cloned());
-                }
-            },
-            kind => {
-                let schemas = match kind {
-                    StepKind::Clv(c) => c.schemas(&step.name, &ctx).await,
-                    StepKind::Segment(s) => s.schemas(&step.name, &ctx).await,
-                    StepKind::Predict(p) => p.schemas(&step.name, &ctx).await,
-                    StepKind::Sql(_) => unreachable!("matched above"),
-                };
-                match schemas {
-                    Ok(schemas) => {
-                        for (name, schema) in step.outputs.iter().zip(schemas) {
-                            let _ = ctx.register_table(name.as_str(), Arc::new(EmptyTable::new(schema.clone())));
-                            tables.push(TableInfo {
-                                name: name.clone(),
-                                kind: kind.name().into(),
-                                step: Some(step.name.clone()),
-                                inputs: step.inputs.clone(),
-                                schema,
-                                plan: None,
-                            });
-                        }
-                    }
-                    Err(p) => {
-                        problems.extend(p.into_iter().map(|m| with_line(m, step)));
-                        failed.extend(step.outputs.iter().cloned());
-                    }
-                }
-            }
-        }
-    }
-    for sink in &plan.sinks {
-        if failed.contains(&sink.table) {
-            continue;
-        }
-        let Some(t) = tables.iter().find(|t| t.name == sink.table) else {
-            continue;
-        };
-        let subject = format!("sink \"{}\"", sink.table);
-        for c in &sink.partition_by {
-            if t.schema.field_with_name(c).is_err() {
-                problems.push(format!(
-                    "{subject}: partition_by column \"{c}\" is not in table \"{}\" (columns: {})",
-                    sink.table,
-                    checks::column_list(&t.schema)
-                ));
-            }
-        }
-        problems.extend(checks::validate_against(&subject, &sink.checks, &t.schema));
-    }
-    if problems.is_empty() {
-        Ok(Checked { tables })
-    } else {
-        Err(Error::Invalid {
-            file: plan.file.display().to_string(),
-            problems,
-        })
-    }
-}
-
-fn at(step: &Step) -> String {
-    match step.line {
-        Some(l) => format!("step \"{}\" (line {l})", step.name),
-        None => format!("step \"{}\"", step.name),
-    }
-}
-
-/// `step "x": ...` → `step "x" (line N): ...` when the line is known.
-fn with_line(message: String, step: &Step) -> String {
-    let plain = format!("step \"{}\"", step.name);
-    match message.strip_prefix(&plain) {
-        Some(rest) => format!("{}{rest}", at(step)),
-        None => message,
-    }
-}
-
-/// A DataFusion message, prefixed with the SQL file it came from.
-fn with_origin(message: &str, origin: &str) -> String {
-    let m = message.trim();
-    if origin == "inline" {
-        m.to_string()
-    } else {
-        format!("{origin}: {m}")
-    }
-}
-
 /// Options of a run.
 pub struct RunOptions {
     pub run_id: String,
@@ -322,7 +69,7 @@ pub async fn run(plan: &Plan, mut opts: RunOptions) -> std::result::Result<RunSu
     let mut summary = RunSummary {
         run_id: opts.run_id.clone(),
         pipeline: plan.name.clone(),
-        status: "running",
+        status: RunStatus::Running,
         vars: plan.vars.shown(),
         started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         seconds: 0.0,
@@ -337,7 +84,7 @@ pub async fn run(plan: &Plan, mut opts: RunOptions) -> std::result::Result<RunSu
     opts.progress.finish_and_clear();
     match result {
         Ok(()) => {
-            summary.status = "success";
+            summary.status = RunStatus::Success;
             Ok(summary)
         }
         Err(e) => {
@@ -345,11 +92,11 @@ pub async fn run(plan: &Plan, mut opts: RunOptions) -> std::result::Result<RunSu
                 sinks::remove_prefix(s.store.as_ref(), &s.staging).await;
             }
             summary.status = if matches!(e, Error::Interrupted { .. }) {
-                "interrupted"
+                RunStatus::Interrupted
             } else {
-                "failed"
+                RunStatus::Failed
             };
-            summary.error = Some(plan.vars.mask(&e.to_string()));
+            summary.error = Some(plan.vars.mask(&e.render()));
             Err((e, summary))
         }
     }
@@ -361,7 +108,8 @@ async fn run_inner(
     summary: &mut RunSummary,
     staged: &mut Vec<Staged>,
 ) -> Result<()> {
-    let ctx = context(plan)?;
+    let engine = engine(plan)?;
+    let ctx = engine.context();
     let pb = opts.progress.clone();
     let total = plan.sources.len() + plan.steps.len() + plan.sinks.len();
     pb.set_length(total as u64);
@@ -369,28 +117,25 @@ async fn run_inner(
     // Fail on an unwritable sink before reading any data.
     for sink in &plan.sinks {
         pb.set_message(format!("checking sink location {}", sink.location));
-        guarded(&mut opts.interrupt, probe_sink(&ctx, plan, sink, &opts.run_id)).await?;
+        guarded(&mut opts.interrupt, probe_sink(&engine, sink, &opts.run_id)).await?;
     }
 
     // Plan every step against the real schemas (footers only): a pipeline
     // that cannot run fails with exit 2 before any row is read.
     pb.set_message("planning");
-    guarded(&mut opts.interrupt, check_with(plan, false, Some(&ctx))).await?;
+    guarded(&mut opts.interrupt, check::check_before_run(plan, &engine)).await?;
 
     for s in &plan.sources {
         pb.set_message(format!("source {}", s.name));
         let span = tracing::info_span!("source", name = %s.name);
         let schema = guarded(
             &mut opts.interrupt,
-            crate::sources::register(&ctx, s, &plan.storage).instrument(span.clone()),
+            crate::sources::register(&engine, s).instrument(span.clone()),
         )
         .await?;
         let problems = checks::validate_against(&format!("source \"{}\"", s.name), &s.checks, &schema);
         if !problems.is_empty() {
-            return Err(Error::Invalid {
-                file: plan.file.display().to_string(),
-                problems,
-            });
+            return Err(Error::invalid(plan.file.display(), problems));
         }
         if !s.checks.is_empty() {
             let df = ctx.table(s.name.as_str()).await.map_err(|e| Error::step(&s.name, e))?;
@@ -417,7 +162,11 @@ async fn run_inner(
         let span = tracing::info_span!("step", name = %step.name, kind = step.kind.name());
         let t0 = Instant::now();
         tracing::info!(parent: &span, step = %step.name, kind = step.kind.name(), n = i + 1, of = plan.steps.len(), "step started");
-        let rows = guarded(&mut opts.interrupt, run_step(&ctx, plan, step).instrument(span.clone())).await?;
+        let rows = guarded(
+            &mut opts.interrupt,
+            run_step(&engine, plan, step).instrument(span.clone()),
+        )
+        .await?;
         let seconds = t0.elapsed().as_secs_f64();
         match rows {
             Some(r) => tracing::info!(parent: &span, step = %step.name, rows = r, seconds, "step done"),
@@ -442,7 +191,7 @@ async fn run_inner(
         let t0 = Instant::now();
         let s = guarded(
             &mut opts.interrupt,
-            sinks::stage(&ctx, sink, &opts.run_id, &plan.storage).instrument(span.clone()),
+            sinks::stage(&engine, sink, &opts.run_id).instrument(span.clone()),
         )
         .await?;
         tracing::info!(parent: &span, sink = %sink.table, rows = s.rows, files = s.files.len(), staging = %s.staging, "sink written to staging");
@@ -450,7 +199,7 @@ async fn run_inner(
         staged.push(s);
         if !sink.checks.is_empty() {
             let last = staged.last().ok_or_else(|| Error::step("sink", "no staged output"))?;
-            let df = staged_table(&ctx, last).await?;
+            let df = staged_table(&engine, last).await?;
             let outcomes = guarded(
                 &mut opts.interrupt,
                 checks::run(&subject, &df, &sink.checks).instrument(span),
@@ -508,70 +257,49 @@ async fn run_inner(
 }
 
 /// Checks that a sink's location can be written.
-async fn probe_sink(ctx: &SessionContext, plan: &Plan, sink: &super::plan::Sink, run_id: &str) -> Result<()> {
-    let err = |m: String| Error::Sink {
-        sink: sink.table.clone(),
-        url: sink.location.to_string(),
-        message: m,
-    };
-    let store = crate::storage::register(ctx, &sink.location, &plan.storage).map_err(&err)?;
+///
+/// # Errors
+/// [`Error::Sink`] naming the sink: the store cannot be built or written.
+pub async fn probe_sink(engine: &Engine, sink: &Sink, run_id: &str) -> Result<()> {
+    let err = |m: String| Error::sink(&sink.table, &sink.location, m);
+    let store = engine.register_store(&sink.location).map_err(err)?;
     crate::storage::probe_writable(store.as_ref(), &sink.location, run_id)
         .await
         .map_err(err)
 }
 
 /// A staged sink as a table (for its checks).
-async fn staged_table(ctx: &SessionContext, s: &Staged) -> Result<DataFrame> {
-    let err = |m: String| Error::Sink {
-        sink: s.sink.table.clone(),
-        url: s.sink.location.to_string(),
-        message: m,
-    };
-    let listing = crate::sources::list(s.store.as_ref(), &s.staging).await.map_err(&err)?;
-    let table = crate::sources::listing_table(ctx, &listing)
+async fn staged_table(engine: &Engine, s: &Staged) -> Result<DataFrame> {
+    let err = |m: String| Error::sink(&s.sink.table, &s.sink.location, m);
+    let listing = crate::sources::list(s.store.as_ref(), &s.staging).await.map_err(err)?;
+    let table = crate::sources::listing_table(engine.context(), &listing)
         .await
-        .map_err(|e| err(e.to_string()))?;
-    ctx.read_table(Arc::new(table)).map_err(|e| err(e.to_string()))
+        .map_err(|e| Error::sink(&s.sink.table, &s.sink.location, e))?;
+    engine
+        .context()
+        .read_table(Arc::new(table))
+        .map_err(|e| Error::sink(&s.sink.table, &s.sink.location, e))
 }
 
 /// Runs one step and registers its tables; returns its row count when it
 /// was computed (cached).
-async fn run_step(ctx: &SessionContext, plan: &Plan, step: &Step) -> Result<Option<u64>> {
+async fn run_step(engine: &Engine, plan: &Plan, step: &Step) -> Result<Option<u64>> {
     let name = step.name.as_str();
-    let outputs: Vec<DataFrame> = match &step.kind {
-        StepKind::Sql(sql) => {
-            let lp = crate::transform::plan(ctx, sql).await.map_err(|e| Error::Invalid {
-                file: plan.file.display().to_string(),
-                problems: vec![format!("{}: {}", at(step), with_origin(&e.to_string(), &sql.origin))],
-            })?;
-            vec![ctx.execute_logical_plan(lp).await.map_err(|e| Error::step(name, e))?]
-        }
-        kind => {
-            // Check the inputs first: a wrong column fails before any fitting.
-            let schemas = match kind {
-                StepKind::Clv(c) => c.schemas(name, ctx).await,
-                StepKind::Segment(s) => s.schemas(name, ctx).await,
-                StepKind::Predict(p) => p.schemas(name, ctx).await,
-                StepKind::Sql(_) => unreachable!("matched above"),
-            };
-            if let Err(problems) = schemas {
-                return Err(Error::Invalid {
-                    file: plan.file.display().to_string(),
-                    problems: problems.into_iter().map(|m| with_line(m, step)).collect(),
-                });
-            }
-            match kind {
-                StepKind::Clv(c) => c.run(name, ctx).await?,
-                StepKind::Segment(s) => s.run(name, ctx).await?,
-                StepKind::Predict(p) => p.run(name, ctx).await?,
-                StepKind::Sql(_) => unreachable!("matched above"),
-            }
-        }
+    let ctx = engine.context();
+    // Check the inputs first (a wrong column fails before any fitting); the
+    // planning pass already did, against the same schemas.
+    let (_, lp) = check::schemas(step, engine)
+        .await
+        .map_err(|problems| Error::invalid(plan.file.display(), problems))?;
+    let outputs: Vec<DataFrame> = match (&step.kind, lp) {
+        (StepKind::Sql(_), Some(lp)) => vec![ctx.execute_logical_plan(lp).await.map_err(|e| Error::step(name, e))?],
+        (StepKind::Sql(_), None) => return Err(Error::step(name, "the SQL step has no plan")),
+        (StepKind::Stage(stage), _) => stage.run(name, engine).await?,
     };
     let mut rows = None;
     for (i, (table, df)) in step.outputs.iter().zip(outputs).enumerate() {
         let provider: Arc<dyn TableProvider> = if i == 0 && step.cache {
-            let (mem, n) = materialize(df).await.map_err(|e| Error::step(name, e))?;
+            let (mem, n) = engine.materialize(df).await.map_err(|e| Error::step(name, e))?;
             rows = Some(n);
             mem
         } else {
@@ -581,16 +309,6 @@ async fn run_step(ctx: &SessionContext, plan: &Plan, step: &Step) -> Result<Opti
             .map_err(|e| Error::step(name, e))?;
     }
     Ok(rows)
-}
-
-/// Computes a plan into memory, keeping its partitioning.
-async fn materialize(df: DataFrame) -> datafusion::error::Result<(Arc<dyn TableProvider>, u64)> {
-    let task = Arc::new(df.task_ctx());
-    let physical = df.create_physical_plan().await?;
-    let schema = physical.schema();
-    let parts = collect_partitioned(physical, task).await?;
-    let rows = parts.iter().flatten().map(|b| b.num_rows() as u64).sum();
-    Ok((Arc::new(MemTable::try_new(schema, parts)?), rows))
 }
 
 #[cfg(test)]
@@ -630,7 +348,7 @@ sinks:
       - row_count: {min: 300, max: 300}
 ";
         let spec = config::parse(yaml).unwrap();
-        let plan = config::validate::resolve(spec, std::path::Path::new("mem.yaml"), &BTreeMap::new()).unwrap();
+        let plan = super::super::resolve::resolve(spec, std::path::Path::new("mem.yaml"), &BTreeMap::new()).unwrap();
         let mut manifests = Vec::new();
         for i in 0..2 {
             let opts = RunOptions {

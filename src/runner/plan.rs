@@ -1,17 +1,19 @@
 //! The resolved pipeline: vars bound, names checked, steps in run order.
 //!
-//! A [`Plan`] is what `config::validate::resolve` makes of a pipeline file
+//! A [`Plan`] is what [`super::resolve::resolve`] makes of a pipeline file
 //! and all that the executor reads; nothing after it looks at YAML again.
 //! [`order`] derives the run order from the references between tables.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
-use crate::config::vars::Vars;
-use crate::config::{CheckSpec, EngineKind, SinkMode};
+use crate::engine::Settings;
+use crate::error::{Error, Problem};
+use crate::sinks::Sink;
 use crate::sources::Source;
-use crate::stages::Stage;
-use crate::storage::Location;
+use crate::stages::{Stage, StageKind};
+use crate::transform::SqlStep;
+use crate::vars::Vars;
 
 /// A pipeline ready to run.
 #[derive(Debug)]
@@ -20,23 +22,13 @@ pub struct Plan {
     /// The pipeline file, as given.
     pub file: PathBuf,
     pub vars: Vars,
-    pub engine: Engine,
+    pub engine: Settings,
     /// Object-store options (values may be secrets: never shown).
     pub storage: BTreeMap<String, String>,
     pub sources: Vec<Source>,
     /// In run order: every step after the steps it reads.
     pub steps: Vec<Step>,
     pub sinks: Vec<Sink>,
-}
-
-/// Where and how the SQL runs.
-#[derive(Debug, Clone)]
-pub struct Engine {
-    pub kind: EngineKind,
-    pub url: Option<String>,
-    pub target_partitions: Option<usize>,
-    /// Bytes; past it DataFusion spills to disk.
-    pub memory_limit: Option<u64>,
 }
 
 /// One step.
@@ -54,13 +46,11 @@ pub struct Step {
     pub line: Option<u64>,
 }
 
-/// The step kinds, matched in one place: `runner::exec`.
+/// The step kinds: SQL, or a stage (whose kinds [`StageKind`] lists).
 #[derive(Debug)]
 pub enum StepKind {
-    Sql(crate::transform::SqlStep),
-    Clv(crate::stages::clv::Clv),
-    Segment(crate::stages::segment::Segment),
-    Predict(crate::stages::predict::Predict),
+    Sql(SqlStep),
+    Stage(StageKind),
 }
 
 impl StepKind {
@@ -68,9 +58,7 @@ impl StepKind {
     pub fn name(&self) -> &'static str {
         match self {
             StepKind::Sql(_) => "sql",
-            StepKind::Clv(_) => "clv",
-            StepKind::Segment(_) => "segment",
-            StepKind::Predict(_) => "predict",
+            StepKind::Stage(s) => s.name(),
         }
     }
 
@@ -78,21 +66,9 @@ impl StepKind {
     pub fn extra_suffixes(&self) -> &'static [&'static str] {
         match self {
             StepKind::Sql(_) => &[],
-            StepKind::Clv(c) => c.extra_suffixes(),
-            StepKind::Segment(s) => s.extra_suffixes(),
-            StepKind::Predict(p) => p.extra_suffixes(),
+            StepKind::Stage(s) => s.extra_suffixes(),
         }
     }
-}
-
-/// One sink.
-#[derive(Debug, Clone)]
-pub struct Sink {
-    pub table: String,
-    pub location: Location,
-    pub partition_by: Vec<String>,
-    pub mode: SinkMode,
-    pub checks: Vec<CheckSpec>,
 }
 
 /// Orders `nodes` (name, the names it depends on) so that each comes after
@@ -140,16 +116,13 @@ pub fn order(nodes: &[(String, Vec<String>)]) -> Result<Vec<usize>, Vec<String>>
 /// # Errors
 /// [`crate::Error::Invalid`] naming a selected step that does not exist.
 pub fn select(mut plan: Plan, names: &[String]) -> crate::Result<Plan> {
-    let unknown: Vec<String> = names
+    let unknown: Vec<Problem> = names
         .iter()
         .filter(|n| !plan.steps.iter().any(|s| &s.name == *n))
-        .map(|n| format!("--select {n}: no step is named \"{n}\""))
+        .map(|n| Problem::new(format!("--select {n}"), format!("no step is named \"{n}\"")))
         .collect();
     if !unknown.is_empty() {
-        return Err(crate::Error::Invalid {
-            file: plan.file.display().to_string(),
-            problems: unknown,
-        });
+        return Err(Error::invalid(plan.file.display(), unknown));
     }
     let owner: HashMap<&str, &str> = plan
         .steps

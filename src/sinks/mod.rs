@@ -18,15 +18,50 @@ use datafusion::common::config::TableParquetOptions;
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::logical_expr::{Expr, cast};
-use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion::prelude::DataFrame;
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 use object_store::path::Path as StorePath;
 
+use crate::checks::CheckSpec;
+use crate::engine::Engine;
+use crate::engine::expr::column;
 use crate::error::{Error, Result};
-use crate::runner::plan::Sink;
-use crate::stages::column;
 use crate::storage::{self, Location};
+
+/// A resolved sink.
+#[derive(Debug, Clone)]
+pub struct Sink {
+    pub table: String,
+    pub location: Location,
+    pub partition_by: Vec<String>,
+    pub mode: SinkMode,
+    pub checks: Vec<CheckSpec>,
+}
+
+/// How a sink replaces what is already at its location.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkMode {
+    /// The whole location is replaced when the run succeeds.
+    #[default]
+    Overwrite,
+    /// Only the partitions present in the new data are replaced.
+    OverwritePartitions,
+    /// Files are added; a rerun with the same vars replaces its own files.
+    Append,
+}
+
+impl SinkMode {
+    /// The name as written in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkMode::Overwrite => "overwrite",
+            SinkMode::OverwritePartitions => "overwrite_partitions",
+            SinkMode::Append => "append",
+        }
+    }
+}
 
 /// Rows per Parquet row group: large enough for scans, small enough for
 /// BI tools that read a row group at a time.
@@ -62,18 +97,10 @@ pub fn staging_location(sink: &Location, run_id: &str) -> Option<Location> {
 ///
 /// # Errors
 /// [`Error::Sink`] naming the sink and its location.
-pub async fn stage(
-    ctx: &SessionContext,
-    sink: &Sink,
-    run_id: &str,
-    options: &std::collections::BTreeMap<String, String>,
-) -> Result<Staged> {
-    let err = |m: String| Error::Sink {
-        sink: sink.table.clone(),
-        url: sink.location.to_string(),
-        message: m,
-    };
-    let store = storage::register(ctx, &sink.location, options).map_err(&err)?;
+pub async fn stage(engine: &Engine, sink: &Sink, run_id: &str) -> Result<Staged> {
+    let err = |m: String| Error::sink(&sink.table, &sink.location, m);
+    let ctx = engine.context();
+    let store = engine.register_store(&sink.location).map_err(&err)?;
     let staging =
         staging_location(&sink.location, run_id).ok_or_else(|| err("the location has no parent to stage in".into()))?;
     let df = ctx.table(sink.table.as_str()).await.map_err(|e| err(e.to_string()))?;
@@ -141,20 +168,11 @@ pub async fn describe(store: Arc<dyn ObjectStore>, dir: &Location) -> std::resul
 /// # Errors
 /// A listing failure, as a message.
 pub async fn list_data(store: &dyn ObjectStore, dir: &Location) -> std::result::Result<Vec<(String, u64)>, String> {
-    let prefix = dir.path();
-    let skip = prefix.parts().count();
-    let metas: Vec<object_store::ObjectMeta> = store
-        .list(Some(&prefix))
-        .try_collect()
-        .await
-        .map_err(|e| format!("cannot list {dir}: {e}"))?;
-    let mut out: Vec<(String, u64)> = metas
+    let mut out: Vec<(String, u64)> = storage::list_visible(store, dir)
+        .await?
         .into_iter()
-        .filter_map(|m| {
-            let rel: Vec<String> = m.location.parts().skip(skip).map(|p| p.as_ref().to_string()).collect();
-            let hidden = rel.iter().any(|p| p.starts_with('.') || p.starts_with('_'));
-            (!hidden && m.location.as_ref().ends_with(".parquet")).then(|| (rel.join("/"), m.size))
-        })
+        .filter(|(rel, _)| rel.ends_with(".parquet"))
+        .map(|(rel, m)| (rel, m.size))
         .collect();
     out.sort();
     Ok(out)

@@ -26,8 +26,8 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
+use super::SinkMode;
 use super::{Staged, StagedFile, footer_rows, list_data, remove_prefix};
-use crate::config::SinkMode;
 use crate::error::{Error, Result};
 use crate::storage::Location;
 
@@ -67,11 +67,7 @@ pub struct RunInfo {
 /// what a failure leaves behind.
 pub async fn publish(staged: &Staged, run: &RunInfo) -> Result<Manifest> {
     let sink = &staged.sink;
-    let err = |m: String| Error::Sink {
-        sink: sink.table.clone(),
-        url: sink.location.to_string(),
-        message: m,
-    };
+    let err = |m: String| Error::sink(&sink.table, &sink.location, m);
     let manifest = |files: Vec<StagedFile>| Manifest {
         run_id: run.run_id.clone(),
         pipeline: run.pipeline.clone(),

@@ -15,10 +15,10 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::prelude::SessionContext;
-use futures::TryStreamExt;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
-use crate::config::CheckSpec;
+use crate::checks::CheckSpec;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::storage::{self, Location};
 
@@ -45,18 +45,11 @@ pub struct Listing {
 /// # Errors
 /// [`Error::Source`] naming the source and the path: nothing there, no
 /// Parquet files, a file that is not Parquet, inconsistent partitions.
-pub async fn register(
-    ctx: &SessionContext,
-    source: &Source,
-    storage_options: &std::collections::BTreeMap<String, String>,
-) -> Result<SchemaRef> {
-    let err = |url: &str, message: String| Error::Source {
-        source_name: source.name.clone(),
-        url: url.to_string(),
-        message,
-    };
+pub async fn register(engine: &Engine, source: &Source) -> Result<SchemaRef> {
+    let ctx = engine.context();
+    let err = |url: &str, message: String| Error::source(&source.name, url, message);
     let shown = source.location.to_string();
-    let store = storage::register(ctx, &source.location, storage_options).map_err(|m| err(&shown, m))?;
+    let store = engine.register_store(&source.location).map_err(|m| err(&shown, m))?;
     let listing = list(store.as_ref(), &source.location)
         .await
         .map_err(|m| err(&shown, m))?;
@@ -129,24 +122,11 @@ pub async fn list(store: &dyn ObjectStore, location: &Location) -> std::result::
         }
     }
     let dir = location.as_dir();
-    let objects: Vec<ObjectMeta> = store.list(Some(&path)).try_collect().await.map_err(|e| match e {
-        object_store::Error::NotFound { .. } => format!("{dir} does not exist"),
-        e => format!("cannot list {dir}: {e}"),
-    })?;
-    let prefix_parts = path.parts().count();
     let mut files = Vec::new();
     let mut partition_cols: Option<Vec<String>> = None;
-    for meta in objects {
-        let rel: Vec<String> = meta
-            .location
-            .parts()
-            .skip(prefix_parts)
-            .map(|p| p.as_ref().to_string())
-            .collect();
-        if rel.iter().any(|p| p.starts_with('.') || p.starts_with('_')) {
-            continue;
-        }
-        let name = rel.last().cloned().unwrap_or_default();
+    for (rel, meta) in storage::list_visible(store, &dir).await? {
+        let rel: Vec<&str> = rel.split('/').collect();
+        let name = rel.last().copied().unwrap_or_default();
         if !name.ends_with(".parquet") {
             return Err(format!(
                 "{} is not a Parquet file (expected only *.parquet files below {dir})",

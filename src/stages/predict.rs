@@ -14,21 +14,33 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::compute::cast as cast_array;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::functions::math::expr_fn::exp;
-use datafusion::logical_expr::{Expr, lit};
-use datafusion::prelude::{DataFrame, SessionContext, coalesce};
+use datafusion::common::ScalarValue;
+use datafusion::functions::core::expr_fn::{greatest, least};
+use datafusion::functions::math::expr_fn::{abs, exp, ln};
+use datafusion::functions_aggregate::expr_fn::{avg, count, sum, var_pop};
+use datafusion::functions_aggregate::sum::sum_udaf;
+use datafusion::logical_expr::expr::WindowFunction;
+use datafusion::logical_expr::{
+    Expr, ExprFunctionExt, WindowFrame, WindowFrameBound, WindowFrameUnits, WindowFunctionDefinition, cast, lit, when,
+};
+use datafusion::prelude::DataFrame;
+use datafusion::prelude::col;
 use linfa::DatasetBase;
 use linfa::traits::Fit;
 use ndarray::{Array1, Array2, Axis};
 use serde::Deserialize;
 
-use super::{
-    FeatureRequest, NullPolicy, Stage, Want, check_column, collect_features, column, f64_col, name_value_schema,
-    name_value_table, standardize_params, table_schema,
+use super::features::{
+    FeatureRequest, NullPolicy, Standardizer, collect_features, feature_exprs, holdout_expr, in_holdout,
 };
-use crate::config::vars::Vars;
-use crate::error::{Error, Result};
+use super::{Interpolate, Stage, Want, check_column, name_value_schema, name_value_table, table_schema};
+use crate::engine::Engine;
+use crate::engine::expr::{column, f64_col};
+use crate::error::{Error, Problem, Result};
+use crate::vars::Vars;
 
 /// `predict:` as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -37,7 +49,7 @@ pub struct PredictSpec {
     pub model: ModelKind,
     pub train: String,
     pub score: String,
-    #[serde(default = "default_id")]
+    #[serde(default = "super::default_id")]
     pub id: String,
     pub label: String,
     pub features: Vec<String>,
@@ -56,9 +68,6 @@ pub struct PredictSpec {
     pub nulls: NullPolicy,
 }
 
-fn default_id() -> String {
-    "customer_id".to_string()
-}
 fn default_holdout() -> f64 {
     0.2
 }
@@ -87,29 +96,31 @@ pub struct Predict {
 }
 
 impl PredictSpec {
-    /// Checks the parameters that need no data.
+    /// Binds vars in every string and checks the parameters that need no
+    /// data.
     ///
     /// # Errors
-    /// Every problem, each naming the step and key.
-    pub fn resolve(self, step: &str, _vars: &Vars) -> std::result::Result<Predict, Vec<String>> {
-        let mut p = Vec::new();
+    /// Every problem, each about the step and naming the key.
+    pub fn resolve(mut self, step: &str, vars: &Vars) -> std::result::Result<Predict, Vec<Problem>> {
+        let mut i = Interpolate::new(step, vars);
+        i.one("predict.train", &mut self.train);
+        i.one("predict.score", &mut self.score);
+        i.one("predict.id", &mut self.id);
+        i.one("predict.label", &mut self.label);
+        i.all("predict.features", &mut self.features);
+        let mut p = i.problems;
+        let mut bad = |m: String| p.push(Problem::step(step, m));
         if self.features.is_empty() {
-            p.push(format!("step \"{step}\": predict.features is empty"));
+            bad("predict.features is empty".to_string());
         }
         if !(0.0..1.0).contains(&self.holdout) {
-            p.push(format!(
-                "step \"{step}\": predict.holdout must be in [0, 1), got {}",
-                self.holdout
-            ));
+            bad(format!("predict.holdout must be in [0, 1), got {}", self.holdout));
         }
         if !(self.alpha >= 0.0) {
-            p.push(format!("step \"{step}\": predict.alpha must be >= 0"));
+            bad("predict.alpha must be >= 0".to_string());
         }
         if self.features.contains(&self.label) {
-            p.push(format!(
-                "step \"{step}\": label \"{}\" is also listed as a feature",
-                self.label
-            ));
+            bad(format!("label \"{}\" is also listed as a feature", self.label));
         }
         if p.is_empty() {
             Ok(Predict { spec: self })
@@ -142,11 +153,7 @@ impl Model {
     /// The prediction as a DataFusion expression over the feature columns.
     pub fn expr(&self, features: &[String]) -> Expr {
         let mut eta = lit(self.intercept);
-        for (j, (b, f)) in self.coef.iter().zip(features).enumerate() {
-            let x = match &self.fill {
-                Some(fill) => coalesce(vec![f64_col(f), lit(fill[j])]),
-                None => f64_col(f),
-            };
+        for (b, x) in self.coef.iter().zip(feature_exprs(features, self.fill.as_deref())) {
             eta = eta + lit(*b) * x;
         }
         match self.kind {
@@ -178,11 +185,11 @@ impl Stage for Predict {
         &["_metrics", "_model"]
     }
 
-    async fn schemas(&self, step: &str, ctx: &SessionContext) -> std::result::Result<Vec<SchemaRef>, Vec<String>> {
+    async fn schemas(&self, step: &str, engine: &Engine) -> std::result::Result<Vec<SchemaRef>, Vec<Problem>> {
         let s = &self.spec;
-        let train = table_schema(step, ctx, &s.train).await.map_err(|e| vec![e])?;
-        let score = table_schema(step, ctx, &s.score).await.map_err(|e| vec![e])?;
-        let mut p: Vec<String> = Vec::new();
+        let train = table_schema(step, engine, &s.train).await.map_err(|e| vec![e])?;
+        let score = table_schema(step, engine, &s.score).await.map_err(|e| vec![e])?;
+        let mut p: Vec<Problem> = Vec::new();
         p.extend(check_column(step, &s.train, &train, &s.id, Want::Key));
         p.extend(check_column(step, &s.train, &train, &s.label, Want::Number));
         p.extend(check_column(step, &s.score, &score, &s.id, Want::Key));
@@ -205,8 +212,9 @@ impl Stage for Predict {
         Ok(vec![out, name_value_schema("metric"), name_value_schema("name")])
     }
 
-    async fn run(&self, step: &str, ctx: &SessionContext) -> Result<Vec<DataFrame>> {
+    async fn run(&self, step: &str, engine: &Engine) -> Result<Vec<DataFrame>> {
         let s = &self.spec;
+        let ctx = engine.context();
         let feats = collect_features(
             ctx,
             &FeatureRequest {
@@ -218,12 +226,20 @@ impl Stage for Predict {
                 nulls: s.nulls,
                 sample: s.fit_sample,
                 seed: s.seed,
+                sample_seed: crate::hash::salted(s.seed, FIT_SAMPLE),
             },
         )
         .await?;
         let y = feats.y.clone().unwrap_or_default();
         let test: Vec<bool> = feats.hashes.iter().map(|&h| in_holdout(h, s.holdout)).collect();
-        let (model, metrics) = fit(step, s, &feats.x, &y, &test, feats.fill.clone())?;
+        let n_train = test.iter().filter(|t| !**t).count();
+        if n_train <= s.features.len() {
+            return Err(Error::step(step, too_few_rows(s, &feats, n_train)));
+        }
+        let model = fit(step, s, &feats.x, &y, &test, feats.fill.clone())?;
+        let mut metrics = holdout_metrics(engine, step, s, &model).await?;
+        // r2, rmse, mae | auc, log_loss, accuracy, base_rate; then n_train, n_test.
+        metrics.insert(metrics.len() - 1, ("n_train".to_string(), n_train as f64));
         tracing::info!(step, model = ?s.model, intercept = model.intercept, coef = ?model.coef, metrics = ?metrics, "model fitted");
         let score = ctx.table(s.score.as_str()).await.map_err(|e| Error::step(step, e))?;
         let scored = score
@@ -235,18 +251,40 @@ impl Stage for Predict {
         }
         Ok(vec![
             scored,
-            name_value_table(ctx, "metric", &metrics)?,
-            name_value_table(ctx, "name", &model_rows)?,
+            name_value_table(engine, step, "metric", &metrics)?,
+            name_value_table(engine, step, "name", &model_rows)?,
         ])
     }
 }
 
-/// Whether a row with id hash `h` is in the holdout of fraction `f`.
-pub fn in_holdout(h: u64, f: f64) -> bool {
-    (h as f64) < f * 18_446_744_073_709_551_616.0
+/// The purpose that salts the fit sample's hashes: the sample must not be
+/// drawn by the hash that chooses the holdout.
+const FIT_SAMPLE: &str = "fit_sample";
+
+/// Why there are too few training rows, and what to change.
+fn too_few_rows(s: &PredictSpec, feats: &super::features::Features, n_train: usize) -> String {
+    let d = s.features.len();
+    let mut why = vec![format!("\"{}\" has {} rows", s.train, feats.table_rows)];
+    if feats.dropped > 0 {
+        why.push(format!("{} dropped for null features", feats.dropped));
+    }
+    let kept = feats.x.nrows();
+    if let Some(n) = s.fit_sample {
+        why.push(format!("fit_sample: {n} kept {kept}"));
+    }
+    why.push(format!(
+        "{} of {kept} are in the holdout ({})",
+        kept - n_train,
+        s.holdout
+    ));
+    format!(
+        "{n_train} training rows for {d} features and an intercept: too few to fit ({}); raise fit_sample, lower holdout or use fewer features",
+        why.join(", ")
+    )
 }
 
-/// Fits on the rows where `test` is false and evaluates on the rest.
+/// Fits on the rows where `test` is false (the holdout is evaluated in
+/// the plan, on every holdout row: [`holdout_metrics`]).
 ///
 /// # Errors
 /// Too few training rows, a non-0/1 label for `logistic`, a constant
@@ -258,9 +296,8 @@ pub fn fit(
     y: &[f64],
     test: &[bool],
     fill: Option<Vec<f64>>,
-) -> Result<(Model, Vec<(String, f64)>)> {
+) -> Result<Model> {
     let train_rows: Vec<usize> = (0..x.nrows()).filter(|&i| !test[i]).collect();
-    let test_rows: Vec<usize> = (0..x.nrows()).filter(|&i| test[i]).collect();
     let d = s.features.len();
     if train_rows.len() <= d {
         return Err(Error::step(
@@ -286,11 +323,9 @@ pub fn fit(
     }
     let xt = x.select(Axis(0), &train_rows);
     let yt = Array1::from_iter(train_rows.iter().map(|&i| y[i]));
-    let (means, stds) = standardize_params(step, &xt, &s.features)?;
-    let mut zt = xt.clone();
-    for j in 0..d {
-        zt.column_mut(j).mapv_inplace(|v| (v - means[j]) / stds[j]);
-    }
+    let scaling = Standardizer::fit(step, &xt, &s.features)?;
+    let zt = scaling.transform(&xt);
+    let (means, stds) = (&scaling.means, &scaling.stds);
     let (zcoef, zintercept) = match s.model {
         ModelKind::Linear => {
             let fitted = linfa_linear::LinearRegression::new()
@@ -327,89 +362,206 @@ pub fn fit(
     // Back to original units: β = βz/σ, b = bz − Σ βz·μ/σ.
     let coef: Vec<f64> = (0..d).map(|j| zcoef[j] / stds[j]).collect();
     let intercept = zintercept - (0..d).map(|j| zcoef[j] * means[j] / stds[j]).sum::<f64>();
-    let model = Model {
+    Ok(Model {
         kind: s.model,
         intercept,
         coef,
         fill,
-    };
-    let preds: Vec<f64> = test_rows
-        .iter()
-        .map(|&i| model.predict(x.row(i).as_slice().unwrap_or(&x.row(i).to_vec())))
-        .collect();
-    let actual: Vec<f64> = test_rows.iter().map(|&i| y[i]).collect();
-    let mut metrics = match s.model {
-        ModelKind::Linear => regression_metrics(&actual, &preds),
-        ModelKind::Logistic => classification_metrics(&actual, &preds),
-    };
-    metrics.push(("n_train".to_string(), train_rows.len() as f64));
-    metrics.push(("n_test".to_string(), test_rows.len() as f64));
-    Ok((model, metrics))
+    })
 }
 
-/// r2, rmse, mae (NaN when there are no test rows).
-pub fn regression_metrics(y: &[f64], p: &[f64]) -> Vec<(String, f64)> {
-    let n = y.len() as f64;
-    let mean = y.iter().sum::<f64>() / n;
-    let ss_res: f64 = y.iter().zip(p).map(|(a, b)| (a - b) * (a - b)).sum();
-    let ss_tot: f64 = y.iter().map(|a| (a - mean) * (a - mean)).sum();
-    let mae = y.iter().zip(p).map(|(a, b)| (a - b).abs()).sum::<f64>() / n;
-    vec![
-        ("r2".to_string(), 1.0 - ss_res / ss_tot),
-        ("rmse".to_string(), (ss_res / n).sqrt()),
-        ("mae".to_string(), mae),
-    ]
-}
-
-/// auc (Mann–Whitney, ties counted half), log_loss, accuracy at 0.5, base_rate.
-pub fn classification_metrics(y: &[f64], p: &[f64]) -> Vec<(String, f64)> {
-    let n = y.len() as f64;
-    let eps = 1e-15;
-    let log_loss = -y
-        .iter()
-        .zip(p)
-        .map(|(a, q)| {
-            let q = q.clamp(eps, 1.0 - eps);
-            a * q.ln() + (1.0 - a) * (1.0 - q).ln()
+/// The holdout metrics, computed inside the plan over every holdout row of
+/// the training table (the rows whose id hash falls in the first `holdout`
+/// of the range), whatever was sampled for the fit: r2, rmse, mae (linear)
+/// or auc, log_loss, accuracy at 0.5, base_rate (logistic), then n_test.
+/// NaN where there are no holdout rows.
+///
+/// # Errors
+/// A query failure.
+pub async fn holdout_metrics(
+    engine: &Engine,
+    step: &str,
+    s: &PredictSpec,
+    model: &Model,
+) -> Result<Vec<(String, f64)>> {
+    let fail = |e: datafusion::error::DataFusionError| Error::step(step, e);
+    let f = |e: Expr| cast(e, DataType::Float64);
+    let holdout = engine
+        .context()
+        .table(s.train.as_str())
+        .await
+        .map_err(fail)?
+        .filter(holdout_expr(&s.id, s.seed, s.holdout))
+        .and_then(|d| {
+            d.select(vec![
+                f64_col(&s.label).alias("__y"),
+                model.expr(&s.features).alias("__p"),
+            ])
         })
-        .sum::<f64>()
-        / n;
-    let accuracy = y.iter().zip(p).filter(|(a, q)| (**q >= 0.5) == (**a == 1.0)).count() as f64 / n;
-    let base_rate = y.iter().sum::<f64>() / n;
-    vec![
-        ("auc".to_string(), auc(y, p)),
-        ("log_loss".to_string(), log_loss),
-        ("accuracy".to_string(), accuracy),
-        ("base_rate".to_string(), base_rate),
-    ]
+        .and_then(|d| d.filter(col("__p").is_not_null()))
+        .map_err(fail)?;
+    let (y, p) = (col("__y"), col("__p"));
+    let n = f(count(lit(1))).alias("n");
+    let mut names = vec!["n_test"];
+    let row = match s.model {
+        ModelKind::Linear => {
+            names.extend(["r2", "rmse", "mae"]);
+            let err = y.clone() - p;
+            let sums = one_row(holdout.aggregate(
+                vec![],
+                vec![
+                    n,
+                    sum(err.clone() * err.clone()).alias("ss_res"),
+                    sum(abs(err)).alias("abs_err"),
+                    var_pop(y).alias("var_y"),
+                ],
+            ))
+            .await
+            .map_err(fail)?;
+            let [n, ss_res, abs_err, var_y] = [sums[0], sums[1], sums[2], sums[3]];
+            vec![n, 1.0 - ss_res / (var_y * n), (ss_res / n).sqrt(), abs_err / n]
+        }
+        ModelKind::Logistic => {
+            names.extend(["auc", "log_loss", "accuracy", "base_rate"]);
+            let eps = 1e-15;
+            let q = greatest(vec![least(vec![p.clone(), lit(1.0 - eps)]), lit(eps)]);
+            let ll = y.clone() * ln(q.clone()) + (lit(1.0) - y.clone()) * ln(lit(1.0) - q);
+            let correct = when(p.clone().gt_eq(lit(0.5)).eq(y.clone().eq(lit(1.0))), lit(1.0))
+                .otherwise(lit(0.0))
+                .map_err(fail)?;
+            let sums = one_row(holdout.clone().aggregate(
+                vec![],
+                vec![
+                    n,
+                    sum(y.clone()).alias("pos"),
+                    avg(ll).alias("ll"),
+                    avg(correct).alias("acc"),
+                ],
+            ))
+            .await
+            .map_err(fail)?;
+            let [n, pos, ll, acc] = [sums[0], sums[1], sums[2], sums[3]];
+            // AUC by average ranks (ties share theirs): rank the distinct
+            // predictions with a running count, then Mann-Whitney.
+            let by_p = holdout
+                .aggregate(vec![p.clone()], vec![f(count(lit(1))).alias("c"), sum(y).alias("pos")])
+                .and_then(|d| {
+                    let running = Expr::from(WindowFunction::new(
+                        WindowFunctionDefinition::AggregateUDF(sum_udaf()),
+                        vec![col("c")],
+                    ))
+                    .order_by(vec![p.sort(true, false)])
+                    .window_frame(WindowFrame::new_bounds(
+                        WindowFrameUnits::Rows,
+                        WindowFrameBound::Preceding(ScalarValue::UInt64(None)),
+                        WindowFrameBound::CurrentRow,
+                    ))
+                    .build()?;
+                    d.window(vec![running.alias("cum")])
+                })
+                .and_then(|d| {
+                    let mean_rank = col("cum") - (col("c") - lit(1.0)) / lit(2.0);
+                    d.aggregate(vec![], vec![sum(col("pos") * mean_rank).alias("rank_sum")])
+                });
+            let rank_sum = one_row(by_p).await.map_err(fail)?[0];
+            let auc = (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * (n - pos));
+            vec![n, auc, -ll, acc, pos / n]
+        }
+    };
+    // An empty holdout gives NaN for every metric; n_test goes last.
+    let n_test = row[0];
+    let empty = n_test == 0.0;
+    let mut out: Vec<(String, f64)> = names
+        .iter()
+        .zip(row)
+        .skip(1)
+        .map(|(k, v)| (k.to_string(), if empty { f64::NAN } else { v }))
+        .collect();
+    out.push((names[0].to_string(), n_test));
+    Ok(out)
 }
 
-/// Area under the ROC curve by average ranks (ties share their rank).
-pub fn auc(y: &[f64], p: &[f64]) -> f64 {
-    let mut idx: Vec<usize> = (0..p.len()).collect();
-    idx.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
-    let mut ranks = vec![0.0; p.len()];
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && p[idx[j + 1]] == p[idx[i]] {
-            j += 1;
-        }
-        let r = (i + j) as f64 / 2.0 + 1.0;
-        for k in i..=j {
-            ranks[idx[k]] = r;
-        }
-        i = j + 1;
-    }
-    let pos = y.iter().filter(|v| **v == 1.0).count() as f64;
-    let neg = y.len() as f64 - pos;
-    let rank_sum: f64 = y.iter().zip(&ranks).filter(|(v, _)| **v == 1.0).map(|(_, r)| r).sum();
-    (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
+/// The Float64 values of a one-row result (NULL as NaN).
+async fn one_row(df: datafusion::error::Result<DataFrame>) -> datafusion::error::Result<Vec<f64>> {
+    let batches = df?.collect().await?;
+    let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(vec![]);
+    };
+    Ok(b.columns()
+        .iter()
+        .map(|c| match cast_array(c, &DataType::Float64) {
+            Ok(a) if a.is_valid(0) => a.as_primitive::<datafusion::arrow::datatypes::Float64Type>().value(0),
+            _ => f64::NAN,
+        })
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // In-memory reference implementations of the holdout metrics, written
+    // independently of the in-plan ones.
+    /// r2, rmse, mae (NaN when there are no test rows).
+    pub fn regression_metrics(y: &[f64], p: &[f64]) -> Vec<(String, f64)> {
+        let n = y.len() as f64;
+        let mean = y.iter().sum::<f64>() / n;
+        let ss_res: f64 = y.iter().zip(p).map(|(a, b)| (a - b) * (a - b)).sum();
+        let ss_tot: f64 = y.iter().map(|a| (a - mean) * (a - mean)).sum();
+        let mae = y.iter().zip(p).map(|(a, b)| (a - b).abs()).sum::<f64>() / n;
+        vec![
+            ("r2".to_string(), 1.0 - ss_res / ss_tot),
+            ("rmse".to_string(), (ss_res / n).sqrt()),
+            ("mae".to_string(), mae),
+        ]
+    }
+
+    /// auc (Mann–Whitney, ties counted half), log_loss, accuracy at 0.5, base_rate.
+    pub fn classification_metrics(y: &[f64], p: &[f64]) -> Vec<(String, f64)> {
+        let n = y.len() as f64;
+        let eps = 1e-15;
+        let log_loss = -y
+            .iter()
+            .zip(p)
+            .map(|(a, q)| {
+                let q = q.clamp(eps, 1.0 - eps);
+                a * q.ln() + (1.0 - a) * (1.0 - q).ln()
+            })
+            .sum::<f64>()
+            / n;
+        let accuracy = y.iter().zip(p).filter(|(a, q)| (**q >= 0.5) == (**a == 1.0)).count() as f64 / n;
+        let base_rate = y.iter().sum::<f64>() / n;
+        vec![
+            ("auc".to_string(), auc(y, p)),
+            ("log_loss".to_string(), log_loss),
+            ("accuracy".to_string(), accuracy),
+            ("base_rate".to_string(), base_rate),
+        ]
+    }
+
+    /// Area under the ROC curve by average ranks (ties share their rank).
+    pub fn auc(y: &[f64], p: &[f64]) -> f64 {
+        let mut idx: Vec<usize> = (0..p.len()).collect();
+        idx.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+        let mut ranks = vec![0.0; p.len()];
+        let mut i = 0;
+        while i < idx.len() {
+            let mut j = i;
+            while j + 1 < idx.len() && p[idx[j + 1]] == p[idx[i]] {
+                j += 1;
+            }
+            let r = (i + j) as f64 / 2.0 + 1.0;
+            for k in i..=j {
+                ranks[idx[k]] = r;
+            }
+            i = j + 1;
+        }
+        let pos = y.iter().filter(|v| **v == 1.0).count() as f64;
+        let neg = y.len() as f64 - pos;
+        let rank_sum: f64 = y.iter().zip(&ranks).filter(|(v, _)| **v == 1.0).map(|(_, r)| r).sum();
+        (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
+    }
+
     use rand::SeedableRng;
     use rand_distr::{Bernoulli, Distribution, Normal};
     use rand_xoshiro::Xoshiro256PlusPlus;
@@ -475,7 +627,7 @@ mod tests {
             x[[i, 2]] = noise.sample(&mut rng) * 1000.0;
             y.push(3.0 + 0.5 * x[[i, 0]] - 2.0 * x[[i, 1]] + 0.001 * x[[i, 2]] + noise.sample(&mut rng));
         }
-        let (m, _) = fit("p", &spec(ModelKind::Linear, 3), &x, &y, &vec![false; n], None).unwrap();
+        let m = fit("p", &spec(ModelKind::Linear, 3), &x, &y, &vec![false; n], None).unwrap();
         let want = normal_equations(&x, &y);
         let got: Vec<f64> = std::iter::once(m.intercept).chain(m.coef.iter().copied()).collect();
         for (g, w) in got.iter().zip(&want) {
@@ -501,7 +653,7 @@ mod tests {
                 0.0
             });
         }
-        let (m, _) = fit("p", &spec(ModelKind::Logistic, 2), &x, &y, &vec![false; n], None).unwrap();
+        let m = fit("p", &spec(ModelKind::Logistic, 2), &x, &y, &vec![false; n], None).unwrap();
         // Standard errors here are about 0.03; allow 4 of them.
         assert!((m.intercept - b0).abs() < 0.12, "{m:?}");
         assert!((m.coef[0] - b1).abs() < 0.12, "{m:?}");
@@ -529,7 +681,7 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(
-            err.to_string(),
+            err.render(),
             "step \"churn\": label \"y\" must be 0 or 1 for model: logistic; 1 rows are not (e.g. 2)"
         );
     }
@@ -539,5 +691,73 @@ mod tests {
         let hashes: Vec<u64> = (0..100_000u64).map(crate::hash::splitmix64).collect();
         let share = hashes.iter().filter(|&&h| in_holdout(h, 0.2)).count() as f64 / 1e5;
         assert!((share - 0.2).abs() < 0.005, "{share}");
+    }
+
+    #[tokio::test]
+    async fn holdout_metrics_in_the_plan_match_an_in_memory_computation() {
+        use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch};
+        let engine = Engine::new(&Default::default(), Default::default(), crate::stages::functions()).unwrap();
+        let n = 2_000;
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        let normal = Normal::new(0.0, 1.0).unwrap();
+        // x rounded to one decimal: many tied predictions, which AUC must rank.
+        let ids: Vec<i64> = (1..=n).collect();
+        let x: Vec<f64> = (0..n)
+            .map(|_| (normal.sample(&mut rng) * 10.0_f64).round() / 10.0)
+            .collect();
+        let y_lin: Vec<f64> = x.iter().map(|v| 1.0 + 2.0 * v + normal.sample(&mut rng)).collect();
+        let y_bin: Vec<f64> = x
+            .iter()
+            .map(|v| f64::from(Bernoulli::new(logistic(0.3 + 1.5 * v)).unwrap().sample(&mut rng)))
+            .collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("x0", DataType::Float64, false),
+            Field::new("y", DataType::Float64, false),
+        ]));
+        let id_array = Int64Array::from(ids.clone());
+        let holdout_rows: Vec<usize> = crate::hash::key_hashes(&id_array, 9)
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| in_holdout(**h, 0.3))
+            .map(|(i, _)| i)
+            .collect();
+        assert!((500..700).contains(&holdout_rows.len()), "{}", holdout_rows.len());
+        for (kind, y) in [(ModelKind::Linear, &y_lin), (ModelKind::Logistic, &y_bin)] {
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(id_array.clone()),
+                    Arc::new(Float64Array::from(x.clone())),
+                    Arc::new(Float64Array::from(y.clone())),
+                ],
+            )
+            .unwrap();
+            let _ = engine.context().deregister_table("t");
+            engine.context().register_batch("t", batch).unwrap();
+            let mut s = spec(kind, 1);
+            s.features = vec!["x0".into()];
+            s.holdout = 0.3;
+            s.seed = 9;
+            let model = Model {
+                kind,
+                intercept: 0.8,
+                coef: vec![1.7],
+                fill: None,
+            };
+            let got = holdout_metrics(&engine, "p", &s, &model).await.unwrap();
+            let actual: Vec<f64> = holdout_rows.iter().map(|&i| y[i]).collect();
+            let preds: Vec<f64> = holdout_rows.iter().map(|&i| model.predict(&[x[i]])).collect();
+            let mut want = match kind {
+                ModelKind::Linear => regression_metrics(&actual, &preds),
+                ModelKind::Logistic => classification_metrics(&actual, &preds),
+            };
+            want.push(("n_test".into(), holdout_rows.len() as f64));
+            assert_eq!(got.len(), want.len(), "{got:?}");
+            for (name, w) in &want {
+                let g = got.iter().find(|(k, _)| k == name).map(|(_, v)| *v).unwrap();
+                assert!((g - w).abs() <= 1e-9 * w.abs().max(1.0), "{kind:?} {name}: {g} vs {w}");
+            }
+        }
     }
 }

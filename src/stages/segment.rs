@@ -19,7 +19,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::functions::math::expr_fn::sqrt;
 use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::logical_expr::{Expr, cast as cast_expr, lit, when};
-use datafusion::prelude::{DataFrame, SessionContext, coalesce, col};
+use datafusion::prelude::{DataFrame, col};
 use linfa::DatasetBase;
 use linfa::traits::Fit;
 use linfa_clustering::{KMeans, KMeansInit};
@@ -28,19 +28,19 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256Plus;
 use serde::Deserialize;
 
-use super::{
-    FeatureRequest, NullPolicy, Stage, Want, check_column, collect_features, column, f64_col, mem_table,
-    standardize_params, table_schema,
-};
-use crate::config::vars::Vars;
-use crate::error::{Error, Result};
+use super::features::{FeatureRequest, NullPolicy, Standardizer, collect_features, feature_exprs};
+use super::{Interpolate, Stage, Want, check_column, table_schema};
+use crate::engine::Engine;
+use crate::engine::expr::{column, f64_col};
+use crate::error::{Error, Problem, Result};
+use crate::vars::Vars;
 
 /// `segment:` as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SegmentSpec {
     pub input: String,
-    #[serde(default = "default_id")]
+    #[serde(default = "super::default_id")]
     pub id: String,
     pub features: Vec<String>,
     pub k: KSpec,
@@ -58,9 +58,6 @@ pub struct SegmentSpec {
     pub nulls: NullPolicy,
 }
 
-fn default_id() -> String {
-    "customer_id".to_string()
-}
 fn default_seed() -> u64 {
     42
 }
@@ -95,39 +92,45 @@ pub struct Segment {
 }
 
 impl SegmentSpec {
-    /// Checks the parameters that need no data.
+    /// Binds vars in every string and checks the parameters that need no
+    /// data.
     ///
     /// # Errors
-    /// Every problem, each naming the step and key.
-    pub fn resolve(self, step: &str, _vars: &Vars) -> std::result::Result<Segment, Vec<String>> {
-        let mut p = Vec::new();
+    /// Every problem, each about the step and naming the key.
+    pub fn resolve(mut self, step: &str, vars: &Vars) -> std::result::Result<Segment, Vec<Problem>> {
+        let mut i = Interpolate::new(step, vars);
+        i.one("segment.input", &mut self.input);
+        i.one("segment.id", &mut self.id);
+        i.all("segment.features", &mut self.features);
+        let mut p = i.problems;
+        let mut bad = |m: String| p.push(Problem::step(step, m));
         if self.features.is_empty() {
-            p.push(format!("step \"{step}\": segment.features is empty"));
+            bad("segment.features is empty".to_string());
         }
         let mut seen = std::collections::BTreeSet::new();
         for f in &self.features {
             if !seen.insert(f) {
-                p.push(format!("step \"{step}\": segment.features lists \"{f}\" twice"));
+                bad(format!("segment.features lists \"{f}\" twice"));
             }
         }
         match self.k {
-            KSpec::Fixed(k) if k < 1 => p.push(format!("step \"{step}\": segment.k must be at least 1")),
-            KSpec::Range { min, max } if min < 2 || max < min => p.push(format!(
-                "step \"{step}\": segment.k range needs 2 <= min <= max (got min {min}, max {max})"
+            KSpec::Fixed(k) if k < 1 => bad("segment.k must be at least 1".to_string()),
+            KSpec::Range { min, max } if min < 2 || max < min => bad(format!(
+                "segment.k range needs 2 <= min <= max (got min {min}, max {max})"
             )),
             _ => {}
         }
         if self.n_init == 0 {
-            p.push(format!("step \"{step}\": segment.n_init must be at least 1"));
+            bad("segment.n_init must be at least 1".to_string());
         }
         if !(self.tolerance > 0.0) {
-            p.push(format!("step \"{step}\": segment.tolerance must be positive"));
+            bad("segment.tolerance must be positive".to_string());
         }
         if let Some(s) = self.silhouette_sample
             && !(2..=MAX_SILHOUETTE_SAMPLE).contains(&s)
         {
-            p.push(format!(
-                "step \"{step}\": segment.silhouette_sample must be between 2 and {MAX_SILHOUETTE_SAMPLE}"
+            bad(format!(
+                "segment.silhouette_sample must be between 2 and {MAX_SILHOUETTE_SAMPLE}"
             ));
         }
         if p.is_empty() {
@@ -141,8 +144,7 @@ impl SegmentSpec {
 /// A fitted segmentation, in standardized space.
 #[derive(Debug, Clone)]
 pub struct Model {
-    pub means: Vec<f64>,
-    pub stds: Vec<f64>,
+    pub scaling: Standardizer,
     /// k × features, renumbered (row 0 = the largest segment).
     pub centroids: Array2<f64>,
     /// Null fills (policy `mean`), original units.
@@ -168,19 +170,19 @@ impl Stage for Segment {
         &["_profile", "_k_selection"]
     }
 
-    async fn schemas(&self, step: &str, ctx: &SessionContext) -> std::result::Result<Vec<SchemaRef>, Vec<String>> {
+    async fn schemas(&self, step: &str, engine: &Engine) -> std::result::Result<Vec<SchemaRef>, Vec<Problem>> {
         let s = &self.spec;
-        let schema = table_schema(step, ctx, &s.input).await.map_err(|e| vec![e])?;
-        let mut p: Vec<String> = Vec::new();
+        let schema = table_schema(step, engine, &s.input).await.map_err(|e| vec![e])?;
+        let mut p: Vec<Problem> = Vec::new();
         p.extend(check_column(step, &s.input, &schema, &s.id, Want::Key));
         for f in &s.features {
             p.extend(check_column(step, &s.input, &schema, f, Want::Number));
         }
         for reserved in ["segment", "segment_distance"] {
             if schema.field_with_name(reserved).is_ok() {
-                p.push(format!(
-                    "step \"{step}\": input \"{}\" already has a column \"{reserved}\"",
-                    s.input
+                p.push(Problem::step(
+                    step,
+                    format!("input \"{}\" already has a column \"{reserved}\"", s.input),
                 ));
             }
         }
@@ -197,8 +199,9 @@ impl Stage for Segment {
         ])
     }
 
-    async fn run(&self, step: &str, ctx: &SessionContext) -> Result<Vec<DataFrame>> {
+    async fn run(&self, step: &str, engine: &Engine) -> Result<Vec<DataFrame>> {
         let s = &self.spec;
+        let ctx = engine.context();
         let feats = collect_features(
             ctx,
             &FeatureRequest {
@@ -210,6 +213,9 @@ impl Stage for Segment {
                 nulls: s.nulls,
                 sample: s.fit_sample,
                 seed: s.seed,
+                // No split: the silhouette sample is drawn from the fitting
+                // rows by the same hash, which keeps it uniform.
+                sample_seed: s.seed,
             },
         )
         .await?;
@@ -226,8 +232,8 @@ impl Stage for Segment {
         );
         let input = ctx.table(s.input.as_str()).await.map_err(|e| Error::step(step, e))?;
         let scored = score(input, &s.features, &model).map_err(|e| Error::step(step, e))?;
-        let profile = profile(ctx, step, scored.clone(), s, &report).await?;
-        let k_sel = k_selection(ctx, &report)?;
+        let profile = profile(engine, step, scored.clone(), s, &report).await?;
+        let k_sel = k_selection(engine, step, &report)?;
         Ok(vec![scored, profile, k_sel])
     }
 }
@@ -244,11 +250,8 @@ pub fn fit(
     hashes: &[u64],
     fill: Option<Vec<f64>>,
 ) -> Result<(Model, FitReport)> {
-    let (means, stds) = standardize_params(step, x, &s.features)?;
-    let mut z = x.clone();
-    for (j, (m, sd)) in means.iter().zip(&stds).enumerate() {
-        z.column_mut(j).mapv_inplace(|v| (v - m) / sd);
-    }
+    let scaling = Standardizer::fit(step, x, &s.features)?;
+    let z = scaling.transform(x);
     let n = z.nrows();
     let (kmin, kmax) = match s.k {
         KSpec::Fixed(k) => (k, k),
@@ -310,8 +313,7 @@ pub fn fit(
     let per_segment: Vec<f64> = perm.iter().map(|&old| per_old[old]).collect();
     Ok((
         Model {
-            means,
-            stds,
+            scaling,
             centroids: renumbered,
             fill,
         },
@@ -428,16 +430,10 @@ pub fn silhouette(z: &Array2<f64>, labels: &[usize], k: usize, rows: &[usize]) -
 /// DataFusion's, if the projection cannot be built.
 pub fn score(input: DataFrame, features: &[String], model: &Model) -> datafusion::error::Result<DataFrame> {
     let names: Vec<String> = input.schema().fields().iter().map(|f| f.name().clone()).collect();
-    let zs: Vec<Expr> = features
-        .iter()
+    let zs: Vec<Expr> = feature_exprs(features, model.fill.as_deref())
+        .into_iter()
         .enumerate()
-        .map(|(j, f)| {
-            let x = match &model.fill {
-                Some(fill) => coalesce(vec![f64_col(f), lit(fill[j])]),
-                None => f64_col(f),
-            };
-            (x - lit(model.means[j])) / lit(model.stds[j])
-        })
+        .map(|(j, x)| model.scaling.expr(j, x))
         .collect();
     let k = model.centroids.nrows();
     let mut first: Vec<Expr> = names.iter().map(|n| column(n)).collect();
@@ -495,7 +491,7 @@ fn k_selection_schema() -> SchemaRef {
 /// Segment sizes and feature means over the whole scored table (one
 /// aggregate scan), with the fit's silhouette per segment.
 async fn profile(
-    ctx: &SessionContext,
+    engine: &Engine,
     step: &str,
     scored: DataFrame,
     s: &SegmentSpec,
@@ -582,10 +578,10 @@ async fn profile(
         cols.push(Arc::new(Float64Array::from(m)));
     }
     let batch = RecordBatch::try_new(schema, cols).map_err(|e| Error::step(step, e))?;
-    mem_table(ctx, batch)
+    engine.values(&batch).map_err(|e| Error::step(step, e))
 }
 
-fn k_selection(ctx: &SessionContext, report: &FitReport) -> Result<DataFrame> {
+fn k_selection(engine: &Engine, step: &str, report: &FitReport) -> Result<DataFrame> {
     let ks: Vec<i32> = report.k_scores.iter().map(|r| r.0 as i32).collect();
     let sil: Vec<Option<f64>> = report
         .k_scores
@@ -603,8 +599,8 @@ fn k_selection(ctx: &SessionContext, report: &FitReport) -> Result<DataFrame> {
             Arc::new(BooleanArray::from(chosen)),
         ],
     )
-    .map_err(|e| Error::step("k_selection", e))?;
-    mem_table(ctx, batch)
+    .map_err(|e| Error::step(step, e))?;
+    engine.values(&batch).map_err(|e| Error::step(step, e))
 }
 
 #[cfg(test)]
@@ -662,15 +658,12 @@ mod tests {
         let (model, report) = fit("seg", &s, &x, &hashes(x.nrows()), None).unwrap();
         assert_eq!(report.sizes, vec![300, 200, 100]);
         // Segment ids follow size, so segment c is blob c; every row is in it.
-        let mut z = x.clone();
-        for j in 0..2 {
-            z.column_mut(j).mapv_inplace(|v| (v - model.means[j]) / model.stds[j]);
-        }
+        let z = model.scaling.transform(&x);
         assert_eq!(assign(&z, &model.centroids), truth);
         // Centroids back in original units are the blob means (to noise).
         for (c, centre) in centres.iter().enumerate() {
             for j in 0..2 {
-                let orig = model.centroids[[c, j]] * model.stds[j] + model.means[j];
+                let orig = model.centroids[[c, j]] * model.scaling.stds[j] + model.scaling.means[j];
                 assert!(
                     (orig - centre[j]).abs() < 0.1,
                     "centre {c}/{j}: {orig} vs {}",
@@ -724,11 +717,11 @@ mod tests {
         let x = Array2::from_shape_vec((2, 2), vec![1.0, 5.0, 2.0, 5.0]).unwrap();
         let err = fit("seg", &spec(KSpec::Fixed(2), 2), &x, &[1, 2], None).unwrap_err();
         assert_eq!(
-            err.to_string(),
+            err.render(),
             "step \"seg\": feature \"f1\" is constant (5) on the fitting rows: it cannot be standardized; remove it"
         );
         let x = Array2::from_shape_vec((2, 1), vec![1.0, 2.0]).unwrap();
         let err = fit("seg", &spec(KSpec::Fixed(3), 1), &x, &[1, 2], None).unwrap_err();
-        assert_eq!(err.to_string(), "step \"seg\": 2 rows to fit on, fewer than k = 3");
+        assert_eq!(err.render(), "step \"seg\": 2 rows to fit on, fewer than k = 3");
     }
 }

@@ -13,7 +13,7 @@ use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
 
-use crate::config::vars::{Piece, Vars, scan};
+use crate::vars::{Piece, Vars, scan};
 
 /// A SQL step after vars are bound and the text parsed.
 #[derive(Debug, Clone)]
@@ -139,19 +139,20 @@ pub fn parse(sql: &str) -> Result<Statement, String> {
 }
 
 /// The tables a query reads (CTE names excluded), lower-cased as
-/// DataFusion resolves unquoted names.
+/// DataFusion resolves unquoted names. Found by DataFusion's own resolver;
+/// DataFusion's table functions (`generate_series`, `range`) read no table.
 ///
 /// # Errors
 /// DataFusion's resolution error.
-pub fn references(ctx: &SessionContext, statement: &Statement) -> Result<Vec<String>, String> {
-    let refs = ctx
-        .state()
-        .resolve_table_references(statement)
-        .map_err(|e| e.to_string())?;
-    // Table functions (generate_series, range) read no table.
+pub fn references(statement: &Statement) -> Result<Vec<String>, String> {
+    let (refs, _) = datafusion::sql::resolve::resolve_table_references(statement, true).map_err(|e| e.to_string())?;
+    let table_functions: Vec<String> = datafusion::functions_table::all_default_table_functions()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect();
     let mut names: Vec<String> = refs
         .iter()
-        .filter(|r| r.schema().is_some() || ctx.table_function(r.table()).is_err())
+        .filter(|r| r.schema().is_some() || !table_functions.iter().any(|f| f == r.table()))
         .map(|r| r.table().to_string())
         .collect();
     names.sort();
@@ -233,8 +234,9 @@ mod tests {
 
     #[test]
     fn references_exclude_ctes() {
-        let ctx = SessionContext::new();
         let s = parse("WITH x AS (SELECT * FROM Orders) SELECT * FROM x JOIN customers c USING (id)").unwrap();
-        assert_eq!(references(&ctx, &s).unwrap(), vec!["customers", "orders"]);
+        assert_eq!(references(&s).unwrap(), vec!["customers", "orders"]);
+        let s = parse("SELECT * FROM generate_series(1, 3) JOIN range(2) USING (value)").unwrap();
+        assert_eq!(references(&s).unwrap(), Vec::<String>::new());
     }
 }

@@ -31,6 +31,10 @@ def key_hash_str(s, seed):
     return splitmix64(fnv1a(s.encode()) ^ splitmix64(seed))
 
 
+def salted(seed, purpose):
+    return splitmix64(seed ^ fnv1a(purpose.encode()))
+
+
 if __name__ == "__main__":
     for z in [0, 1, 42, 2**64 - 1]:
         print(f"splitmix64({z}) = {splitmix64(z)}")
@@ -38,5 +42,6 @@ if __name__ == "__main__":
         print(f"fnv1a({s!r}) = {fnv1a(s)}")
     for v, seed in [(1, 42), (-1, 42), (123456789, 7)]:
         print(f"key_hash_int({v}, {seed}) = {key_hash_int(v, seed)}")
+    print(f"salted(42, 'fit_sample') = {salted(42, 'fit_sample')}")
     for s, seed in [("C-1", 42), ("", 42)]:
         print(f"key_hash_str({s!r}, {seed}) = {key_hash_str(s, seed)}")

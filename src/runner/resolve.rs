@@ -1,5 +1,6 @@
 //! From a parsed [`PipelineSpec`] to a [`Plan`]: bind vars, read SQL files,
-//! resolve every name, order the steps — without reading any data.
+//! resolve every name, fill defaults, order the steps — without reading any
+//! data.
 //!
 //! Every problem is collected before failing (like Vector's `compile`), and
 //! each message starts with the thing it is about: `step "segments" (line
@@ -8,44 +9,44 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
-use super::vars::Vars;
-use super::{EngineKind, PipelineSpec, StepKindSpec};
-use crate::error::{Error, Result};
-use crate::runner::plan::{self, Engine, Plan, Sink, Step, StepKind};
+use super::plan::{self, Plan, Step, StepKind};
+use crate::config::{EngineSpec, PipelineSpec, StepKindSpec};
+use crate::engine::{EngineKind, Settings};
+use crate::error::{Error, Problem, Result};
+use crate::sinks::{Sink, SinkMode};
 use crate::sources::Source;
 use crate::stages::Stage;
 use crate::storage::Location;
+use crate::transform::SqlStep;
+use crate::vars::Vars;
 
 /// Resolves a pipeline.
 ///
 /// # Errors
 /// [`Error::Invalid`] listing every problem found.
 pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, String>) -> Result<Plan> {
-    let shown = file.display().to_string();
-    let mut p: Vec<String> = Vec::new();
+    let mut p: Vec<Problem> = Vec::new();
 
     for k in overrides.keys() {
         if !spec.vars.contains_key(k) {
             let known: Vec<&str> = spec.vars.keys().map(String::as_str).collect();
-            p.push(format!(
-                "--var {k}: the pipeline defines no var \"{k}\"{}",
-                suggest(k, &known)
-                    .map(|s| format!("; did you mean \"{s}\"?"))
-                    .unwrap_or_default()
+            p.push(Problem::new(
+                format!("--var {k}"),
+                format!("the pipeline defines no var \"{k}\"{}", did_you_mean(k, &known)),
             ));
         }
     }
     let vars = match Vars::resolve(&spec.vars, overrides) {
         Ok(v) => v,
-        Err(mut e) => {
-            p.append(&mut e);
+        Err(e) => {
+            p.extend(e.into_iter().map(|(k, m)| Problem::new(format!("var \"{k}\""), m)));
             Vars::resolve(&BTreeMap::new(), overrides).unwrap_or_default()
         }
     };
     if !valid_name(&spec.name) {
-        p.push(format!(
-            "name \"{}\": use lowercase letters, digits and _ (starting with a letter or _)",
-            spec.name
+        p.push(Problem::new(
+            format!("name \"{}\"", spec.name),
+            "use lowercase letters, digits and _ (starting with a letter or _)",
         ));
     }
 
@@ -54,12 +55,16 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
     let mut storage = BTreeMap::new();
     for (k, v) in &spec.storage {
         let key = k.to_ascii_lowercase();
+        let subject = format!("storage \"{k}\"");
         if !["aws_", "google_", "azure_"].iter().any(|pre| key.starts_with(pre))
             && !crate::storage::RETRY_KEYS.contains(&key.as_str())
         {
-            p.push(format!(
-                "storage \"{k}\": option names start with aws_, google_ or azure_ (e.g. aws_endpoint, aws_region), or are one of {}",
-                crate::storage::RETRY_KEYS.join(", ")
+            p.push(Problem::new(
+                subject,
+                format!(
+                    "option names start with aws_, google_ or azure_ (e.g. aws_endpoint, aws_region), or are one of {}",
+                    crate::storage::RETRY_KEYS.join(", ")
+                ),
             ));
             continue;
         }
@@ -67,7 +72,7 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
             Ok(v) => {
                 storage.insert(key, v);
             }
-            Err(e) => p.push(format!("storage \"{k}\": {e}")),
+            Err(e) => p.push(Problem::new(subject, e)),
         }
     }
 
@@ -77,25 +82,20 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
     let mut sources = Vec::new();
     for (name, s) in &spec.sources {
         if !valid_name(name) {
-            p.push(format!(
-                "source \"{name}\": use lowercase letters, digits and _ in names (starting with a letter or _)"
+            p.push(Problem::source(
+                name,
+                "use lowercase letters, digits and _ in names (starting with a letter or _)",
             ));
         }
         owner.insert(name.clone(), String::new());
-        let url = match vars.interpolate(&s.url) {
-            Ok(u) => u,
-            Err(e) => {
-                p.push(format!("source \"{name}\": url: {e}"));
-                continue;
-            }
-        };
-        match Location::parse(&url) {
+        let location = vars.interpolate(&s.url).and_then(|u| Location::parse(&u));
+        match location {
             Ok(location) => sources.push(Source {
                 name: name.clone(),
                 location,
                 checks: s.checks.clone(),
             }),
-            Err(e) => p.push(format!("source \"{name}\": url: {e}")),
+            Err(e) => p.push(Problem::source(name, format!("url: {e}"))),
         }
     }
 
@@ -104,50 +104,39 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
     let mut cache_overrides: Vec<Option<bool>> = Vec::new();
     for spanned in spec.steps {
         let line = Some(spanned.referenced.line()).filter(|l| *l > 0);
-        let at = |name: &str| match line {
-            Some(l) => format!("step \"{name}\" (line {l})"),
-            None => format!("step \"{name}\""),
-        };
         let st = spanned.value;
         let name = st.name.clone();
+        let problem = |m: String| Problem::step(&name, m).at(line);
         if !valid_name(&name) {
-            p.push(format!(
-                "{}: use lowercase letters, digits and _ in names (starting with a letter or _)",
-                at(&name)
+            p.push(problem(
+                "use lowercase letters, digits and _ in names (starting with a letter or _)".into(),
             ));
         }
         let kind = match st.kind {
             StepKindSpec::Sql(text) => match vars.overlay(&st.vars).and_then(|v| resolve_sql(&text, base_dir, &v)) {
-                Ok((sql, origin, statement)) => {
-                    Some(StepKind::Sql(crate::transform::SqlStep { sql, origin, statement }))
-                }
+                Ok(sql) => StepKind::Sql(sql),
                 Err(e) => {
-                    p.push(format!("{}: {e}", at(&name)));
-                    None
+                    p.push(problem(e));
+                    continue;
                 }
             },
-            StepKindSpec::Clv(c) => collect(c.resolve(&name, &vars), &name, &at(&name), &mut p).map(StepKind::Clv),
-            StepKindSpec::Segment(s) => {
-                collect(s.resolve(&name, &vars), &name, &at(&name), &mut p).map(StepKind::Segment)
-            }
-            StepKindSpec::Predict(s) => {
-                collect(s.resolve(&name, &vars), &name, &at(&name), &mut p).map(StepKind::Predict)
-            }
-        };
-        let Some(kind) = kind else { continue };
-        let inputs = match &kind {
-            StepKind::Sql(s) => {
-                match crate::transform::references(&datafusion::prelude::SessionContext::new(), &s.statement) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        p.push(format!("{}: {e}", at(&name)));
-                        continue;
-                    }
+            StepKindSpec::Stage(spec) => match spec.resolve(&name, &vars) {
+                Ok(stage) => StepKind::Stage(stage),
+                Err(e) => {
+                    p.extend(e.into_iter().map(|q| q.at(line)));
+                    continue;
                 }
-            }
-            StepKind::Clv(c) => c.inputs(),
-            StepKind::Segment(s) => s.inputs(),
-            StepKind::Predict(s) => s.inputs(),
+            },
+        };
+        let inputs = match &kind {
+            StepKind::Sql(s) => match crate::transform::references(&s.statement) {
+                Ok(r) => r,
+                Err(e) => {
+                    p.push(problem(e));
+                    continue;
+                }
+            },
+            StepKind::Stage(s) => s.inputs(),
         };
         let mut outputs = vec![name.clone()];
         outputs.extend(kind.extra_suffixes().iter().map(|s| format!("{name}{s}")));
@@ -159,9 +148,9 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
                     (false, None) => format!("step \"{prev}\""),
                 };
                 if o == &name {
-                    p.push(format!("{}: the name is already used by {what}", at(&name)));
+                    p.push(problem(format!("the name is already used by {what}")));
                 } else {
-                    p.push(format!("{}: its table \"{o}\" clashes with {what}", at(&name)));
+                    p.push(problem(format!("its table \"{o}\" clashes with {what}")));
                 }
             } else {
                 owner.insert(o.clone(), name.clone());
@@ -183,22 +172,16 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
 
     // Every reference must name a source or a step's table.
     let known: Vec<&str> = owner.keys().map(String::as_str).collect();
-    let unknown = |what: &str, name: &str| {
+    let unknown = |name: &str| {
         format!(
-            "{what}: table \"{name}\" is neither a source nor a step{}",
-            suggest(name, &known)
-                .map(|s| format!("; did you mean \"{s}\"?"))
-                .unwrap_or_default()
+            "table \"{name}\" is neither a source nor a step{}",
+            did_you_mean(name, &known)
         )
     };
     for s in &steps {
         for i in &s.inputs {
             if !owner.contains_key(i) {
-                let at = match s.line {
-                    Some(l) => format!("step \"{}\" (line {l})", s.name),
-                    None => format!("step \"{}\"", s.name),
-                };
-                p.push(unknown(&at, i));
+                p.push(Problem::step(&s.name, unknown(i)).at(s.line));
             }
         }
     }
@@ -207,56 +190,44 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
     let mut sinks = Vec::new();
     let mut sink_urls: BTreeSet<String> = BTreeSet::new();
     for spanned in spec.sinks {
-        let line = spanned.referenced.line();
+        let line = Some(spanned.referenced.line());
         let s = spanned.value;
-        let at = if line > 0 {
-            format!("sink \"{}\" (line {line})", s.table)
-        } else {
-            format!("sink \"{}\"", s.table)
-        };
+        let problem = |m: String| Problem::sink(&s.table, m).at(line);
         if !owner.contains_key(&s.table) {
-            p.push(unknown(&at, &s.table));
+            p.push(problem(unknown(&s.table)));
         }
-        let url = match vars.interpolate(&s.url) {
-            Ok(u) => u,
-            Err(e) => {
-                p.push(format!("{at}: url: {e}"));
-                continue;
-            }
-        };
-        let location = match Location::parse(&url) {
+        let location = match vars.interpolate(&s.url).and_then(|u| Location::parse(&u)) {
             Ok(l) => l.as_dir(),
             Err(e) => {
-                p.push(format!("{at}: url: {e}"));
+                p.push(problem(format!("url: {e}")));
                 continue;
             }
         };
         if location.parent_and_name().is_none() {
-            p.push(format!(
-                "{at}: url {location} is the root of its store; write below a prefix (e.g. {}out/)",
-                location
-            ));
+            p.push(problem(format!(
+                "url {location} is the root of its store; write below a prefix (e.g. {location}out/)"
+            )));
         }
         if !sink_urls.insert(location.url().to_string()) {
-            p.push(format!("{at}: another sink already writes to {location}"));
+            p.push(problem(format!("another sink already writes to {location}")));
         }
         for src in &sources {
             let (a, b) = (src.location.as_dir().url().to_string(), location.url().to_string());
             if a.starts_with(&b) || b.starts_with(&a) {
-                p.push(format!(
-                    "{at}: url {location} overlaps source \"{}\" ({}); a sink must not replace its own input",
+                p.push(problem(format!(
+                    "url {location} overlaps source \"{}\" ({}); a sink must not replace its own input",
                     src.name, src.location
-                ));
+                )));
             }
         }
         let mut seen = BTreeSet::new();
         for c in &s.partition_by {
             if !seen.insert(c) {
-                p.push(format!("{at}: partition_by lists \"{c}\" twice"));
+                p.push(problem(format!("partition_by lists \"{c}\" twice")));
             }
         }
-        if s.mode == super::SinkMode::OverwritePartitions && s.partition_by.is_empty() {
-            p.push(format!("{at}: mode overwrite_partitions needs partition_by"));
+        if s.mode == SinkMode::OverwritePartitions && s.partition_by.is_empty() {
+            p.push(problem("mode overwrite_partitions needs partition_by".to_string()));
         }
         sinks.push(Sink {
             table: s.table,
@@ -285,24 +256,21 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
         Ok(o) => o,
         Err(cycle) => {
             if cycle.len() == 2 {
-                p.push(format!("step \"{}\" reads its own output", cycle[0]));
+                p.push(Problem::general(format!("step \"{}\" reads its own output", cycle[0])));
             } else {
                 let reads: Vec<String> = cycle.iter().skip(1).map(|c| format!("\"{c}\"")).collect();
-                p.push(format!(
+                p.push(Problem::general(format!(
                     "steps form a cycle: \"{}\" reads {}",
                     cycle[0],
                     reads.join(", which reads ")
-                ));
+                )));
             }
             (0..steps.len()).collect()
         }
     };
 
     if !p.is_empty() {
-        return Err(Error::Invalid {
-            file: shown,
-            problems: p,
-        });
+        return Err(Error::invalid(file.display(), p));
     }
 
     // Cache a step read by more than one step or sink, unless told.
@@ -336,12 +304,7 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
         name: spec.name,
         file: file.to_path_buf(),
         vars,
-        engine: engine.unwrap_or(Engine {
-            kind: EngineKind::Local,
-            url: None,
-            target_partitions: None,
-            memory_limit: None,
-        }),
+        engine: engine.unwrap_or_default(),
         storage,
         sources,
         steps: ordered,
@@ -349,47 +312,36 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
     })
 }
 
-/// Keeps `r`'s value, or its problems with `step "name"` given its line.
-fn collect<T>(r: std::result::Result<T, Vec<String>>, name: &str, at: &str, p: &mut Vec<String>) -> Option<T> {
-    let plain = format!("step \"{name}\"");
-    match r {
-        Ok(t) => Some(t),
-        Err(e) => {
-            p.extend(e.into_iter().map(|m| match m.strip_prefix(&plain) {
-                Some(rest) => format!("{at}{rest}"),
-                None => m,
-            }));
-            None
-        }
-    }
+/// `; did you mean "x"?` when a known name is close to `name`.
+fn did_you_mean(name: &str, known: &[&str]) -> String {
+    suggest(name, known)
+        .map(|s| format!("; did you mean \"{s}\"?"))
+        .unwrap_or_default()
 }
 
-fn resolve_engine(e: &super::EngineSpec, vars: &Vars, p: &mut Vec<String>) -> Option<Engine> {
+fn resolve_engine(e: &EngineSpec, vars: &Vars, p: &mut Vec<Problem>) -> Option<Settings> {
+    let mut bad = |m: &str| p.push(Problem::new("engine", m));
     if e.kind == EngineKind::Ballista {
-        p.push("engine: kind \"ballista\" is not built yet; use kind: local".to_string());
+        bad("kind \"ballista\" is not built yet; use kind: local");
         return None;
     }
     if e.url.is_some() {
-        p.push("engine: url applies to kind: ballista only".to_string());
+        bad("url applies to kind: ballista only");
     }
     if e.target_partitions == Some(0) {
-        p.push("engine: target_partitions must be at least 1".to_string());
+        bad("target_partitions must be at least 1");
     }
     let memory_limit = match &e.memory_limit {
         None => None,
-        Some(m) => match vars
-            .interpolate(m)
-            .map_err(|e| e.to_string())
-            .and_then(|m| parse_bytes(&m))
-        {
+        Some(m) => match vars.interpolate(m).and_then(|m| parse_bytes(&m)) {
             Ok(b) => Some(b),
             Err(err) => {
-                p.push(format!("engine: memory_limit: {err}"));
+                bad(&format!("memory_limit: {err}"));
                 None
             }
         },
     };
-    Some(Engine {
+    Some(Settings {
         kind: e.kind,
         url: e.url.clone(),
         target_partitions: e.target_partitions,
@@ -433,11 +385,7 @@ pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
 
 /// Reads a step's SQL (a `.sql` file relative to the pipeline, or inline
 /// text), binds vars and parses it.
-fn resolve_sql(
-    text: &str,
-    base_dir: &Path,
-    vars: &Vars,
-) -> std::result::Result<(String, String, datafusion::sql::parser::Statement), String> {
+fn resolve_sql(text: &str, base_dir: &Path, vars: &Vars) -> std::result::Result<SqlStep, String> {
     let trimmed = text.trim();
     let (raw, origin) = if !trimmed.contains(char::is_whitespace) && trimmed.ends_with(".sql") {
         let path = base_dir.join(trimmed);
@@ -455,7 +403,7 @@ fn resolve_sql(
     };
     let sql = crate::transform::bind_vars(&raw, vars).map_err(place)?;
     let statement = crate::transform::parse(&sql).map_err(place)?;
-    Ok((sql, origin, statement))
+    Ok(SqlStep { sql, origin, statement })
 }
 
 /// Whether `name` can be a table name without quoting.

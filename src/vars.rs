@@ -87,11 +87,11 @@ impl Vars {
     /// var; an override is taken literally.
     ///
     /// # Errors
-    /// One message per unresolvable default.
+    /// Each unresolvable default with its message.
     pub fn resolve(
         defaults: &BTreeMap<String, String>,
         overrides: &BTreeMap<String, String>,
-    ) -> Result<Vars, Vec<String>> {
+    ) -> Result<Vars, Vec<(String, String)>> {
         let mut vars = Vars::default();
         for (k, v) in overrides {
             vars.values.insert(k.clone(), v.clone());
@@ -118,7 +118,7 @@ impl Vars {
         }
         for (k, v) in pending {
             if let Err(e) = vars.interpolate(v) {
-                problems.push(format!("var \"{k}\": {e}"));
+                problems.push((k.clone(), e));
             }
         }
         if problems.is_empty() { Ok(vars) } else { Err(problems) }

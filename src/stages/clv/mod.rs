@@ -1,0 +1,340 @@
+//! `clv:` customer lifetime value, by the classic discounted formula
+//! ([`discounted`]) or by the BG/NBD + Gamma-Gamma model ([`bgnbd`], scored
+//! by the stateless function of [`score`]).
+//!
+//! `method: discounted` is one DataFusion plan: each transaction up to
+//! `as_of` falls in year `t = floor(days since signup / 365) + 1` of its
+//! customer's life and counts `amount / (1+i)^t`; the acquisition cost is
+//! subtracted; every customer signed up by `as_of` gets a row.
+//!
+//! `method: bgnbd` builds the RFM summary with DataFusion (purchases on one
+//! calendar day merged), fits BG/NBD on the distinct (frequency, recency, T)
+//! triples with their counts and Gamma-Gamma on repeat buyers
+//! ([`super::bgnbd_math`]), and scores every customer with a scalar function
+//! inside the plan. Its `clv` is the expected spend over `horizon`,
+//! discounted month by month: Σⱼ (E[Y(tⱼ)] − E[Y(tⱼ₋₁)]) · E[M] / (1+i)^(tⱼ
+//! in years), tⱼ the end of month j (365.25/12 days) capped at the horizon.
+//! It is a future value and does not subtract the acquisition cost.
+
+mod bgnbd;
+mod discounted;
+pub mod score;
+
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{Expr, ScalarUDF, cast as cast_expr, lit};
+use datafusion::prelude::{DataFrame, SessionContext, col};
+use serde::Deserialize;
+
+use super::{Interpolate, Stage, Want, check_column, name_value_schema, table_schema};
+use crate::engine::Engine;
+use crate::engine::expr::{column, f64_col};
+use crate::error::{Error, Problem, Result};
+use crate::vars::Vars;
+
+/// `clv:` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClvSpec {
+    #[serde(default)]
+    pub method: Method,
+    #[serde(default = "default_transactions")]
+    pub transactions: String,
+    #[serde(default = "default_customers")]
+    pub customers: String,
+    pub as_of: String,
+    #[serde(default = "default_rate")]
+    pub discount_rate: f64,
+    /// `discounted`: the last year of life counted (default: all up to as_of).
+    pub horizon_years: Option<u32>,
+    #[serde(default = "super::default_id")]
+    pub id: String,
+    #[serde(default = "default_timestamp")]
+    pub timestamp: String,
+    #[serde(default = "default_amount")]
+    pub amount: String,
+    #[serde(default = "default_signup")]
+    pub signup: String,
+    #[serde(default)]
+    pub cost: CostSpec,
+    #[serde(default)]
+    pub allow_negative_amounts: bool,
+    /// `bgnbd`: `days` or `weeks` (default weeks).
+    pub time_unit: Option<TimeUnit>,
+    /// `bgnbd`: the prediction horizon in time units (default one year).
+    pub horizon: Option<f64>,
+    /// `bgnbd`: L2 penalty on the parameters (default 0).
+    pub penalizer: Option<f64>,
+}
+
+fn default_transactions() -> String {
+    "transactions".into()
+}
+fn default_customers() -> String {
+    "customers".into()
+}
+fn default_rate() -> f64 {
+    0.10
+}
+fn default_timestamp() -> String {
+    "transaction_ts".into()
+}
+fn default_amount() -> String {
+    "amount".into()
+}
+fn default_signup() -> String {
+    "signup_date".into()
+}
+
+/// `method:`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    #[default]
+    Discounted,
+    Bgnbd,
+}
+
+/// `time_unit:` of BG/NBD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeUnit {
+    Days,
+    Weeks,
+}
+
+impl TimeUnit {
+    fn days(self) -> f64 {
+        match self {
+            TimeUnit::Days => 1.0,
+            TimeUnit::Weeks => 7.0,
+        }
+    }
+}
+
+/// `cost: acquisition_cost` (a column) or `cost: 12.5` (a constant).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged, expecting = "cost: a column name or a number")]
+pub enum CostSpec {
+    Constant(f64),
+    Column(String),
+}
+
+impl Default for CostSpec {
+    fn default() -> Self {
+        CostSpec::Column("acquisition_cost".into())
+    }
+}
+
+/// A resolved `clv:` step.
+#[derive(Debug, Clone)]
+pub struct Clv {
+    pub spec: ClvSpec,
+    pub as_of: NaiveDate,
+}
+
+impl ClvSpec {
+    /// Binds vars in every string and checks the parameters that need no data.
+    ///
+    /// # Errors
+    /// Every problem, each about the step and naming the key.
+    pub fn resolve(mut self, step: &str, vars: &Vars) -> std::result::Result<Clv, Vec<Problem>> {
+        let mut i = Interpolate::new(step, vars);
+        i.one("clv.as_of", &mut self.as_of);
+        i.one("clv.transactions", &mut self.transactions);
+        i.one("clv.customers", &mut self.customers);
+        i.one("clv.id", &mut self.id);
+        i.one("clv.timestamp", &mut self.timestamp);
+        i.one("clv.amount", &mut self.amount);
+        i.one("clv.signup", &mut self.signup);
+        if let CostSpec::Column(c) = &mut self.cost {
+            i.one("clv.cost", c);
+        }
+        let interpolated = i.problems.is_empty();
+        let mut p = i.problems;
+        let mut bad = |m: String| p.push(Problem::step(step, m));
+        let as_of = match NaiveDate::parse_from_str(&self.as_of, "%Y-%m-%d") {
+            Ok(d) => Some(d),
+            Err(_) if interpolated => {
+                bad(format!("clv.as_of \"{}\" is not a date (YYYY-MM-DD)", self.as_of));
+                None
+            }
+            Err(_) => None,
+        };
+        if !(self.discount_rate > -1.0) || !self.discount_rate.is_finite() {
+            bad(format!(
+                "clv.discount_rate must be a number above -1, got {}",
+                self.discount_rate
+            ));
+        }
+        match self.method {
+            Method::Discounted => {
+                for (key, set) in [
+                    ("time_unit", self.time_unit.is_some()),
+                    ("horizon", self.horizon.is_some()),
+                    ("penalizer", self.penalizer.is_some()),
+                ] {
+                    if set {
+                        bad(format!(
+                            "clv.{key} applies to method: bgnbd only (use horizon_years with discounted)"
+                        ));
+                    }
+                }
+                if self.horizon_years == Some(0) {
+                    bad("clv.horizon_years must be at least 1".to_string());
+                }
+            }
+            Method::Bgnbd => {
+                if self.horizon_years.is_some() {
+                    bad(
+                        "clv.horizon_years applies to method: discounted only (use horizon, in time_unit periods)"
+                            .to_string(),
+                    );
+                }
+                if let Some(h) = self.horizon
+                    && !(h > 0.0 && h.is_finite())
+                {
+                    bad(format!("clv.horizon must be positive, got {h}"));
+                }
+                if let Some(x) = self.penalizer
+                    && !(x >= 0.0)
+                {
+                    bad(format!("clv.penalizer must be >= 0, got {x}"));
+                }
+            }
+        }
+        match (as_of, p.is_empty()) {
+            (Some(as_of), true) => Ok(Clv { spec: self, as_of }),
+            _ => Err(p),
+        }
+    }
+}
+
+impl Clv {
+    fn unit(&self) -> TimeUnit {
+        self.spec.time_unit.unwrap_or(TimeUnit::Weeks)
+    }
+
+    /// The BG/NBD horizon in time units (default one year).
+    fn horizon_units(&self) -> f64 {
+        self.spec.horizon.unwrap_or(365.0 / self.unit().days())
+    }
+
+    fn as_of_days(&self) -> i32 {
+        // Days since 1970-01-01; dates in range always fit i32.
+        (self.as_of - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days() as i32
+    }
+
+    fn as_of_lit(&self) -> Expr {
+        lit(ScalarValue::Date32(Some(self.as_of_days())))
+    }
+
+    /// Transactions up to and including `as_of`: id, day (Date32), amount.
+    fn transactions(&self, tx: DataFrame) -> datafusion::error::Result<DataFrame> {
+        let s = &self.spec;
+        tx.select(vec![
+            column(&s.id).alias("__id"),
+            cast_expr(column(&s.timestamp), DataType::Date32).alias("__day"),
+            f64_col(&s.amount).alias("__amount"),
+        ])?
+        .filter(col("__day").lt_eq(self.as_of_lit()))
+    }
+
+    async fn check_amounts(&self, step: &str, ctx: &SessionContext) -> Result<()> {
+        if self.spec.allow_negative_amounts {
+            return Ok(());
+        }
+        let fail = |e: datafusion::error::DataFusionError| Error::step(step, e);
+        let tx = ctx.table(self.spec.transactions.as_str()).await.map_err(fail)?;
+        let n = tx
+            .filter(column(&self.spec.amount).lt(lit(0)))
+            .map_err(fail)?
+            .count()
+            .await
+            .map_err(fail)?;
+        if n > 0 {
+            return Err(Error::step(
+                step,
+                format!(
+                    "column \"{}\" of \"{}\" has {n} negative values; set allow_negative_amounts: true to count refunds",
+                    self.spec.amount, self.spec.transactions
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Stage for Clv {
+    fn inputs(&self) -> Vec<String> {
+        match self.spec.method {
+            Method::Discounted => vec![self.spec.transactions.clone(), self.spec.customers.clone()],
+            Method::Bgnbd => vec![self.spec.transactions.clone()],
+        }
+    }
+
+    fn extra_suffixes(&self) -> &'static [&'static str] {
+        &["_model"]
+    }
+
+    async fn schemas(&self, step: &str, engine: &Engine) -> std::result::Result<Vec<SchemaRef>, Vec<Problem>> {
+        let s = &self.spec;
+        let tx = table_schema(step, engine, &s.transactions).await.map_err(|e| vec![e])?;
+        let mut p: Vec<Problem> = Vec::new();
+        p.extend(check_column(step, &s.transactions, &tx, &s.id, Want::Key));
+        p.extend(check_column(step, &s.transactions, &tx, &s.timestamp, Want::Temporal));
+        p.extend(check_column(step, &s.transactions, &tx, &s.amount, Want::Number));
+        let id_type = tx
+            .field_with_name(&s.id)
+            .map(|f| f.data_type().clone())
+            .unwrap_or(DataType::Int64);
+        let out = match s.method {
+            Method::Discounted => {
+                let cu = table_schema(step, engine, &s.customers).await.map_err(|e| vec![e])?;
+                p.extend(check_column(step, &s.customers, &cu, &s.id, Want::Key));
+                p.extend(check_column(step, &s.customers, &cu, &s.signup, Want::Date));
+                if let CostSpec::Column(c) = &s.cost {
+                    p.extend(check_column(step, &s.customers, &cu, c, Want::Number));
+                }
+                let id_type = cu
+                    .field_with_name(&s.id)
+                    .map(|f| f.data_type().clone())
+                    .unwrap_or(id_type);
+                Schema::new(vec![
+                    Field::new(&s.id, id_type, true),
+                    Field::new("clv", DataType::Float64, true),
+                ])
+            }
+            Method::Bgnbd => {
+                let mut fields = vec![Field::new(&s.id, id_type, true)];
+                for f in ["frequency", "recency", "t", "monetary_value"]
+                    .iter()
+                    .chain(score::FIELDS.iter())
+                {
+                    fields.push(Field::new(*f, DataType::Float64, true));
+                }
+                Schema::new(fields)
+            }
+        };
+        if !p.is_empty() {
+            return Err(p);
+        }
+        Ok(vec![Arc::new(out), name_value_schema("name")])
+    }
+
+    async fn run(&self, step: &str, engine: &Engine) -> Result<Vec<DataFrame>> {
+        self.check_amounts(step, engine.context()).await?;
+        match self.spec.method {
+            Method::Discounted => self.run_discounted(step, engine).await,
+            Method::Bgnbd => self.run_bgnbd(step, engine).await,
+        }
+    }
+}
+
+/// The scalar functions CLV plans call.
+pub fn functions() -> Vec<ScalarUDF> {
+    vec![score::udf()]
+}

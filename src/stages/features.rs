@@ -1,0 +1,401 @@
+//! The feature matrix a stage fits on: read from a table through
+//! DataFusion, nulls handled by policy, optionally a deterministic sample,
+//! in a deterministic row order; and its z-scoring ([`Standardizer`]).
+//!
+//! Only this matrix (or its sample) is brought into memory: scoring applies
+//! the fitted model as an expression inside the plan.
+
+use datafusion::arrow::array::{Array, AsArray, Float64Array};
+use datafusion::logical_expr::{Expr, lit};
+use datafusion::prelude::{SessionContext, coalesce};
+use futures::StreamExt;
+use ndarray::Array2;
+use serde::Deserialize;
+
+use crate::engine::expr::{column, f64_col};
+use crate::error::{Error, Result};
+
+/// What to do with null feature values.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NullPolicy {
+    /// Fail, naming the column and the count.
+    #[default]
+    Error,
+    /// Leave the row out of fitting; its prediction is null.
+    Drop,
+    /// Replace by the column mean of the fitting rows.
+    Mean,
+}
+
+/// A feature matrix brought into memory for fitting.
+#[derive(Debug)]
+pub struct Features {
+    /// Rows × features, as f64, nulls handled per the policy.
+    pub x: Array2<f64>,
+    /// The label per row, when one was asked for.
+    pub y: Option<Vec<f64>>,
+    /// The stable hash of each row's id (for splits).
+    pub hashes: Vec<u64>,
+    /// Rows of the table (before dropping or sampling).
+    pub table_rows: usize,
+    /// Rows dropped for nulls.
+    pub dropped: usize,
+    /// Column means used to fill nulls (policy `mean`), per feature.
+    pub fill: Option<Vec<f64>>,
+}
+
+/// What [`collect_features`] reads.
+pub struct FeatureRequest<'a> {
+    pub step: &'a str,
+    pub table: &'a str,
+    pub id: &'a str,
+    pub features: &'a [String],
+    pub label: Option<&'a str>,
+    pub nulls: NullPolicy,
+    /// Keep at most this many rows: those with the smallest id hashes
+    /// under `sample_seed`.
+    pub sample: Option<usize>,
+    /// The seed of the row hashes returned (what splits use).
+    pub seed: u64,
+    /// The seed of the sample's hashes. A stage whose rows are also split
+    /// by `seed` (the holdout of `predict`) samples with another seed, so
+    /// that the sample is independent of the split.
+    pub sample_seed: u64,
+}
+
+/// Streams `table` once and keeps the id hash, features and label of each
+/// row: all rows, or a deterministic sample (the `sample` rows with the
+/// smallest id hash under `sample_seed`, kept in a bounded heap so memory
+/// stays bounded).
+///
+/// # Errors
+/// Nulls under policy `error` (with the count per column), a null label,
+/// non-finite values, or a query failure.
+pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) -> Result<Features> {
+    let step = req.step;
+    let df = ctx.table(req.table).await.map_err(|e| Error::step(step, e))?;
+    let mut exprs = vec![column(req.id).alias("__id")];
+    for (i, f) in req.features.iter().enumerate() {
+        exprs.push(f64_col(f).alias(format!("__f{i}")));
+    }
+    if let Some(label) = req.label {
+        exprs.push(f64_col(label).alias("__y"));
+    }
+    let df = df.select(exprs).map_err(|e| Error::step(step, e))?;
+    let d = req.features.len();
+    let mut stream = df.execute_stream().await.map_err(|e| Error::step(step, e))?;
+    // Kept rows, flat: row i has hash hashes_kept[i], features
+    // vals[i*d..(i+1)*d] and label ys_kept[i]. A sample replaces rows in place.
+    let mut hashes_kept: Vec<u64> = Vec::new();
+    let mut vals: Vec<Option<f64>> = Vec::new();
+    let mut ys_kept: Vec<Option<f64>> = Vec::new();
+    let mut heap: std::collections::BinaryHeap<(u64, usize)> = std::collections::BinaryHeap::new();
+    let mut nulls = vec![0usize; d];
+    let mut label_nulls = 0usize;
+    let mut table_rows = 0usize;
+    let value = |c: &Float64Array, r: usize| if c.is_null(r) { None } else { Some(c.value(r)) };
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| Error::step(step, e))?;
+        let hashes = crate::hash::key_hashes(batch.column(0).as_ref(), req.seed);
+        let sample_hashes = match req.sample {
+            Some(_) if req.sample_seed != req.seed => {
+                crate::hash::key_hashes(batch.column(0).as_ref(), req.sample_seed)
+            }
+            _ => hashes.clone(),
+        };
+        let cols: Vec<&Float64Array> = (0..d).map(|i| batch.column(i + 1).as_primitive()).collect();
+        let ys: Option<&Float64Array> = req.label.map(|_| batch.column(d + 1).as_primitive());
+        for (j, c) in cols.iter().enumerate() {
+            nulls[j] += c.null_count();
+        }
+        if let Some(y) = ys {
+            label_nulls += y.null_count();
+        }
+        table_rows += batch.num_rows();
+        for (r, (&h, &sh)) in hashes.iter().zip(&sample_hashes).enumerate() {
+            let slot = match req.sample {
+                Some(n) if hashes_kept.len() >= n => match heap.peek() {
+                    // Replace the largest kept sample hash if this one is smaller.
+                    Some(&(top, at)) if sh < top => {
+                        heap.pop();
+                        heap.push((sh, at));
+                        Some(at)
+                    }
+                    _ => None,
+                },
+                _ => {
+                    let at = hashes_kept.len();
+                    hashes_kept.push(h);
+                    vals.extend(std::iter::repeat_n(None, d));
+                    ys_kept.push(None);
+                    if req.sample.is_some() {
+                        heap.push((sh, at));
+                    }
+                    Some(at)
+                }
+            };
+            if let Some(at) = slot {
+                hashes_kept[at] = h;
+                for (j, c) in cols.iter().enumerate() {
+                    vals[at * d + j] = value(c, r);
+                }
+                ys_kept[at] = ys.and_then(|c| value(c, r));
+            }
+        }
+    }
+    if table_rows == 0 {
+        return Err(Error::step(
+            step,
+            format!("table \"{}\" is empty: nothing to fit on", req.table),
+        ));
+    }
+    if let Some(label) = req.label
+        && label_nulls > 0
+    {
+        return Err(Error::step(
+            step,
+            format!(
+                "label \"{label}\" of \"{}\" is null in {label_nulls} of {table_rows} rows",
+                req.table
+            ),
+        ));
+    }
+    if req.nulls == NullPolicy::Error {
+        let bad: Vec<String> = req
+            .features
+            .iter()
+            .zip(&nulls)
+            .filter(|(_, n)| **n > 0)
+            .map(|(f, n)| format!("\"{f}\" has {n} nulls"))
+            .collect();
+        if !bad.is_empty() {
+            return Err(Error::step(
+                step,
+                format!(
+                    "null feature values in \"{}\" ({table_rows} rows): {}; set nulls: drop or nulls: mean to fit anyway",
+                    req.table,
+                    bad.join(", ")
+                ),
+            ));
+        }
+    }
+    // Rows in (id hash, values) order: a parallel scan delivers batches in
+    // any order, and fits (k-means++ picks rows by position) must not depend
+    // on it.
+    let mut order: Vec<usize> = (0..hashes_kept.len()).collect();
+    order.sort_unstable_by(|&a, &b| {
+        hashes_kept[a]
+            .cmp(&hashes_kept[b])
+            .then_with(|| cmp_rows(&vals[a * d..(a + 1) * d], &vals[b * d..(b + 1) * d]))
+            .then_with(|| {
+                ys_kept[a]
+                    .unwrap_or(f64::NAN)
+                    .total_cmp(&ys_kept[b].unwrap_or(f64::NAN))
+            })
+    });
+    let fill = match req.nulls {
+        NullPolicy::Mean => {
+            let mut sums = vec![0.0; d];
+            let mut counts = vec![0usize; d];
+            for (i, v) in vals.iter().enumerate() {
+                if let Some(v) = v {
+                    sums[i % d] += v;
+                    counts[i % d] += 1;
+                }
+            }
+            Some(
+                sums.iter()
+                    .zip(&counts)
+                    .map(|(s, c)| if *c > 0 { s / *c as f64 } else { 0.0 })
+                    .collect::<Vec<f64>>(),
+            )
+        }
+        _ => None,
+    };
+    let before = order.len();
+    if req.nulls == NullPolicy::Drop {
+        order.retain(|&i| vals[i * d..(i + 1) * d].iter().all(Option::is_some));
+    }
+    let dropped = before - order.len();
+    if order.is_empty() {
+        return Err(Error::step(
+            step,
+            format!("no rows of \"{}\" are left to fit on after dropping nulls", req.table),
+        ));
+    }
+    let mut x = Array2::<f64>::zeros((order.len(), d));
+    let mut hashes = Vec::with_capacity(order.len());
+    let mut y = req.label.map(|_| Vec::with_capacity(order.len()));
+    for (r, &i) in order.iter().enumerate() {
+        for j in 0..d {
+            let v = match (vals[i * d + j], &fill) {
+                (Some(v), _) => v,
+                (None, Some(f)) => f[j],
+                (None, None) => f64::NAN,
+            };
+            if !v.is_finite() {
+                return Err(Error::step(
+                    step,
+                    format!("feature \"{}\" has a non-finite value ({v})", req.features[j]),
+                ));
+            }
+            x[[r, j]] = v;
+        }
+        if let (Some(y), Some(l)) = (&mut y, ys_kept[i]) {
+            y.push(l);
+        }
+        hashes.push(hashes_kept[i]);
+    }
+    Ok(Features {
+        x,
+        y,
+        hashes,
+        table_rows,
+        dropped,
+        fill,
+    })
+}
+
+fn cmp_rows(a: &[Option<f64>], b: &[Option<f64>]) -> std::cmp::Ordering {
+    for (x, y) in a.iter().zip(b) {
+        let o = x.unwrap_or(f64::NAN).total_cmp(&y.unwrap_or(f64::NAN));
+        if o.is_ne() {
+            return o;
+        }
+    }
+    std::cmp::Ordering::Equal
+}
+
+/// Per-feature mean and population standard deviation (ddof = 0): the
+/// z-scoring every stage fits on; part of the fitted model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Standardizer {
+    pub means: Vec<f64>,
+    pub stds: Vec<f64>,
+}
+
+impl Standardizer {
+    /// Fits on the rows of `x`.
+    ///
+    /// # Errors
+    /// A constant column, named (it cannot be standardized and carries no
+    /// information).
+    pub fn fit(step: &str, x: &Array2<f64>, names: &[String]) -> Result<Standardizer> {
+        let n = x.nrows() as f64;
+        let mut means = Vec::with_capacity(x.ncols());
+        let mut stds = Vec::with_capacity(x.ncols());
+        for (j, name) in names.iter().enumerate() {
+            let c = x.column(j);
+            let m = c.sum() / n;
+            let var = c.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / n;
+            let s = var.sqrt();
+            if !(s > 1e-12 * m.abs().max(1.0)) {
+                return Err(Error::step(
+                    step,
+                    format!(
+                        "feature \"{name}\" is constant ({m}) on the fitting rows: it cannot be standardized; remove it"
+                    ),
+                ));
+            }
+            means.push(m);
+            stds.push(s);
+        }
+        Ok(Standardizer { means, stds })
+    }
+
+    /// `x` z-scored.
+    pub fn transform(&self, x: &Array2<f64>) -> Array2<f64> {
+        let mut z = x.clone();
+        for (j, (m, s)) in self.means.iter().zip(&self.stds).enumerate() {
+            z.column_mut(j).mapv_inplace(|v| (v - m) / s);
+        }
+        z
+    }
+
+    /// The z-score of feature `j` as an expression over the input column.
+    pub fn expr(&self, j: usize, x: Expr) -> Expr {
+        (x - lit(self.means[j])) / lit(self.stds[j])
+    }
+}
+
+/// The feature columns as the model reads them, in original units, with
+/// nulls filled by `fill` (policy `mean`) when given.
+pub fn feature_exprs(features: &[String], fill: Option<&[f64]>) -> Vec<Expr> {
+    features
+        .iter()
+        .enumerate()
+        .map(|(j, f)| match fill {
+            Some(fill) => coalesce(vec![f64_col(f), lit(fill[j])]),
+            None => f64_col(f),
+        })
+        .collect()
+}
+
+/// The name of the key-hash function in the engine's registry.
+pub const KEY_HASH: &str = "crmflow_key_hash";
+
+/// `crmflow_key_hash(key, seed)`: [`crate::hash::key_hashes`] as a stateless
+/// scalar function (UInt64), so a plan can select the same rows the fit
+/// did (e.g. the holdout of `predict`) wherever it runs.
+pub fn key_hash_udf() -> datafusion::logical_expr::ScalarUDF {
+    datafusion::logical_expr::ScalarUDF::from(KeyHash {
+        signature: datafusion::logical_expr::Signature::any(2, datafusion::logical_expr::Volatility::Immutable),
+    })
+}
+
+/// Whether a key hash falls in the holdout of fraction `f`: the first
+/// `f` of the hash range, the rule of [`in_holdout`], as an expression.
+pub fn holdout_expr(id: &str, seed: u64, f: f64) -> Expr {
+    datafusion::logical_expr::cast(
+        key_hash_udf().call(vec![column(id), lit(seed)]),
+        datafusion::arrow::datatypes::DataType::Float64,
+    )
+    .lt(lit(f * 18_446_744_073_709_551_616.0))
+}
+
+/// Whether a row with id hash `h` is in the holdout of fraction `f`.
+pub fn in_holdout(h: u64, f: f64) -> bool {
+    (h as f64) < f * 18_446_744_073_709_551_616.0
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct KeyHash {
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for KeyHash {
+    fn name(&self) -> &str {
+        KEY_HASH
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(
+        &self,
+        _args: &[datafusion::arrow::datatypes::DataType],
+    ) -> datafusion::error::Result<datafusion::arrow::datatypes::DataType> {
+        Ok(datafusion::arrow::datatypes::DataType::UInt64)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::error::Result<datafusion::logical_expr::ColumnarValue> {
+        use datafusion::logical_expr::ColumnarValue;
+        let seed = match &args.args[1] {
+            ColumnarValue::Scalar(v) => match v.cast_to(&datafusion::arrow::datatypes::DataType::UInt64)? {
+                datafusion::common::ScalarValue::UInt64(Some(s)) => s,
+                other => return datafusion::common::exec_err!("{KEY_HASH}: the seed must be a number, got {other}"),
+            },
+            ColumnarValue::Array(_) => return datafusion::common::exec_err!("{KEY_HASH}: the seed must be a literal"),
+        };
+        let keys = args.args[0].to_array(args.number_rows)?;
+        let hashes = crate::hash::key_hashes(keys.as_ref(), seed);
+        Ok(ColumnarValue::Array(std::sync::Arc::new(
+            datafusion::arrow::array::UInt64Array::from(hashes),
+        )))
+    }
+}
