@@ -57,7 +57,7 @@ pub async fn check(plan: &Plan, check_storage: bool) -> Result<Checked> {
     let mut problems = Vec::new();
     if check_storage {
         for sink in &plan.sinks {
-            if let Err(e) = super::exec::probe_sink(&engine, sink, "validate").await {
+            if let Err(e) = crate::sinks::probe(&engine, sink, "validate").await {
                 problems.push(Problem::general(plan.vars.mask(&e.render())));
             }
         }

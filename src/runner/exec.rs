@@ -22,7 +22,7 @@ use super::report::{CheckReport, RunStatus, RunSummary, SinkReport, StepReport};
 use crate::checks;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::sinks::{self, Sink, Staged, publish};
+use crate::sinks::{self, Staged, publish};
 use crate::stages::Stage;
 
 /// Receives the name of the signal that interrupted the run, if any.
@@ -117,7 +117,7 @@ async fn run_inner(
     // Fail on an unwritable sink before reading any data.
     for sink in &plan.sinks {
         pb.set_message(format!("checking sink location {}", sink.location));
-        guarded(&mut opts.interrupt, probe_sink(&engine, sink, &opts.run_id)).await?;
+        guarded(&mut opts.interrupt, sinks::probe(&engine, sink, &opts.run_id)).await?;
     }
 
     // Plan every step against the real schemas (footers only): a pipeline
@@ -254,18 +254,6 @@ async fn run_inner(
         }
     }
     Ok(())
-}
-
-/// Checks that a sink's location can be written.
-///
-/// # Errors
-/// [`Error::Sink`] naming the sink: the store cannot be built or written.
-pub async fn probe_sink(engine: &Engine, sink: &Sink, run_id: &str) -> Result<()> {
-    let err = |m: String| Error::sink(&sink.table, &sink.location, m);
-    let store = engine.register_store(&sink.location).map_err(err)?;
-    crate::storage::probe_writable(store.as_ref(), &sink.location, run_id)
-        .await
-        .map_err(err)
 }
 
 /// A staged sink as a table (for its checks).

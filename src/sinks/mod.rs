@@ -93,6 +93,18 @@ pub fn staging_location(sink: &Location, run_id: &str) -> Option<Location> {
     Some(parent.join(&format!(".{name}.crmflow-{run_id}/")))
 }
 
+/// Checks that a sink's location can be written.
+///
+/// # Errors
+/// [`Error::Sink`] naming the sink: the store cannot be built or written.
+pub async fn probe(engine: &Engine, sink: &Sink, run_id: &str) -> Result<()> {
+    let err = |m: String| Error::sink(&sink.table, &sink.location, m);
+    let store = engine.register_store(&sink.location).map_err(err)?;
+    crate::storage::probe_writable(store.as_ref(), &sink.location, run_id)
+        .await
+        .map_err(err)
+}
+
 /// Writes the sink's table to its staging location.
 ///
 /// # Errors

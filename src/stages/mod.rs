@@ -158,18 +158,19 @@ pub fn default_id() -> String {
     "customer_id".to_string()
 }
 
-/// Interpolates vars in each of a stage's strings, collecting problems
-/// about `step` naming the key (`segment.input: ...`).
-pub struct Interpolate<'a> {
+/// Resolves a stage's spec: interpolates vars in each of its strings and
+/// collects problems about `step`, each naming the key (`segment.input:
+/// ...`).
+pub struct Resolver<'a> {
     pub step: &'a str,
     pub vars: &'a Vars,
     pub problems: Vec<Problem>,
 }
 
-impl<'a> Interpolate<'a> {
+impl<'a> Resolver<'a> {
     /// Starts for `step`.
     pub fn new(step: &'a str, vars: &'a Vars) -> Self {
-        Interpolate {
+        Resolver {
             step,
             vars,
             problems: Vec::new(),
@@ -188,6 +189,38 @@ impl<'a> Interpolate<'a> {
     pub fn all(&mut self, key: &str, values: &mut [String]) {
         for v in values {
             self.one(key, v);
+        }
+    }
+
+    /// Interpolates a feature list and checks it is not empty and names no
+    /// column twice.
+    pub fn features(&mut self, key: &str, features: &mut [String]) {
+        self.all(key, features);
+        if features.is_empty() {
+            self.problem(format!("{key} is empty"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for f in features.iter() {
+            if !seen.insert(f) {
+                self.problem(format!("{key} lists \"{f}\" twice"));
+            }
+        }
+    }
+
+    /// Records a problem about the step.
+    pub fn problem(&mut self, message: String) {
+        self.problems.push(Problem::step(self.step, message));
+    }
+
+    /// `value` when no problem was found, else every problem.
+    ///
+    /// # Errors
+    /// The problems found.
+    pub fn finish<T>(self, value: T) -> std::result::Result<T, Vec<Problem>> {
+        if self.problems.is_empty() {
+            Ok(value)
+        } else {
+            Err(self.problems)
         }
     }
 }

@@ -36,7 +36,7 @@ use serde::Deserialize;
 use super::features::{
     FeatureRequest, NullPolicy, Standardizer, collect_features, feature_exprs, holdout_expr, in_holdout,
 };
-use super::{Interpolate, Stage, Want, check_column, name_value_schema, name_value_table, table_schema};
+use super::{Resolver, Stage, Want, check_column, name_value_schema, name_value_table, table_schema};
 use crate::engine::Engine;
 use crate::engine::expr::{column, f64_col};
 use crate::error::{Error, Problem, Result};
@@ -102,31 +102,22 @@ impl PredictSpec {
     /// # Errors
     /// Every problem, each about the step and naming the key.
     pub fn resolve(mut self, step: &str, vars: &Vars) -> std::result::Result<Predict, Vec<Problem>> {
-        let mut i = Interpolate::new(step, vars);
-        i.one("predict.train", &mut self.train);
-        i.one("predict.score", &mut self.score);
-        i.one("predict.id", &mut self.id);
-        i.one("predict.label", &mut self.label);
-        i.all("predict.features", &mut self.features);
-        let mut p = i.problems;
-        let mut bad = |m: String| p.push(Problem::step(step, m));
-        if self.features.is_empty() {
-            bad("predict.features is empty".to_string());
-        }
+        let mut r = Resolver::new(step, vars);
+        r.one("predict.train", &mut self.train);
+        r.one("predict.score", &mut self.score);
+        r.one("predict.id", &mut self.id);
+        r.one("predict.label", &mut self.label);
+        r.features("predict.features", &mut self.features);
         if !(0.0..1.0).contains(&self.holdout) {
-            bad(format!("predict.holdout must be in [0, 1), got {}", self.holdout));
+            r.problem(format!("predict.holdout must be in [0, 1), got {}", self.holdout));
         }
         if !(self.alpha >= 0.0) {
-            bad("predict.alpha must be >= 0".to_string());
+            r.problem("predict.alpha must be >= 0".to_string());
         }
         if self.features.contains(&self.label) {
-            bad(format!("label \"{}\" is also listed as a feature", self.label));
+            r.problem(format!("label \"{}\" is also listed as a feature", self.label));
         }
-        if p.is_empty() {
-            Ok(Predict { spec: self })
-        } else {
-            Err(p)
-        }
+        r.finish(Predict { spec: self })
     }
 }
 

@@ -29,7 +29,7 @@ use rand_xoshiro::Xoshiro256Plus;
 use serde::Deserialize;
 
 use super::features::{FeatureRequest, NullPolicy, Standardizer, collect_features, feature_exprs};
-use super::{Interpolate, Stage, Want, check_column, table_schema};
+use super::{Resolver, Stage, Want, check_column, table_schema};
 use crate::engine::Engine;
 use crate::engine::expr::{column, f64_col};
 use crate::error::{Error, Problem, Result};
@@ -98,46 +98,31 @@ impl SegmentSpec {
     /// # Errors
     /// Every problem, each about the step and naming the key.
     pub fn resolve(mut self, step: &str, vars: &Vars) -> std::result::Result<Segment, Vec<Problem>> {
-        let mut i = Interpolate::new(step, vars);
-        i.one("segment.input", &mut self.input);
-        i.one("segment.id", &mut self.id);
-        i.all("segment.features", &mut self.features);
-        let mut p = i.problems;
-        let mut bad = |m: String| p.push(Problem::step(step, m));
-        if self.features.is_empty() {
-            bad("segment.features is empty".to_string());
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        for f in &self.features {
-            if !seen.insert(f) {
-                bad(format!("segment.features lists \"{f}\" twice"));
-            }
-        }
+        let mut r = Resolver::new(step, vars);
+        r.one("segment.input", &mut self.input);
+        r.one("segment.id", &mut self.id);
+        r.features("segment.features", &mut self.features);
         match self.k {
-            KSpec::Fixed(k) if k < 1 => bad("segment.k must be at least 1".to_string()),
-            KSpec::Range { min, max } if min < 2 || max < min => bad(format!(
+            KSpec::Fixed(k) if k < 1 => r.problem("segment.k must be at least 1".to_string()),
+            KSpec::Range { min, max } if min < 2 || max < min => r.problem(format!(
                 "segment.k range needs 2 <= min <= max (got min {min}, max {max})"
             )),
             _ => {}
         }
         if self.n_init == 0 {
-            bad("segment.n_init must be at least 1".to_string());
+            r.problem("segment.n_init must be at least 1".to_string());
         }
         if !(self.tolerance > 0.0) {
-            bad("segment.tolerance must be positive".to_string());
+            r.problem("segment.tolerance must be positive".to_string());
         }
         if let Some(s) = self.silhouette_sample
             && !(2..=MAX_SILHOUETTE_SAMPLE).contains(&s)
         {
-            bad(format!(
+            r.problem(format!(
                 "segment.silhouette_sample must be between 2 and {MAX_SILHOUETTE_SAMPLE}"
             ));
         }
-        if p.is_empty() {
-            Ok(Segment { spec: self })
-        } else {
-            Err(p)
-        }
+        r.finish(Segment { spec: self })
     }
 }
 

@@ -29,7 +29,7 @@ use datafusion::logical_expr::{Expr, ScalarUDF, cast as cast_expr, lit};
 use datafusion::prelude::{DataFrame, SessionContext, col};
 use serde::Deserialize;
 
-use super::{Interpolate, Stage, Want, check_column, name_value_schema, table_schema};
+use super::{Resolver, Stage, Want, check_column, name_value_schema, table_schema};
 use crate::engine::Engine;
 use crate::engine::expr::{column, f64_col};
 use crate::error::{Error, Problem, Result};
@@ -142,30 +142,28 @@ impl ClvSpec {
     /// # Errors
     /// Every problem, each about the step and naming the key.
     pub fn resolve(mut self, step: &str, vars: &Vars) -> std::result::Result<Clv, Vec<Problem>> {
-        let mut i = Interpolate::new(step, vars);
-        i.one("clv.as_of", &mut self.as_of);
-        i.one("clv.transactions", &mut self.transactions);
-        i.one("clv.customers", &mut self.customers);
-        i.one("clv.id", &mut self.id);
-        i.one("clv.timestamp", &mut self.timestamp);
-        i.one("clv.amount", &mut self.amount);
-        i.one("clv.signup", &mut self.signup);
+        let mut r = Resolver::new(step, vars);
+        r.one("clv.as_of", &mut self.as_of);
+        r.one("clv.transactions", &mut self.transactions);
+        r.one("clv.customers", &mut self.customers);
+        r.one("clv.id", &mut self.id);
+        r.one("clv.timestamp", &mut self.timestamp);
+        r.one("clv.amount", &mut self.amount);
+        r.one("clv.signup", &mut self.signup);
         if let CostSpec::Column(c) = &mut self.cost {
-            i.one("clv.cost", c);
+            r.one("clv.cost", c);
         }
-        let interpolated = i.problems.is_empty();
-        let mut p = i.problems;
-        let mut bad = |m: String| p.push(Problem::step(step, m));
+        let interpolated = r.problems.is_empty();
         let as_of = match NaiveDate::parse_from_str(&self.as_of, "%Y-%m-%d") {
             Ok(d) => Some(d),
             Err(_) if interpolated => {
-                bad(format!("clv.as_of \"{}\" is not a date (YYYY-MM-DD)", self.as_of));
+                r.problem(format!("clv.as_of \"{}\" is not a date (YYYY-MM-DD)", self.as_of));
                 None
             }
             Err(_) => None,
         };
         if !(self.discount_rate > -1.0) || !self.discount_rate.is_finite() {
-            bad(format!(
+            r.problem(format!(
                 "clv.discount_rate must be a number above -1, got {}",
                 self.discount_rate
             ));
@@ -178,18 +176,18 @@ impl ClvSpec {
                     ("penalizer", self.penalizer.is_some()),
                 ] {
                     if set {
-                        bad(format!(
+                        r.problem(format!(
                             "clv.{key} applies to method: bgnbd only (use horizon_years with discounted)"
                         ));
                     }
                 }
                 if self.horizon_years == Some(0) {
-                    bad("clv.horizon_years must be at least 1".to_string());
+                    r.problem("clv.horizon_years must be at least 1".to_string());
                 }
             }
             Method::Bgnbd => {
                 if self.horizon_years.is_some() {
-                    bad(
+                    r.problem(
                         "clv.horizon_years applies to method: discounted only (use horizon, in time_unit periods)"
                             .to_string(),
                     );
@@ -197,18 +195,18 @@ impl ClvSpec {
                 if let Some(h) = self.horizon
                     && !(h > 0.0 && h.is_finite())
                 {
-                    bad(format!("clv.horizon must be positive, got {h}"));
+                    r.problem(format!("clv.horizon must be positive, got {h}"));
                 }
                 if let Some(x) = self.penalizer
                     && !(x >= 0.0)
                 {
-                    bad(format!("clv.penalizer must be >= 0, got {x}"));
+                    r.problem(format!("clv.penalizer must be >= 0, got {x}"));
                 }
             }
         }
-        match (as_of, p.is_empty()) {
-            (Some(as_of), true) => Ok(Clv { spec: self, as_of }),
-            _ => Err(p),
+        match as_of {
+            Some(as_of) => r.finish(Clv { spec: self, as_of }),
+            None => Err(r.problems),
         }
     }
 }
