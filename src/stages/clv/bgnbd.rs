@@ -19,7 +19,7 @@ use crate::stages::name_value_table;
 impl Clv {
     /// Per customer: frequency, recency, t, monetary_value (in time units).
     fn rfm(&self, tx: DataFrame) -> datafusion::error::Result<DataFrame> {
-        let unit = self.unit().days();
+        let unit = self.unit.days();
         let as_of = f64::from(self.as_of_days());
         let daily = self
             .transactions(tx)?
@@ -90,7 +90,7 @@ impl Clv {
                 ),
             ));
         }
-        let penalizer = s.penalizer.unwrap_or(0.0);
+        let penalizer = self.penalizer;
         let bg = bgnbd_math::fit_bgnbd(&data, penalizer).map_err(|e| Error::step(step, format!("BG/NBD fit: {e}")))?;
         tracing::info!(
             step,
@@ -146,8 +146,8 @@ impl Clv {
         let model = ScoreModel {
             bg: bg.params.clone(),
             gg: gg.params.clone(),
-            horizon_days: self.horizon_units() * self.unit().days(),
-            unit_days: self.unit().days(),
+            horizon_days: self.horizon * self.unit.days(),
+            unit_days: self.unit.days(),
             discount_rate: s.discount_rate,
         };
         let base = [s.id.as_str(), "frequency", "recency", "t", "monetary_value"];
@@ -188,8 +188,8 @@ impl Clv {
             ("customers".into(), customers),
             ("distinct_triples".into(), data.len() as f64),
             ("repeat_buyers".into(), spends.iter().map(|sp| sp.weight).sum()),
-            ("time_unit_days".into(), self.unit().days()),
-            ("horizon".into(), self.horizon_units()),
+            ("time_unit_days".into(), self.unit.days()),
+            ("horizon".into(), self.horizon),
             ("discount_rate".into(), s.discount_rate),
         ];
         Ok(vec![scored, name_value_table(engine, step, "name", &rows)?])

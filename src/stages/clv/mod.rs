@@ -132,8 +132,15 @@ impl Default for CostSpec {
 /// A resolved `clv:` step.
 #[derive(Debug, Clone)]
 pub struct Clv {
+    /// The spec with vars bound (its optional fields as written).
     pub spec: ClvSpec,
     pub as_of: NaiveDate,
+    /// `bgnbd`: the time unit (default weeks).
+    pub unit: TimeUnit,
+    /// `bgnbd`: the prediction horizon in time units (default one year).
+    pub horizon: f64,
+    /// `bgnbd`: the L2 penalty (default 0).
+    pub penalizer: f64,
 }
 
 impl ClvSpec {
@@ -204,23 +211,22 @@ impl ClvSpec {
                 }
             }
         }
+        let unit = self.time_unit.unwrap_or(TimeUnit::Weeks);
+        let clv = |as_of| Clv {
+            as_of,
+            unit,
+            horizon: self.horizon.unwrap_or(365.0 / unit.days()),
+            penalizer: self.penalizer.unwrap_or(0.0),
+            spec: self,
+        };
         match as_of {
-            Some(as_of) => r.finish(Clv { spec: self, as_of }),
+            Some(as_of) => r.finish(clv(as_of)),
             None => Err(r.problems),
         }
     }
 }
 
 impl Clv {
-    fn unit(&self) -> TimeUnit {
-        self.spec.time_unit.unwrap_or(TimeUnit::Weeks)
-    }
-
-    /// The BG/NBD horizon in time units (default one year).
-    fn horizon_units(&self) -> f64 {
-        self.spec.horizon.unwrap_or(365.0 / self.unit().days())
-    }
-
     fn as_of_days(&self) -> i32 {
         // Days since 1970-01-01; dates in range always fit i32.
         (self.as_of - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days() as i32
