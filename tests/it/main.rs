@@ -5,6 +5,7 @@ mod cli_errors;
 mod common;
 mod features;
 mod generate;
+mod predict_sample;
 mod publish;
 mod s3;
 mod sources;
