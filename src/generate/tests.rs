@@ -1,6 +1,7 @@
 //! End-to-end tests of the generator on in-memory stores: determinism for a
-//! seed, exact schemas, the model's invariants and mean against the BG/NBD
-//! closed form, reruns, option errors and progress. Model-only tests live next to the model.
+//! seed and independence of the thread count, exact schemas, the model's
+//! invariants and mean against the BG/NBD closed form, reruns, option
+//! errors and progress. Model-only tests live next to the model.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use super::model::{
     CATEGORIES, CHANNELS, COUNTRIES, DROP_A, DROP_B, GENDERS, KINDS, LAMBDA_SCALE, LAMBDA_SHAPE, SIGNUP_GROWTH,
     US_PER_DAY, US_PER_YEAR, round2,
 };
-use super::{GenerateError, GenerateOptions, generate, run};
+use super::{GenerateError, GenerateOptions, GenerateSummary, generate, run};
 
 fn mem() -> Arc<dyn ObjectStore> {
     Arc::new(InMemory::new())
@@ -167,6 +168,53 @@ async fn deterministic_for_a_seed_and_different_across_seeds() {
     assert_eq!(keys, dc.keys().collect::<Vec<_>>());
     for k in keys {
         assert_ne!(da[k], dc[k], "{k} is the same for two seeds");
+    }
+}
+
+/// Generates 3,000 customers in chunks of 500 on `rt`: six chunks, so that
+/// generation runs ahead of writing and ids carry over between chunks.
+/// Returns the summary and every file's bytes.
+fn generate_on(rt: tokio::runtime::Runtime) -> (GenerateSummary, BTreeMap<String, Vec<u8>>) {
+    rt.block_on(async {
+        let store = mem();
+        let prefix = Path::from("threads");
+        let summary = run(store.clone(), &prefix, &GenerateOptions::new(3_000, 11), 500, &|_| {})
+            .await
+            .unwrap();
+        (summary, dump(&store, &prefix).await)
+    })
+}
+
+#[test]
+fn output_is_independent_of_the_thread_count() {
+    // One runtime thread and one blocking thread: chunks are generated
+    // strictly one after another and written from the same thread.
+    let single = tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Four workers and four blocking threads: chunks are generated side by
+    // side on different threads and a chunk's three tables written at once.
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .max_blocking_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (s1, d1) = generate_on(single);
+    let (s4, d4) = generate_on(multi);
+    assert_eq!(s1.files.len(), 18, "6 chunks x 3 tables");
+    assert_eq!(s1, s4);
+    assert_eq!(d1.keys().collect::<Vec<_>>(), d4.keys().collect::<Vec<_>>());
+    for (path, bytes) in &d1 {
+        // Not assert_eq!: a failure would print both files byte by byte.
+        assert!(
+            d4[path] == *bytes,
+            "{path} differs between 1 and 4 threads ({} vs {} bytes)",
+            bytes.len(),
+            d4[path].len()
+        );
     }
 }
 
