@@ -8,6 +8,7 @@ Run (checked with mpmath 1.4.1):
 Each block of output is pinned in one unit test of src/stages/btyd/special.rs:
 
     ln_gamma, digamma  -> ln_gamma_and_digamma_match_mpmath (mp.dps = 40)
+    ln_gamma near ...  -> ln_gamma_is_accurate_near_its_zeros (mp.dps = 40)
     hyp2f1             -> hyp2f1_matches_mpmath (mp.dps = 60)
 
 The arguments are the f64 values the Rust tests pass: a Python float converts
@@ -18,6 +19,9 @@ the same binary argument, rounded to 20 significant digits.
 from mpmath import mp
 
 LN_GAMMA_ARGS = [0.5, 10.0, 1e-5, 1000.0, 3.7, 1e6, 1.5, 2.5]
+# Close to the zeros of ln Γ at 1 and 2, where only a relative error bound
+# tells an accurate ln Γ from one with a small absolute error.
+LN_GAMMA_NEAR_ZEROS = [1.0 + 1e-9, 1.0 - 3e-8, 1.9999998532418843, 2.0 + 3e-7]
 DIGAMMA_ARGS = [1.0, 0.5, 100.0, 1e-3, 7.3]
 
 # (a, b, c, z): z near 1 with c-a-b = 0, 1, -1, huge parameters, alternating
@@ -51,6 +55,9 @@ def main():
     mp.dps = 40
     print("# ln_gamma: (x, mp.loggamma(x))")
     for x in LN_GAMMA_ARGS:
+        print(f"({x!r}, {mp.nstr(mp.loggamma(x), 20)}),")
+    print("# ln_gamma near its zeros: (x, mp.loggamma(x))")
+    for x in LN_GAMMA_NEAR_ZEROS:
         print(f"({x!r}, {mp.nstr(mp.loggamma(x), 20)}),")
     print("# digamma: (x, mp.digamma(x))")
     for x in DIGAMMA_ARGS:
