@@ -15,7 +15,7 @@
 //! with `resolve`) and a resolved type implementing [`Stage`], plus one line
 //! there, which makes its YAML key known and dispatches to it.
 
-pub mod bgnbd_math;
+pub mod btyd;
 pub mod clv;
 pub mod features;
 pub mod predict;

@@ -13,7 +13,7 @@ use super::Clv;
 use super::score::{self, ScoreModel};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::stages::bgnbd_math::{self, Rfm, Spend};
+use crate::stages::btyd::{self, Rfm, Spend};
 use crate::stages::name_value_table;
 
 impl Clv {
@@ -91,7 +91,7 @@ impl Clv {
             ));
         }
         let penalizer = self.penalizer;
-        let bg = bgnbd_math::fit_bgnbd(&data, penalizer).map_err(|e| Error::step(step, format!("BG/NBD fit: {e}")))?;
+        let bg = btyd::fit_bgnbd(&data, penalizer).map_err(|e| Error::step(step, format!("BG/NBD fit: {e}")))?;
         tracing::info!(
             step,
             r = bg.params.r,
@@ -130,7 +130,7 @@ impl Clv {
                 format!("{n} repeat buyers have a mean repeat spend <= 0; the Gamma-Gamma model needs positive spend"),
             ));
         }
-        let gg = bgnbd_math::fit_gamma_gamma(&spends, penalizer)
+        let gg = btyd::fit_gamma_gamma(&spends, penalizer)
             .map_err(|e| Error::step(step, format!("Gamma-Gamma fit: {e}")))?;
         tracing::info!(
             step,

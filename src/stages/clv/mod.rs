@@ -10,7 +10,7 @@
 //! `method: bgnbd` builds the RFM summary with DataFusion (purchases on one
 //! calendar day merged), fits BG/NBD on the distinct (frequency, recency, T)
 //! triples with their counts and Gamma-Gamma on repeat buyers
-//! ([`super::bgnbd_math`]), and scores every customer with a scalar function
+//! ([`super::btyd`]), and scores every customer with a scalar function
 //! inside the plan. Its `clv` is the expected spend over `horizon`,
 //! discounted month by month: Σⱼ (E[Y(tⱼ)] − E[Y(tⱼ₋₁)]) · E[M] / (1+i)^(tⱼ
 //! in years), tⱼ the end of month j (365.25/12 days) capped at the horizon.

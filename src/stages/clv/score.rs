@@ -15,7 +15,7 @@ use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, lit,
 };
 
-use crate::stages::bgnbd_math::{self, BgNbdParams, GammaGammaParams};
+use crate::stages::btyd::{self, BgNbdParams, GammaGammaParams};
 
 /// The fields of the score struct, in order.
 pub const FIELDS: [&str; 4] = ["p_alive", "expected_purchases", "expected_avg_spend", "clv"];
@@ -82,11 +82,11 @@ impl ScoreModel {
     /// and the discounted expected spend (see the parent module).
     pub fn score(&self, x: f64, t_x: f64, t: f64, m: f64) -> [f64; 4] {
         // p_alive is the same for every horizon: E[Y(h)] = p_alive · E[Y(h) | alive].
-        let p_alive = bgnbd_math::p_alive(&self.bg, x, t_x, t);
+        let p_alive = btyd::p_alive(&self.bg, x, t_x, t);
         let month = 365.25 / 12.0;
-        let if_alive = |days: f64| bgnbd_math::expected_purchases_if_alive(&self.bg, days / self.unit_days, x, t_x, t);
+        let if_alive = |days: f64| btyd::expected_purchases_if_alive(&self.bg, days / self.unit_days, x, t_x, t);
         let expected = p_alive * if_alive(self.horizon_days);
-        let spend = bgnbd_math::expected_avg_spend(&self.gg, x, m);
+        let spend = btyd::expected_avg_spend(&self.gg, x, m);
         let steps = (self.horizon_days / month).ceil().max(1.0) as usize;
         let mut clv = 0.0;
         let mut prev = 0.0;
@@ -234,7 +234,7 @@ mod tests {
         let mut prev = 0.0;
         let mut total = 0.0;
         for end in ends {
-            let e = bgnbd_math::expected_purchases(&m.bg, end / m.unit_days, x, t_x, t);
+            let e = btyd::expected_purchases(&m.bg, end / m.unit_days, x, t_x, t);
             total += (e - prev) * spend * (1.0 + m.discount_rate).powf(-end / 365.25);
             prev = e;
         }
@@ -247,13 +247,13 @@ mod tests {
             for (x, t_x, t) in CUSTOMERS {
                 let m = model(0.1, horizon);
                 let [p_alive, expected, spend, clv] = m.score(x, t_x, t, 20.0);
-                assert_eq!(p_alive, bgnbd_math::p_alive(&m.bg, x, t_x, t));
-                let direct = bgnbd_math::expected_purchases(&m.bg, horizon / 7.0, x, t_x, t);
+                assert_eq!(p_alive, btyd::p_alive(&m.bg, x, t_x, t));
+                let direct = btyd::expected_purchases(&m.bg, horizon / 7.0, x, t_x, t);
                 assert!(
                     (expected - direct).abs() <= 1e-12 * direct.abs().max(1e-300),
                     "{expected} vs {direct}"
                 );
-                assert_eq!(spend, bgnbd_math::expected_avg_spend(&m.gg, x, 20.0));
+                assert_eq!(spend, btyd::expected_avg_spend(&m.gg, x, 20.0));
                 let want = discounted_by_definition(&m, x, t_x, t, spend);
                 assert!(
                     (clv - want).abs() <= 1e-9 * want.abs().max(1e-300),

@@ -1,0 +1,112 @@
+//! Input rows and fit results shared by the BTYD models, and the input
+//! checks their fits have in common.
+//!
+//! [`Rfm`] is the frequency/recency/age history every purchase model (BG/NBD
+//! today) is fitted on; [`Spend`] is the repeat-spend summary of the
+//! Gamma-Gamma model. Every fit returns a [`Fit`] or a [`FitError`]. The
+//! crate-private helpers validate a penalizer, name a bad input row and
+//! index distinct values, so that a model's objective computes per-value
+//! terms once.
+
+/// One customer (or `weight` customers sharing the same history) in
+/// frequency/recency/age form.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rfm {
+    /// x: number of repeat purchases (0, or a count >= 1).
+    pub frequency: f64,
+    /// t_x: time of the last repeat purchase, measured from the first
+    /// purchase (0 when `frequency` is 0).
+    pub recency: f64,
+    /// T: time from the first purchase to the end of the observation period.
+    pub t: f64,
+    /// Number of customers sharing this (x, t_x, T) triple.
+    pub weight: f64,
+}
+
+/// A customer's repeat-purchase count and mean repeat-transaction value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spend {
+    /// x: number of repeat purchases (rows with 0 are ignored by the fit).
+    pub frequency: f64,
+    /// Mean value of the repeat transactions (must be > 0).
+    pub monetary_value: f64,
+    /// Number of customers sharing this (x, m) pair.
+    pub weight: f64,
+}
+
+/// The result of a maximum-likelihood fit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fit<P> {
+    /// Maximum (penalised) likelihood estimates.
+    pub params: P,
+    /// Delta-method standard errors of each parameter (NaN when the Hessian
+    /// at the optimum is not positive definite).
+    pub std_errors: P,
+    /// Unpenalised weighted log-likelihood at `params`, in the data's units.
+    pub log_likelihood: f64,
+    /// BFGS iterations, summed over the (deterministic) restarts.
+    pub iterations: u64,
+    /// Whether the optimiser stopped at a proper optimum: the gradient norm
+    /// of the objective (mean over customers, log-parameters) is <= 1e-6 and
+    /// the Hessian there is positive definite. A fit can be "converged" with
+    /// a parameter running off to a huge value (the likelihood flattens, e.g.
+    /// no evidence of heterogeneity in dropout): a penalizer helps then.
+    pub converged: bool,
+}
+
+/// Why a model could not be fitted.
+#[derive(thiserror::Error, Debug, Clone, PartialEq)]
+pub enum FitError {
+    /// No row with a positive weight.
+    #[error("no customers to fit: the input has no rows with a positive weight")]
+    Empty,
+    /// A row has a value outside the model's domain.
+    #[error("invalid input row {row}: {reason}")]
+    InvalidRow {
+        /// Index of the offending row in the input slice.
+        row: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The penalizer is negative or not finite.
+    #[error("the penalizer must be a finite number >= 0, got {0}")]
+    InvalidPenalizer(f64),
+    /// No customer has a repeat purchase.
+    #[error(
+        "no repeat buyers (every customer has frequency 0): the model cannot be estimated; \
+         use a longer history or more customers"
+    )]
+    NoRepeatBuyers,
+    /// The likelihood is not finite at any starting point.
+    #[error("the log-likelihood is not finite at the starting values ({0}); check the input for extreme values")]
+    NonFiniteLikelihood(String),
+    /// The optimiser produced no finite optimum.
+    #[error("the optimizer did not reach a finite optimum: {0}")]
+    NoConvergence(String),
+}
+
+/// `Ok` for a finite penalizer >= 0, else [`FitError::InvalidPenalizer`].
+pub(crate) fn check_penalizer(penalizer: f64) -> Result<(), FitError> {
+    if penalizer.is_finite() && penalizer >= 0.0 {
+        Ok(())
+    } else {
+        Err(FitError::InvalidPenalizer(penalizer))
+    }
+}
+
+/// [`FitError::InvalidRow`] for input row `row`.
+pub(crate) fn bad_row(row: usize, reason: String) -> FitError {
+    FitError::InvalidRow { row, reason }
+}
+
+/// Sorted distinct values and, for each input, its index among them.
+pub(crate) fn distinct_index(values: &[f64]) -> (Vec<f64>, Vec<u32>) {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.dedup();
+    let idx = values
+        .iter()
+        .map(|v| sorted.binary_search_by(|p| p.total_cmp(v)).unwrap_or(0) as u32)
+        .collect();
+    (sorted, idx)
+}
