@@ -242,6 +242,15 @@ fn interrupt_while_staging(signal: &str, code: i32, staging_removed: bool) {
             .unwrap()
             .success()
     );
+    // The process must end by itself (a liveness bound, not a timing check).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the run did not stop after SIG{signal}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(code), "{stderr}");
