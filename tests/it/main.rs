@@ -1,7 +1,9 @@
 //! Integration tests: one binary, a module per area. CLI tests run the real
 //! `crmflow` binary and assert exit codes and messages word for word.
 
+mod checks;
 mod cli_errors;
+mod commands;
 mod common;
 mod features;
 mod generate;

@@ -3,7 +3,7 @@
 //! it; on a machine without it the harness installs it into
 //! `target/moto-venv` (set CRMFLOW_MOTO_SERVER to use another binary).
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -53,10 +53,6 @@ fn moto_server() -> PathBuf {
     bin
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A running moto server; killed on drop.
 pub struct Moto {
     child: Child,
@@ -64,14 +60,47 @@ pub struct Moto {
 }
 
 impl Moto {
+    /// Starts moto on a port it picks itself (`-p 0`) and reads the port
+    /// back from its startup line: no window between choosing a free port
+    /// and binding it in which another server could take it.
     pub fn start() -> Moto {
-        let port = free_port();
-        let child = Command::new(moto_server())
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut child = Command::new(moto_server())
+            .args(["-H", "127.0.0.1", "-p", "0"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("moto_server starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Werkzeug logs ` * Running on http://127.0.0.1:PORT` on stderr;
+            // keep reading after it, moto logs every request there.
+            let mut seen = Vec::new();
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(t) = &tx {
+                    if let Some(port) = line
+                        .split("Running on http://127.0.0.1:")
+                        .nth(1)
+                        .and_then(|rest| rest.trim().parse::<u16>().ok())
+                    {
+                        let _ = t.send(Ok(port));
+                        tx = None;
+                    } else {
+                        seen.push(line);
+                    }
+                }
+            }
+            if let Some(t) = tx {
+                let _ = t.send(Err(seen.join("\n")));
+            }
+        });
+        let port = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(port)) => port,
+            Ok(Err(log)) => panic!("moto_server exited without listening:\n{log}"),
+            Err(e) => panic!("moto_server did not report its port: {e}"),
+        };
         let t0 = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -395,6 +424,8 @@ fn server_dying_mid_upload_leaves_the_previous_output() {
     proxy.budget.store((whole_run / 2) as i64, Ordering::SeqCst);
     let out = crmflow_s3(d, proxy.port, &["run", "p.yaml"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
+    let cut_run: serde_json::Value = serde_json::from_str(out.stdout.lines().last().unwrap()).unwrap();
+    let cut_staging = format!("out/.big.crmflow-{}/", cut_run["run_id"].as_str().unwrap());
     let err = error_of(&out);
     assert!(
         err.starts_with("sink \"big\" (s3://crm/out/big/): writing s3://crm/out/.big.crmflow-"),
@@ -406,6 +437,23 @@ fn server_dying_mid_upload_leaves_the_previous_output() {
         before,
         "the previous output changed"
     );
+    // What the cut run could not remove (the server was gone when it tried)
+    // is its own staging, nothing else: no probe, no other run's staging.
+    let left: Vec<(String, Vec<u8>)> = rt
+        .block_on(objects(store.as_ref(), "out"))
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("out/big/"))
+        .collect();
+    assert!(left.iter().all(|(k, _)| k.starts_with(&cut_staging)), "{left:?}");
+    eprintln!("the cut run left {} staged objects", left.len());
+    // Leftovers of killed runs: one started two hours ago, one ten minutes ago.
+    let started = |ago: i64| (chrono::Utc::now() - chrono::Duration::minutes(ago)).format("%Y%m%dT%H%M%SZ");
+    let old = format!("out/.big.crmflow-{}-0badc0de/part-0.parquet", started(125));
+    let recent = format!("out/.big.crmflow-{}-cafef00d/part-0.parquet", started(10));
+    for k in [&old, &recent] {
+        rt.block_on(store.put(&StorePath::from(k.as_str()), b"half-written".to_vec().into()))
+            .unwrap();
+    }
 
     // The server is back: a rerun publishes.
     proxy.budget.store(i64::MAX, Ordering::SeqCst);
@@ -416,18 +464,20 @@ fn server_dying_mid_upload_leaves_the_previous_output() {
     let now = rt.block_on(objects(store.as_ref(), "out/big"));
     assert_eq!(now.len(), files.len() + 1);
     assert_ne!(now, before);
-    // The interrupted run's staging (the server was gone when it tried to
-    // clean up) stays hidden beside the output, ignored by readers and by
-    // the next run's listing.
-    let listing = rt
-        .block_on(store.list_with_delimiter(Some(&StorePath::from("out"))))
-        .unwrap();
-    let dirs: Vec<String> = listing.common_prefixes.iter().map(|p| p.to_string()).collect();
-    assert!(
-        dirs.iter()
-            .all(|p| p == "out/big" || p.starts_with("out/.big.crmflow-")),
-        "{dirs:?}"
-    );
+    // README: staging that could not be removed stays hidden beside the
+    // output; the next successful run removes the staging of runs that
+    // started more than an hour earlier, and only those.
+    let mut want = left;
+    want.push((recent, b"half-written".to_vec()));
+    want.sort();
+    let staging: Vec<(String, Vec<u8>)> = rt
+        .block_on(objects(store.as_ref(), "out"))
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("out/big/"))
+        .collect();
+    let keys = |v: &[(String, Vec<u8>)]| v.iter().map(|(k, b)| (k.clone(), b.len())).collect::<Vec<_>>();
+    assert_eq!(keys(&staging), keys(&want), "staging beside the output");
+    assert!(staging == want, "a staged object changed");
 }
 
 /// Rows of a table as sorted text lines (for comparing outputs written to
@@ -557,4 +607,23 @@ fn the_demo_pipeline_runs_on_s3_and_matches_local_disk() {
     let (m, _) = rt.block_on(manifest_rows(store.as_ref(), "out/customer_scores"));
     assert_eq!(m["rows"], 5000);
     assert_eq!(m["vars"]["data"], "s3://crm/data");
+}
+
+#[test]
+fn validate_check_storage_on_s3_leaves_no_probe() {
+    let moto = Moto::start();
+    moto.bucket("crm");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny(&d.join("data"));
+    std::fs::write(d.join("p.yaml"), DAILY.replace("MODE", "overwrite")).unwrap();
+    let out = crmflow_s3(d, moto.port, &["validate", "--check-storage", "p.yaml"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        "p.yaml: pipeline \"daily\" is valid: 2 sources, 1 steps, 1 sinks, 3 tables planned\n"
+    );
+    let store = moto.store("crm");
+    let left = rt().block_on(objects(store.as_ref(), ""));
+    assert!(left.is_empty(), "{left:?}");
 }

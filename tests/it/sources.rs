@@ -75,14 +75,55 @@ fn missing_empty_non_parquet_and_corrupt_sources() {
     );
     assert!(err.starts_with(&prefix), "{err}");
 
-    // Hidden and underscore files (staging, _SUCCESS) are ignored.
+    // Hidden and underscore files and directories (staging, _SUCCESS) are
+    // ignored: here they are valid Parquet copies of the data, so reading
+    // one would add rows. (Files beside the data: see the next test.)
     std::fs::remove_file(d.join("data/transactions/part-1.parquet")).unwrap();
-    std::fs::write(d.join("data/transactions/_SUCCESS"), "{}").unwrap();
-    std::fs::create_dir_all(d.join("data/transactions/.staging")).unwrap();
-    std::fs::write(d.join("data/transactions/.staging/x.parquet"), "junk").unwrap();
+    let tx = d.join("data/transactions");
+    let real = std::fs::read(tx.join("part-0.parquet")).unwrap();
+    std::fs::write(tx.join("_SUCCESS"), "{}").unwrap();
+    std::fs::create_dir_all(tx.join(".staging")).unwrap();
+    std::fs::create_dir_all(tx.join("_temporary/0")).unwrap();
+    let junk = [".staging/x.parquet", "_temporary/0/part-0.parquet"];
+    for j in junk {
+        std::fs::write(tx.join(j), &real).unwrap();
+    }
     let out = crmflow(d, &["run", "p.yaml"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(!d.join("out/s/.staging").exists());
+    // The join has one row per transaction of the real file (8).
+    let rows: usize = super::common::read_dir(&d.join("out/s"))
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 8);
+    let summary: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(summary["sinks"][0]["rows"], 8);
+    // Left as they were.
+    assert_eq!(std::fs::read(tx.join("_SUCCESS")).unwrap(), b"{}");
+    for j in junk {
+        assert_eq!(std::fs::read(tx.join(j)).unwrap(), real, "{j} changed");
+    }
+}
+
+#[test]
+#[ignore = "bug: sources::list skips hidden/underscore names, but the ListingTable is built on the directory URL and DataFusion lists it again at scan time, reading `.x.parquet` / `_x.parquet` files that sit directly in the source (or a partition) directory"]
+fn hidden_and_underscore_parquet_files_beside_the_data_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny(&d.join("data"));
+    pipeline(d, "SELECT * FROM customers JOIN transactions USING (customer_id)");
+    let tx = d.join("data/transactions");
+    let real = std::fs::read(tx.join("part-0.parquet")).unwrap();
+    for j in [".part-0.parquet", "_part-0.parquet"] {
+        std::fs::write(tx.join(j), &real).unwrap();
+    }
+    let out = crmflow(d, &["run", "p.yaml"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows: usize = super::common::read_dir(&d.join("out/s"))
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 8, "a hidden or underscore file was read");
 }
 
 #[test]
@@ -90,18 +131,43 @@ fn hive_partition_directories_become_columns() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     tiny(&d.join("data"));
-    // Move the customers file under country=US/.
-    std::fs::create_dir_all(d.join("data/customers/region=emea")).unwrap();
-    std::fs::rename(
-        d.join("data/customers/part-0.parquet"),
-        d.join("data/customers/region=emea/part-0.parquet"),
-    )
-    .unwrap();
-    pipeline(d, "SELECT region, count(*) AS n FROM customers GROUP BY region");
+    // Customers 1, 2 under region=emea/, 3, 4 under region=apac/.
+    let all = d.join("data/customers/part-0.parquet");
+    let batch = super::common::read_dir(&d.join("data/customers")).remove(0);
+    std::fs::remove_file(&all).unwrap();
+    super::common::write_parquet(&d.join("data/customers/region=emea/part-0.parquet"), &batch.slice(0, 2));
+    super::common::write_parquet(&d.join("data/customers/region=apac/part-0.parquet"), &batch.slice(2, 2));
+    pipeline(d, "SELECT customer_id, region, age FROM customers");
     let out = crmflow(d, &["run", "p.yaml"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let b = super::common::read_dir(&d.join("out/s"));
-    assert_eq!(super::common::f64s(&b, "n"), vec![Some(4.0)]);
+    let mut rows = Vec::new();
+    for batch in &b {
+        let region = datafusion::arrow::compute::cast(
+            batch.column_by_name("region").unwrap(),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )
+        .unwrap();
+        let region = region
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .unwrap();
+        let ids = super::common::f64s(std::slice::from_ref(batch), "customer_id");
+        let ages = super::common::f64s(std::slice::from_ref(batch), "age");
+        for i in 0..batch.num_rows() {
+            rows.push((
+                ids[i].unwrap() as i64,
+                region.value(i).to_string(),
+                ages[i].unwrap() as i64,
+            ));
+        }
+    }
+    rows.sort();
+    let want: Vec<(i64, String, i64)> = [(1, "emea"), (2, "emea"), (3, "apac"), (4, "apac")]
+        .into_iter()
+        .map(|(id, r)| (id, r.to_string(), 30 + id))
+        .collect();
+    assert_eq!(rows, want);
 }
 
 #[test]
