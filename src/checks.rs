@@ -13,8 +13,10 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::common::ScalarValue;
+use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
-use datafusion::logical_expr::{Expr, lit, when};
+use datafusion::logical_expr::expr::WindowFunction;
+use datafusion::logical_expr::{Expr, ExprFunctionExt, WindowFunctionDefinition, lit, when};
 use datafusion::prelude::{DataFrame, col};
 use serde::Deserialize;
 
@@ -272,7 +274,7 @@ pub struct Outcome {
     pub check: String,
     pub severity: Severity,
     pub passed: bool,
-    /// Rows (or keys, for `unique`) that fail.
+    /// Rows that fail (for `unique`: the rows whose key is not unique).
     pub failing: u64,
     /// The failure message (empty when passed).
     pub message: String,
@@ -336,20 +338,43 @@ pub async fn run(subject: &str, table: &DataFrame, checks: &[CheckSpec]) -> Resu
                 (u64::from(bad), format!("the table has {rows} rows"))
             }
             (CheckKind::Unique(cols), _) => {
+                // The rows whose key occurs more than once: a window count
+                // per key, so the examples are whole rows.
                 let keys: Vec<Expr> = cols.iter().map(|c| col(quoted(c))).collect();
+                let per_key = Expr::from(WindowFunction::new(
+                    WindowFunctionDefinition::AggregateUDF(count_udaf()),
+                    vec![lit(1)],
+                ))
+                .partition_by(keys.clone())
+                .build()
+                .map_err(fail)?
+                .alias("__n");
+                let columns: Vec<Expr> = schema.fields().iter().map(|f| col(quoted(f.name()))).collect();
                 let dups = table
                     .clone()
-                    .aggregate(keys, vec![count(lit(1)).alias("__n")])
+                    .window(vec![per_key])
                     .and_then(|d| d.filter(col("__n").gt(lit(1i64))))
+                    .and_then(|d| d.select(columns.clone()))
                     .map_err(fail)?;
                 let n = dups.clone().count().await.map_err(fail)? as u64;
                 let examples = if n > 0 {
-                    let b = dups.limit(0, Some(3)).map_err(fail)?.collect().await.map_err(fail)?;
+                    let order = keys
+                        .iter()
+                        .chain(columns.iter())
+                        .map(|e| e.clone().sort(true, true))
+                        .collect();
+                    let b = dups
+                        .sort(order)
+                        .and_then(|d| d.limit(0, Some(3)))
+                        .map_err(fail)?
+                        .collect()
+                        .await
+                        .map_err(fail)?;
                     format!("; e.g. {}", render_rows(&b))
                 } else {
                     String::new()
                 };
-                (n, format!("{n} duplicated values among {rows} rows{examples}"))
+                (n, format!("{n} of {rows} rows fail{examples}"))
             }
             (_, Some(p)) => {
                 let n = int_at(&format!("__c{i}"));
