@@ -76,7 +76,18 @@ pub async fn register(engine: &Engine, source: &Source) -> Result<SchemaRef> {
 /// # Errors
 /// DataFusion's, e.g. a corrupt footer.
 pub async fn listing_table(ctx: &SessionContext, listing: &Listing) -> datafusion::error::Result<ListingTable> {
-    let url = ListingTableUrl::parse(listing.location.url().as_str())?;
+    let url = if listing.location.is_dir() {
+        // DataFusion lists the directory again when it scans: the glob keeps
+        // it to the files `list` found, leaving out names that start with `.`
+        // or `_` (staging, `_SUCCESS`, hidden copies), as Spark and Hive do.
+        // It is matched against the first path part that is not a
+        // `key=value` partition directory, i.e. the file name.
+        let glob =
+            glob::Pattern::new("[!._]*").map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        ListingTableUrl::try_new(listing.location.url().clone(), Some(glob))?
+    } else {
+        ListingTableUrl::parse(listing.location.url().as_str())?
+    };
     let format = ParquetFormat::default();
     let mut options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
     if !listing.partition_cols.is_empty() {

@@ -106,7 +106,6 @@ fn missing_empty_non_parquet_and_corrupt_sources() {
 }
 
 #[test]
-#[ignore = "bug: sources::list skips hidden/underscore names, but the ListingTable is built on the directory URL and DataFusion lists it again at scan time, reading `.x.parquet` / `_x.parquet` files that sit directly in the source (or a partition) directory"]
 fn hidden_and_underscore_parquet_files_beside_the_data_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
