@@ -39,7 +39,11 @@ pub struct Features {
     pub hashes: Vec<u64>,
     /// Rows of the table (before dropping or sampling).
     pub table_rows: usize,
-    /// Rows dropped for nulls.
+    /// Rows kept by the sample (all rows without one).
+    pub sampled: usize,
+    /// Of those, rows left out as holdout rows.
+    pub held_out: usize,
+    /// Rows dropped for nulls (after the holdout was left out).
     pub dropped: usize,
     /// Column means used to fill nulls (policy `mean`), per feature.
     pub fill: Option<Vec<f64>>,
@@ -62,6 +66,9 @@ pub struct FeatureRequest<'a> {
     /// by `seed` (the holdout of `predict`) samples with another seed, so
     /// that the sample is independent of the split.
     pub sample_seed: u64,
+    /// Leave out the rows whose hash under `seed` is in this holdout
+    /// fraction (they are not fitted on).
+    pub holdout: Option<f64>,
 }
 
 /// Streams `table` once and keeps the id hash, features and label of each
@@ -194,14 +201,23 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
                     .total_cmp(&ys_kept[b].unwrap_or(f64::NAN))
             })
     });
+    // Holdout rows are evaluated in the plan, not fitted on: leave them out.
+    let sampled = order.len();
+    if let Some(f) = req.holdout {
+        order.retain(|&i| !in_holdout(hashes_kept[i], f));
+    }
+    let held_out = sampled - order.len();
     let fill = match req.nulls {
         NullPolicy::Mean => {
+            // The mean of the fitting rows.
             let mut sums = vec![0.0; d];
             let mut counts = vec![0usize; d];
-            for (i, v) in vals.iter().enumerate() {
-                if let Some(v) = v {
-                    sums[i % d] += v;
-                    counts[i % d] += 1;
+            for &i in &order {
+                for (j, v) in vals[i * d..(i + 1) * d].iter().enumerate() {
+                    if let Some(v) = v {
+                        sums[j] += v;
+                        counts[j] += 1;
+                    }
                 }
             }
             Some(
@@ -218,7 +234,7 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
         order.retain(|&i| vals[i * d..(i + 1) * d].iter().all(Option::is_some));
     }
     let dropped = before - order.len();
-    if order.is_empty() {
+    if order.is_empty() && dropped > 0 {
         return Err(Error::step(
             step,
             format!("no rows of \"{}\" are left to fit on after dropping nulls", req.table),
@@ -252,6 +268,8 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
         y,
         hashes,
         table_rows,
+        sampled,
+        held_out,
         dropped,
         fill,
     })

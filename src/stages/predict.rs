@@ -33,9 +33,7 @@ use linfa::traits::Fit;
 use ndarray::{Array1, Array2, Axis};
 use serde::Deserialize;
 
-use super::features::{
-    FeatureRequest, NullPolicy, Standardizer, collect_features, feature_exprs, holdout_expr, in_holdout,
-};
+use super::features::{FeatureRequest, NullPolicy, Standardizer, collect_features, feature_exprs, holdout_expr};
 use super::{Resolver, Stage, Want, check_column, name_value_schema, name_value_table, table_schema};
 use crate::engine::Engine;
 use crate::engine::expr::{column, f64_col};
@@ -218,16 +216,16 @@ impl Stage for Predict {
                 sample: s.fit_sample,
                 seed: s.seed,
                 sample_seed: crate::hash::salted(s.seed, FIT_SAMPLE),
+                holdout: Some(s.holdout),
             },
         )
         .await?;
         let y = feats.y.clone().unwrap_or_default();
-        let test: Vec<bool> = feats.hashes.iter().map(|&h| in_holdout(h, s.holdout)).collect();
-        let n_train = test.iter().filter(|t| !**t).count();
+        let n_train = feats.x.nrows();
         if n_train <= s.features.len() {
-            return Err(Error::step(step, too_few_rows(s, &feats, n_train)));
+            return Err(Error::step(step, too_few_rows(s, &feats)));
         }
-        let model = fit(step, s, &feats.x, &y, &test, feats.fill.clone())?;
+        let model = fit(step, s, &feats.x, &y, &vec![false; n_train], feats.fill.clone())?;
         let mut metrics = holdout_metrics(engine, step, s, &model).await?;
         // r2, rmse, mae | auc, log_loss, accuracy, base_rate; then n_train, n_test.
         metrics.insert(metrics.len() - 1, ("n_train".to_string(), n_train as f64));
@@ -253,21 +251,21 @@ impl Stage for Predict {
 const FIT_SAMPLE: &str = "fit_sample";
 
 /// Why there are too few training rows, and what to change.
-fn too_few_rows(s: &PredictSpec, feats: &super::features::Features, n_train: usize) -> String {
+fn too_few_rows(s: &PredictSpec, feats: &super::features::Features) -> String {
     let d = s.features.len();
+    let n_train = feats.x.nrows();
     let mut why = vec![format!("\"{}\" has {} rows", s.train, feats.table_rows)];
-    if feats.dropped > 0 {
-        why.push(format!("{} dropped for null features", feats.dropped));
-    }
-    let kept = feats.x.nrows();
+    let kept = feats.sampled;
     if let Some(n) = s.fit_sample {
         why.push(format!("fit_sample: {n} kept {kept}"));
     }
     why.push(format!(
         "{} of {kept} are in the holdout ({})",
-        kept - n_train,
-        s.holdout
+        feats.held_out, s.holdout
     ));
+    if feats.dropped > 0 {
+        why.push(format!("{} of the rest dropped for null features", feats.dropped));
+    }
     format!(
         "{n_train} training rows for {d} features and an intercept: too few to fit ({}); raise fit_sample, lower holdout or use fewer features",
         why.join(", ")
@@ -490,6 +488,7 @@ async fn one_row(df: datafusion::error::Result<DataFrame>) -> datafusion::error:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stages::features::in_holdout;
 
     // In-memory reference implementations of the holdout metrics, written
     // independently of the in-plan ones.

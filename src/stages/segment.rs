@@ -201,6 +201,7 @@ impl Stage for Segment {
                 // No split: the silhouette sample is drawn from the fitting
                 // rows by the same hash, which keeps it uniform.
                 sample_seed: s.seed,
+                holdout: None,
             },
         )
         .await?;

@@ -578,7 +578,6 @@ fn by_id_opt(dir: &Path) -> Vec<(i64, Option<f64>)> {
 }
 
 #[test]
-#[ignore = "bug: nulls: mean fills with the mean over every row of the train table, holdout rows included, not over the rows the model is fitted on"]
 fn nulls_mean_fills_with_the_mean_of_the_fitting_rows() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
