@@ -52,7 +52,7 @@ async fn run(args: RunArgs, progress: ProgressBar, text_logs: bool) -> Result<()
         interrupt: rx,
         progress,
     };
-    let (summary, error) = match exec::run(&plan, opts).await {
+    let (summary, error) = match exec::run(std::sync::Arc::new(plan), opts).await {
         Ok(s) => (s, None),
         Err((e, s)) => (s, Some(e)),
     };

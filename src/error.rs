@@ -159,6 +159,16 @@ pub enum Error {
     #[error("generate")]
     Generate(#[source] Cause),
 
+    /// Publishing stopped part way through the commit phase: some sinks
+    /// are published, the others keep their previous output.
+    #[error("{}", publish_message(.published, .not_published))]
+    Publish {
+        published: Vec<String>,
+        not_published: Vec<String>,
+        #[source]
+        cause: Box<Error>,
+    },
+
     /// A file the command was asked to write (e.g. `--run-results`).
     #[error("writing {path}")]
     Output {
@@ -229,6 +239,22 @@ impl Error {
     /// The whole chain on one line ([`render`]).
     pub fn render(&self) -> String {
         render(self)
+    }
+}
+
+fn publish_message(published: &[String], not_published: &[String]) -> String {
+    let list = |v: &[String]| v.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+    if published.is_empty() {
+        format!(
+            "publishing failed; nothing was published (not published: {}; previous outputs are untouched)",
+            list(not_published)
+        )
+    } else {
+        format!(
+            "publishing failed part way: published {}; not published {} (their previous outputs are untouched; rerun the pipeline to publish them)",
+            list(published),
+            list(not_published)
+        )
     }
 }
 

@@ -14,7 +14,7 @@
 //!    [`generate`] (synthetic data).
 //! 5. [`engine`] (the execution context and everything tied to it),
 //!    [`storage`] (locations and object stores), and the small shared
-//!    modules [`vars`], [`hash`], [`error`].
+//!    modules [`vars`], [`hash`], [`error`], [`failpoint`].
 
 pub mod checks;
 pub mod cli;
@@ -22,6 +22,7 @@ pub mod commands;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod failpoint;
 pub mod generate;
 pub mod hash;
 pub mod logging;

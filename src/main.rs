@@ -28,7 +28,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(crmflow::commands::dispatch(cli, progress)) {
+    let result = runtime.block_on(crmflow::commands::dispatch(cli, progress));
+    // An interrupted step may still be computing on a worker: do not wait
+    // for it (nothing of it is published).
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let code = e.exit_code();

@@ -122,6 +122,13 @@ impl Location {
         }
     }
 
+    /// The root of this location's store (`s3://bucket/`, `file:///`).
+    pub fn store_root(&self) -> Location {
+        let mut url = self.url.clone();
+        url.set_path("/");
+        Location { url }
+    }
+
     /// A location below this one (`rel` without leading `/`).
     pub fn join(&self, rel: &str) -> Location {
         let base = self.as_dir();

@@ -22,8 +22,10 @@ use super::report::{CheckReport, RunStatus, RunSummary, SinkReport, StepReport};
 use crate::checks;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::sinks::{self, Staged, publish};
+use crate::sinks::{self, Staged, lock, publish};
 use crate::stages::Stage;
+use crate::storage::Location;
+use object_store::ObjectStore;
 
 /// Receives the name of the signal that interrupted the run, if any.
 pub type Interrupt = watch::Receiver<Option<&'static str>>;
@@ -58,13 +60,37 @@ pub struct RunOptions {
     pub progress: indicatif::ProgressBar,
 }
 
-/// Runs the plan: sources, source checks, steps, sinks (staged, checked,
-/// published).
+/// What a run has to undo if it fails: staging registered before its first
+/// byte is written, and the sink locks it holds.
+#[derive(Default)]
+struct Undo {
+    staging: Vec<(Arc<dyn ObjectStore>, Location)>,
+    locks: Vec<lock::Held>,
+}
+
+impl Undo {
+    async fn remove_staging(&mut self) {
+        for (store, loc) in &self.staging {
+            sinks::remove_prefix(store.as_ref(), loc).await;
+        }
+    }
+
+    async fn release(&mut self) {
+        for held in self.locks.drain(..).rev() {
+            lock::release(&held).await;
+        }
+    }
+}
+
+/// Runs the plan: sinks probed and locked, sources, source checks, steps,
+/// sinks (staged, checked, published in two phases).
 ///
 /// # Errors
-/// The first failure; staged output is removed and nothing is published.
-/// The summary so far is returned alongside for run results.
-pub async fn run(plan: &Plan, mut opts: RunOptions) -> std::result::Result<RunSummary, (Error, RunSummary)> {
+/// The first failure, with the summary so far for run results: before
+/// publishing, every staged output is removed and nothing is published;
+/// during the commit phase, the error and the summary name the sinks that
+/// were published and those that were not.
+pub async fn run(plan: Arc<Plan>, mut opts: RunOptions) -> std::result::Result<RunSummary, (Error, RunSummary)> {
     let started = Instant::now();
     let mut summary = RunSummary {
         run_id: opts.run_id.clone(),
@@ -76,10 +102,23 @@ pub async fn run(plan: &Plan, mut opts: RunOptions) -> std::result::Result<RunSu
         steps: vec![],
         sinks: vec![],
         checks: vec![],
+        published: vec![],
+        not_published: vec![],
         error: None,
     };
-    let mut staged: Vec<Staged> = Vec::new();
-    let result = run_inner(plan, &mut opts, &mut summary, &mut staged).await;
+    let mut undo = Undo::default();
+    let result = run_inner(&plan, &mut opts, &mut summary, &mut undo).await;
+    if result.is_err() {
+        undo.remove_staging().await;
+        // A write the failure cut short may still be finishing on a blocking
+        // thread (local disk): look once more after it had time to land.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        undo.remove_staging().await;
+    }
+    undo.release().await;
+    for sink in &plan.sinks {
+        sinks::staging::tidy(&sink.location, &sink.staging_root);
+    }
     summary.seconds = started.elapsed().as_secs_f64();
     opts.progress.finish_and_clear();
     match result {
@@ -88,9 +127,6 @@ pub async fn run(plan: &Plan, mut opts: RunOptions) -> std::result::Result<RunSu
             Ok(summary)
         }
         Err(e) => {
-            for s in &staged {
-                sinks::remove_prefix(s.store.as_ref(), &s.staging).await;
-            }
             summary.status = if matches!(e, Error::Interrupted { .. }) {
                 RunStatus::Interrupted
             } else {
@@ -102,23 +138,36 @@ pub async fn run(plan: &Plan, mut opts: RunOptions) -> std::result::Result<RunSu
     }
 }
 
-async fn run_inner(
-    plan: &Plan,
-    opts: &mut RunOptions,
-    summary: &mut RunSummary,
-    staged: &mut Vec<Staged>,
-) -> Result<()> {
+async fn run_inner(plan: &Arc<Plan>, opts: &mut RunOptions, summary: &mut RunSummary, undo: &mut Undo) -> Result<()> {
     let engine = engine(plan)?;
     let ctx = engine.context();
     let pb = opts.progress.clone();
     let total = plan.sources.len() + plan.steps.len() + plan.sinks.len();
     pb.set_length(total as u64);
 
-    // Fail on an unwritable sink before reading any data.
+    // Fail on an unwritable or locked sink before reading any data; once a
+    // sink is ours, what dead runs left of it goes.
+    let me = lock::Lease::mine(&opts.run_id, &plan.name);
     for sink in &plan.sinks {
         pb.set_message(format!("checking sink location {}", sink.location));
         guarded(&mut opts.interrupt, sinks::probe(&engine, sink, &opts.run_id)).await?;
+        let store = engine
+            .register_store(&sink.location)
+            .map_err(|m| Error::sink(&sink.table, &sink.location, m))?;
+        let held = lock::acquire(store.clone(), &sink.location, &me)
+            .await
+            .map_err(|m| Error::sink(&sink.table, &sink.location, m))?;
+        if let Some(dead) = &held.took_over {
+            tracing::warn!(sink = %sink.table, dead_run = %dead.run_id, "took over the lock of a run that is no longer alive");
+        }
+        undo.locks.push(held);
+        for done in
+            sinks::staging::remove_leftovers(store.as_ref(), &sink.location, &sink.staging_root, &opts.run_id).await
+        {
+            tracing::info!(sink = %sink.table, "{done} (left by a run that is no longer alive)");
+        }
     }
+    let _heartbeat = AbortOnDrop(heartbeat(undo.locks.clone()));
 
     // Plan every step against the real schemas (footers only): a pipeline
     // that cannot run fails with exit 2 before any row is read.
@@ -157,16 +206,20 @@ async fn run_inner(
         pb.inc(1);
     }
 
-    for (i, step) in plan.steps.iter().enumerate() {
+    for i in 0..plan.steps.len() {
+        let step = &plan.steps[i];
         pb.set_message(format!("step {} ({})", step.name, step.kind.name()));
         let span = tracing::info_span!("step", name = %step.name, kind = step.kind.name());
         let t0 = Instant::now();
         tracing::info!(parent: &span, step = %step.name, kind = step.kind.name(), n = i + 1, of = plan.steps.len(), "step started");
-        let rows = guarded(
-            &mut opts.interrupt,
-            run_step(&engine, plan, step).instrument(span.clone()),
-        )
-        .await?;
+        // On a task of its own, so that an interrupt is seen at once even
+        // while the step keeps a worker busy (a fit is CPU-bound).
+        let task = tokio::spawn({
+            let (engine, plan) = (engine.clone(), plan.clone());
+            async move { run_step(&engine, &plan, &plan.steps[i]).await }.instrument(span.clone())
+        });
+        let joined = async move { task.await.map_err(|e| Error::step("run", e.to_string()))? };
+        let rows = guarded(&mut opts.interrupt, joined).await?;
         let seconds = t0.elapsed().as_secs_f64();
         match rows {
             Some(r) => tracing::info!(parent: &span, step = %step.name, rows = r, seconds, "step done"),
@@ -183,23 +236,28 @@ async fn run_inner(
         pb.inc(1);
     }
 
-    // Write every sink to staging and check it there.
+    // Write every sink to staging and check it there. Each staging location
+    // is registered for removal before its first byte is written.
     let mut failures = Vec::new();
+    let mut staged: Vec<Staged> = Vec::new();
     for sink in &plan.sinks {
         pb.set_message(format!("sink {}", sink.table));
         let span = tracing::info_span!("sink", table = %sink.table);
         let t0 = Instant::now();
+        let err = |m: String| Error::sink(&sink.table, &sink.location, m);
+        let store = engine.register_store(&sink.location).map_err(err)?;
+        let staging = sinks::staging_location(sink, &opts.run_id)
+            .ok_or_else(|| err("the location has no parent to stage in".into()))?;
+        undo.staging.push((store, staging.clone()));
         let s = guarded(
             &mut opts.interrupt,
-            sinks::stage(&engine, sink, &opts.run_id).instrument(span.clone()),
+            sinks::stage(&engine, sink, &staging).instrument(span.clone()),
         )
         .await?;
         tracing::info!(parent: &span, sink = %sink.table, rows = s.rows, files = s.files.len(), staging = %s.staging, "sink written to staging");
         let subject = format!("sink \"{}\"", sink.table);
-        staged.push(s);
         if !sink.checks.is_empty() {
-            let last = staged.last().ok_or_else(|| Error::step("sink", "no staged output"))?;
-            let df = staged_table(&engine, last).await?;
+            let df = staged_table(&engine, &s).await?;
             let outcomes = guarded(
                 &mut opts.interrupt,
                 checks::run(&subject, &df, &sink.checks).instrument(span),
@@ -215,45 +273,133 @@ async fn run_inner(
             table: sink.table.clone(),
             url: sink.location.to_string(),
             mode: sink.mode.as_str(),
-            rows: staged.last().map_or(0, |s| s.rows),
-            files: staged.last().map_or(0, |s| s.files.len()),
-            bytes: staged.last().map_or(0, |s| s.files.iter().map(|f| f.bytes).sum()),
+            rows: s.rows,
+            files: s.files.len(),
+            bytes: s.files.iter().map(|f| f.bytes).sum(),
             seconds: t0.elapsed().as_secs_f64(),
         });
+        staged.push(s);
         pb.inc(1);
     }
     if !failures.is_empty() {
         return Err(Error::Checks { failures });
     }
-    // Publish: the last interruption point is before this loop; once
-    // publishing starts it runs to the end.
-    if let Some(signal) = *opts.interrupt.borrow() {
-        return Err(Error::Interrupted { signal });
+    // Still ours? A run that lost a lock (it stalled past its expiry and
+    // another run took over) must not publish.
+    for (sink, held) in plan.sinks.iter().zip(&undo.locks) {
+        lock::refresh(held)
+            .await
+            .map_err(|m| Error::sink(&sink.table, &sink.location, m))?;
     }
+
+    pb.set_message("publishing");
     let info = publish::RunInfo {
         run_id: opts.run_id.clone(),
         pipeline: plan.name.clone(),
         vars: plan.vars.shown(),
     };
-    pb.set_message("publishing");
-    let to_publish = std::mem::take(staged);
-    for (i, s) in to_publish.iter().enumerate() {
+    publish_all(staged, &info, opts, summary).await
+}
+
+/// Two-phase publishing (see [`publish`]): prepare every sink, then commit
+/// them one by one; what was and was not published goes into the summary.
+async fn publish_all(
+    staged: Vec<Staged>,
+    info: &publish::RunInfo,
+    opts: &mut RunOptions,
+    summary: &mut RunSummary,
+) -> Result<()> {
+    let mut prepared = Vec::new();
+    let mut failed = None;
+    for s in staged {
+        if let Some(signal) = *opts.interrupt.borrow() {
+            failed = Some(Error::Interrupted { signal });
+            break;
+        }
         let t0 = Instant::now();
-        match publish::publish(s, &info).await {
-            Ok(m) => {
-                tracing::info!(sink = %s.sink.table, url = %s.sink.location, rows = m.rows, files = m.files.len(), "published");
-                if let Some(r) = summary.sinks.iter_mut().find(|r| r.table == s.sink.table) {
-                    r.seconds += t0.elapsed().as_secs_f64();
-                }
+        match publish::prepare(s, info).await {
+            Ok(p) => {
+                add_seconds(summary, &p.staged.sink.table, t0);
+                prepared.push(p);
             }
-            Err(e) => {
-                // Keep the unpublished ones for cleanup by the caller.
-                staged.extend(to_publish.into_iter().skip(i + 1));
-                return Err(e);
+            Err((e, _)) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    if failed.is_none()
+        && let Err(e) = crate::failpoint::hit("publish::prepared", "").await
+    {
+        failed = Some(Error::step("publish", e));
+    }
+    if let Some(e) = failed {
+        for p in prepared {
+            publish::abort(p).await;
+        }
+        return Err(e);
+    }
+    // The commit phase runs to its end: an interrupt now would only leave
+    // fewer sinks published.
+    let mut rest = prepared.into_iter();
+    while let Some(p) = rest.next() {
+        let table = p.staged.sink.table.clone();
+        let t0 = Instant::now();
+        match publish::commit(&p).await {
+            Ok(()) => {
+                tracing::info!(sink = %table, url = %p.staged.sink.location, rows = p.manifest.rows, files = p.manifest.files.len(), "published");
+                add_seconds(summary, &table, t0);
+                summary.published.push(table);
+            }
+            Err(c) => {
+                if c.published {
+                    summary.published.push(table.clone());
+                } else {
+                    summary.not_published.push(table.clone());
+                    publish::abort(p).await;
+                }
+                for other in rest {
+                    summary.not_published.push(other.staged.sink.table.clone());
+                    publish::abort(other).await;
+                }
+                return Err(Error::Publish {
+                    published: summary.published.clone(),
+                    not_published: summary.not_published.clone(),
+                    cause: Box::new(c.error),
+                });
             }
         }
     }
     Ok(())
+}
+
+fn add_seconds(summary: &mut RunSummary, table: &str, t0: Instant) {
+    if let Some(r) = summary.sinks.iter_mut().find(|r| r.table == table) {
+        r.seconds += t0.elapsed().as_secs_f64();
+    }
+}
+
+/// Aborts a task when dropped (on every way out of the run).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Refreshes the run's sink leases until aborted.
+fn heartbeat(locks: Vec<lock::Held>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(lock::REFRESH).await;
+            for held in &locks {
+                if let Err(m) = lock::refresh(held).await {
+                    tracing::warn!("{m}");
+                }
+            }
+        }
+    })
 }
 
 /// A staged sink as a table (for its checks).
@@ -336,7 +482,8 @@ sinks:
       - row_count: {min: 300, max: 300}
 ";
         let spec = config::parse(yaml).unwrap();
-        let plan = super::super::resolve::resolve(spec, std::path::Path::new("mem.yaml"), &BTreeMap::new()).unwrap();
+        let plan =
+            Arc::new(super::super::resolve::resolve(spec, std::path::Path::new("mem.yaml"), &BTreeMap::new()).unwrap());
         let mut manifests = Vec::new();
         for i in 0..2 {
             let opts = RunOptions {
@@ -344,7 +491,7 @@ sinks:
                 interrupt: no_interrupt(),
                 progress: indicatif::ProgressBar::hidden(),
             };
-            let summary = run(&plan, opts).await.map_err(|(e, _)| e).unwrap();
+            let summary = run(plan.clone(), opts).await.map_err(|(e, _)| e).unwrap();
             assert_eq!(summary.sinks[0].rows, 300);
             assert_eq!(summary.checks.iter().filter(|c| c.outcome.passed).count(), 2);
             let sink = &plan.sinks[0].location;

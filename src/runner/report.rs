@@ -77,6 +77,10 @@ pub struct RunSummary {
     pub steps: Vec<StepReport>,
     pub sinks: Vec<SinkReport>,
     pub checks: Vec<CheckReport>,
+    /// Sinks whose new output is visible (all of them after a success).
+    pub published: Vec<String>,
+    /// Sinks that keep their previous output after a failed publish.
+    pub not_published: Vec<String>,
     pub error: Option<String>,
 }
 
@@ -121,8 +125,16 @@ pub fn render_summary(s: &RunSummary) -> String {
             let _ = writeln!(e, "  published {} sinks", s.sinks.len());
         }
         RunStatus::Success | RunStatus::Running => {}
-        RunStatus::Failed | RunStatus::Interrupted => {
+        RunStatus::Failed | RunStatus::Interrupted if s.published.is_empty() => {
             let _ = writeln!(e, "  nothing was published; previous outputs are untouched");
+        }
+        RunStatus::Failed | RunStatus::Interrupted => {
+            let _ = writeln!(
+                e,
+                "  published: {}; not published: {} (previous outputs untouched)",
+                s.published.join(", "),
+                s.not_published.join(", ")
+            );
         }
     }
     e
@@ -238,6 +250,8 @@ mod tests {
                     message: String::new(),
                 },
             }],
+            published: vec!["features".into()],
+            not_published: vec![],
             error: None,
         }
     }

@@ -231,11 +231,19 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
         }
         sinks.push(Sink {
             table: s.table,
+            staging_root: location.clone(),
             location,
             partition_by: s.partition_by,
             mode: s.mode,
             checks: s.checks,
         });
+    }
+
+    // Staging roots, from all sinks (before any --select), so that every run
+    // of the pipeline stages a sink in the same place.
+    let locations: Vec<Location> = sinks.iter().map(|s| s.location.clone()).collect();
+    for (sink, root) in sinks.iter_mut().zip(crate::sinks::staging::roots(&locations)) {
+        sink.staging_root = root;
     }
 
     // Run order from the references (a reference to an extra table depends

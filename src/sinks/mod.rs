@@ -9,7 +9,9 @@
 //! Output is BI-safe ([`bi_safe`]): timestamps as microseconds UTC, no
 //! unsigned integers, plain UTF-8 strings, zstd, page statistics.
 
+pub mod lock;
 pub mod publish;
+pub mod staging;
 
 use std::sync::Arc;
 
@@ -34,6 +36,8 @@ use crate::storage::{self, Location};
 pub struct Sink {
     pub table: String,
     pub location: Location,
+    /// Where its runs stage their output ([`staging`]).
+    pub staging_root: Location,
     pub partition_by: Vec<String>,
     pub mode: SinkMode,
     pub checks: Vec<CheckSpec>,
@@ -87,10 +91,9 @@ pub struct StagedFile {
     pub bytes: u64,
 }
 
-/// The staging location of a sink for a run.
-pub fn staging_location(sink: &Location, run_id: &str) -> Option<Location> {
-    let (parent, name) = sink.parent_and_name()?;
-    Some(parent.join(&format!(".{name}.crmflow-{run_id}/")))
+/// The staging location of a sink for a run (see [`staging`]).
+pub fn staging_location(sink: &Sink, run_id: &str) -> Option<Location> {
+    staging::location(&sink.location, &sink.staging_root, run_id)
 }
 
 /// Checks that a sink's location can be written.
@@ -109,12 +112,11 @@ pub async fn probe(engine: &Engine, sink: &Sink, run_id: &str) -> Result<()> {
 ///
 /// # Errors
 /// [`Error::Sink`] naming the sink and its location.
-pub async fn stage(engine: &Engine, sink: &Sink, run_id: &str) -> Result<Staged> {
+pub async fn stage(engine: &Engine, sink: &Sink, staging: &Location) -> Result<Staged> {
     let err = |m: String| Error::sink(&sink.table, &sink.location, m);
     let ctx = engine.context();
     let store = engine.register_store(&sink.location).map_err(&err)?;
-    let staging =
-        staging_location(&sink.location, run_id).ok_or_else(|| err("the location has no parent to stage in".into()))?;
+    let staging = staging.clone();
     let df = ctx.table(sink.table.as_str()).await.map_err(|e| err(e.to_string()))?;
     for c in &sink.partition_by {
         if df.schema().field_with_unqualified_name(c).is_err() {

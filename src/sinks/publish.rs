@@ -1,23 +1,35 @@
-//! Publishing a staged sink: the moment a run's output becomes visible.
+//! Publishing staged sinks, in two phases, so that a failure publishes
+//! nothing or, once publishing has begun, says exactly what was published.
 //!
-//! Two protocols, both ending with a `_SUCCESS` manifest (JSON: run id,
-//! pipeline, vars, files with rows and bytes, schema, version, finish time):
+//! **Phase one, [`prepare`]**, for every sink of the run, touches nothing a
+//! reader uses: the manifest protocol puts the new files in place under
+//! names no earlier run used (no `_SUCCESS` removed, no old file deleted);
+//! the local swap writes the manifest into the staged directory. A failure
+//! here [`abort`]s every prepared sink (removing what phase one added): the
+//! run published nothing.
 //!
-//! * **Directory swap** (local disk, `mode: overwrite`): the manifest is
-//!   written into the staging directory, then the old directory is renamed
-//!   aside, the staging directory renamed into place, and the old one
-//!   removed. Readers see the old complete output or the new complete output
-//!   (for the microseconds between the two renames, no directory).
-//! * **Manifest protocol** (object stores, and the other modes on local
-//!   disk), using only put, copy, delete and list, which every S3-compatible
-//!   store has: (1) delete `_SUCCESS`; (2) copy each staged file to a name
-//!   no earlier run used (`part-<run id>-NNNNN.parquet`; for `append`, a tag
-//!   derived from the pipeline, sink and vars, so a rerun with the same vars
-//!   replaces its own files); (3) delete the files the new output replaces;
-//!   (4) put the new `_SUCCESS` — last; (5) delete staging. While `_SUCCESS`
-//!   is absent the location is being published; once present, the listed
-//!   files are exactly the output. A failure between (1) and (4) leaves no
-//!   `_SUCCESS`, never a `_SUCCESS` over mixed files.
+//! **Phase two, [`commit`]**, sink by sink, makes each output visible in one
+//! atomic step, then cleans up:
+//!
+//! * **manifest protocol** (object stores, and `overwrite_partitions` /
+//!   `append` everywhere): put the new `_SUCCESS` manifest (JSON: run id,
+//!   pipeline, vars, files with rows and bytes, schema, version, finish
+//!   time), which replaces the old one in a single put; then delete the files
+//!   the new output replaces and any file no manifest lists (leftovers of
+//!   dead runs); then the staging. Whenever `_SUCCESS` exists it lists
+//!   exactly a complete output; files it does not list may exist for a moment
+//!   (this run's new files before its put, replaced files after it).
+//! * **directory swap** (local disk, `mode: overwrite`): one
+//!   `renameat2(RENAME_EXCHANGE)` of the staged directory and the sink, so
+//!   the sink path always exists and holds the old or the new complete
+//!   output; then the old one (now at the staging path) is removed. Where
+//!   the exchange is unsupported: the old directory is renamed aside to a
+//!   hidden `.old` sibling and the new one into place; if the process dies
+//!   between the two renames, the next run puts the `.old` back first.
+//!
+//! A commit that fails leaves that sink's previous output in place; the run
+//! reports the sinks it published and the ones it did not, and the next run
+//! publishes them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -26,9 +38,11 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
+use std::path::PathBuf;
+
 use super::SinkMode;
 use super::{Staged, StagedFile, footer_rows, list_data, remove_prefix};
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::storage::Location;
 
 /// The name of the marker and manifest written last.
@@ -60,15 +74,35 @@ pub struct RunInfo {
     pub vars: BTreeMap<String, String>,
 }
 
-/// Publishes a staged sink.
-///
-/// # Errors
-/// [`Error::Sink`] naming the sink and what failed; see the module docs for
-/// what a failure leaves behind.
-pub async fn publish(staged: &Staged, run: &RunInfo) -> Result<Manifest> {
+/// A sink whose new output is in place but not yet visible.
+#[derive(Debug)]
+pub struct Prepared {
+    pub staged: Staged,
+    pub manifest: Manifest,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    /// Local `overwrite`: the staged directory replaces the sink.
+    Swap { staging: PathBuf, target: PathBuf },
+    /// The manifest protocol: files added in phase one, and the files to
+    /// delete once the manifest is committed.
+    Files { added: Vec<String>, obsolete: Vec<String> },
+}
+
+/// The outcome of a failed [`commit`].
+#[derive(Debug)]
+pub struct CommitError {
+    /// Whether the sink's new output became visible before the failure
+    /// (only its cleanup failed).
+    pub published: bool,
+    pub error: Error,
+}
+
+fn manifest(staged: &Staged, run: &RunInfo, files: Vec<StagedFile>) -> Manifest {
     let sink = &staged.sink;
-    let err = |m: String| Error::sink(&sink.table, &sink.location, m);
-    let manifest = |files: Vec<StagedFile>| Manifest {
+    Manifest {
         run_id: run.run_id.clone(),
         pipeline: run.pipeline.clone(),
         sink: sink.table.clone(),
@@ -80,64 +114,56 @@ pub async fn publish(staged: &Staged, run: &RunInfo) -> Result<Manifest> {
         schema: super::schema_json(&staged.schema),
         rows: files.iter().map(|f| f.rows).sum(),
         files,
-    };
-    let result = match (sink.location.local_path(), sink.mode) {
-        (Some(target), SinkMode::Overwrite) => {
-            let m = manifest(staged.files.clone());
-            swap_directory(staged, &target, &m).await.map(|()| m)
-        }
-        _ => manifest_protocol(staged, run, manifest).await,
-    };
-    let m = result.map_err(err)?;
-    remove_stale_staging(staged.store.as_ref(), &sink.location, &run.run_id).await;
-    Ok(m)
+    }
 }
 
-async fn swap_directory(
-    staged: &Staged,
-    target: &std::path::Path,
-    manifest: &Manifest,
-) -> std::result::Result<(), String> {
-    let staging = staged
-        .staging
-        .local_path()
-        .ok_or_else(|| "staging is not on the local disk".to_string())?;
-    std::fs::create_dir_all(&staging).map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
+/// Phase one for one sink: puts its new output in place, invisible.
+///
+/// # Errors
+/// [`Error::Sink`] naming the sink, with the staged sink back (what phase
+/// one added is already removed).
+pub async fn prepare(staged: Staged, run: &RunInfo) -> std::result::Result<Prepared, (Error, Staged)> {
+    let sink = &staged.sink;
+    let err = |m: String| Error::sink(&sink.table, &sink.location, m);
+    if let Err(e) = crate::failpoint::hit("publish::prepare", &sink.table).await {
+        return Err((err(e.to_string()), staged));
+    }
+    let result = match (sink.location.local_path(), staged.staging.local_path(), sink.mode) {
+        (Some(target), Some(staging), SinkMode::Overwrite) => {
+            let m = manifest(&staged, run, staged.files.clone());
+            write_local_manifest(&staging, &m).map(|()| (m, Kind::Swap { staging, target }))
+        }
+        _ => prepare_files(&staged, run).await,
+    };
+    match result {
+        Ok((manifest, kind)) => Ok(Prepared { staged, manifest, kind }),
+        Err(m) => Err((err(m), staged)),
+    }
+}
+
+fn write_local_manifest(staging: &std::path::Path, manifest: &Manifest) -> std::result::Result<(), String> {
     let json = serde_json::to_vec_pretty(manifest).map_err(|e| e.to_string())?;
     std::fs::write(staging.join(SUCCESS), json)
-        .map_err(|e| format!("cannot write {}/{SUCCESS}: {e}", staging.display()))?;
-    let parent = target.parent().ok_or("the sink has no parent directory")?;
-    std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-    if target.exists() {
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        let aside = parent.join(format!(".{name}.crmflow-{}.old", manifest.run_id));
-        std::fs::rename(target, &aside).map_err(|e| format!("cannot move the previous output aside: {e}"))?;
-        if let Err(e) = std::fs::rename(&staging, target) {
-            // Put the previous output back: the run failed, nothing changed.
-            let _ = std::fs::rename(&aside, target);
-            return Err(format!("cannot move the new output into place: {e}"));
-        }
-        let _ = std::fs::remove_dir_all(&aside);
-    } else {
-        std::fs::rename(&staging, target).map_err(|e| format!("cannot move the new output into place: {e}"))?;
-    }
-    Ok(())
+        .map_err(|e| format!("cannot write {}/{SUCCESS}: {e}", staging.display()))
 }
 
-async fn manifest_protocol(
-    staged: &Staged,
-    run: &RunInfo,
-    manifest: impl Fn(Vec<StagedFile>) -> Manifest,
-) -> std::result::Result<Manifest, String> {
+async fn prepare_files(staged: &Staged, run: &RunInfo) -> std::result::Result<(Manifest, Kind), String> {
     let sink = &staged.sink;
     let store = staged.store.clone();
     let target = sink.location.as_dir();
-    let success = target.child_path(SUCCESS);
-    let previous = read_manifest(store.as_ref(), &success).await;
-    let existing: BTreeMap<String, u64> = list_data(store.as_ref(), &target).await?.into_iter().collect();
+    let previous = read_manifest(store.as_ref(), &target.child_path(SUCCESS)).await;
+    let listed: BTreeMap<String, u64> = list_data(store.as_ref(), &target).await?.into_iter().collect();
+    // The current output: what the manifest lists (files no manifest lists
+    // are leftovers of dead runs), or, before any manifest, every file.
+    let current: BTreeMap<String, u64> = match &previous {
+        Some(m) => m
+            .files
+            .iter()
+            .filter(|f| listed.contains_key(&f.path))
+            .map(|f| (f.path.clone(), f.rows))
+            .collect(),
+        None => BTreeMap::new(),
+    };
     let tag = match sink.mode {
         SinkMode::Append => append_tag(run, &sink.table),
         _ => run.run_id.clone(),
@@ -161,28 +187,48 @@ async fn manifest_protocol(
         .iter()
         .map(|(_, n)| n.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default())
         .collect();
-    let replaced: Vec<&String> = existing
-        .keys()
-        .filter(|p| !new_names.contains(p.as_str()))
-        .filter(|p| match sink.mode {
-            SinkMode::Overwrite => true,
-            SinkMode::OverwritePartitions => {
-                new_dirs.contains(&p.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default())
+    let replaces = |p: &str| match sink.mode {
+        SinkMode::Overwrite => true,
+        SinkMode::OverwritePartitions => {
+            new_dirs.contains(&p.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default())
+        }
+        SinkMode::Append => p
+            .rsplit('/')
+            .next()
+            .is_some_and(|n| n.starts_with(&format!("part-{tag}-"))),
+    };
+    let kept: Vec<(String, u64)> = match &previous {
+        Some(_) => current
+            .iter()
+            .filter(|(p, _)| !new_names.contains(p.as_str()) && !replaces(p))
+            .map(|(p, r)| (p.clone(), *r))
+            .collect(),
+        // No manifest yet: every listed file that is not replaced stays.
+        None => {
+            let mut kept = Vec::new();
+            for (p, size) in &listed {
+                if !new_names.contains(p.as_str()) && !replaces(p) {
+                    kept.push((
+                        p.clone(),
+                        footer_rows(store.clone(), &target.child_path(p), *size).await?,
+                    ));
+                }
             }
-            SinkMode::Append => p
-                .rsplit('/')
-                .next()
-                .is_some_and(|n| n.starts_with(&format!("part-{tag}-"))),
-        })
+            kept
+        }
+    };
+    let kept_names: BTreeSet<&str> = kept.iter().map(|(p, _)| p.as_str()).collect();
+    // Everything listed that the new manifest will not list goes after the
+    // commit (files of this run's new names are overwritten, not deleted).
+    let obsolete: Vec<String> = listed
+        .keys()
+        .filter(|p| !new_names.contains(p.as_str()) && !kept_names.contains(p.as_str()))
+        .cloned()
         .collect();
 
-    // (1) the output is now "being published"
-    match store.delete(&success).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-        Err(e) => return Err(format!("cannot remove {SUCCESS}: {e}")),
-    }
-    // (2) new files under new names
+    // The new files, under new names; undone on failure.
     let local = sink.location.local_path().is_some();
+    let mut added = Vec::new();
     for (f, name) in &new_files {
         let from = staged.staging.child_path(&f.path);
         let to = target.child_path(name);
@@ -191,19 +237,18 @@ async fn manifest_protocol(
         } else {
             store.copy(&from, &to).await
         };
-        r.map_err(|e| format!("cannot copy {} into place: {e}", f.path))?;
-    }
-    // (3) what the new output replaces
-    for p in &replaced {
-        match store.delete(&target.child_path(p)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(format!("cannot delete the replaced file {p}: {e}")),
+        let r = match r {
+            Ok(()) => crate::failpoint::hit("publish::after_file", &sink.table)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = r {
+            delete_all(store.as_ref(), &target, &added).await;
+            return Err(format!("cannot copy {} into place: {e}", f.path));
         }
+        added.push(name.clone());
     }
-    // (4) the manifest, last
-    let known: BTreeMap<String, u64> = previous
-        .map(|m| m.files.into_iter().map(|f| (f.path, f.rows)).collect())
-        .unwrap_or_default();
     let mut files: Vec<StagedFile> = new_files
         .iter()
         .map(|(f, name)| StagedFile {
@@ -212,30 +257,153 @@ async fn manifest_protocol(
             bytes: f.bytes,
         })
         .collect();
-    for (path, size) in &existing {
-        if new_names.contains(path.as_str()) || replaced.contains(&path) {
-            continue;
-        }
-        let rows = match known.get(path) {
-            Some(r) => *r,
-            None => footer_rows(store.clone(), &target.child_path(path), *size).await?,
-        };
-        files.push(StagedFile {
-            path: path.clone(),
-            rows,
-            bytes: *size,
-        });
+    for (path, rows) in kept {
+        let bytes = listed.get(&path).copied().unwrap_or(0);
+        files.push(StagedFile { path, rows, bytes });
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
-    let m = manifest(files);
-    let json = serde_json::to_vec_pretty(&m).map_err(|e| e.to_string())?;
-    store
-        .put(&success, PutPayload::from(json))
+    Ok((manifest(staged, run, files), Kind::Files { added, obsolete }))
+}
+
+async fn delete_all(store: &dyn ObjectStore, dir: &Location, paths: &[String]) {
+    for p in paths {
+        let _ = store.delete(&dir.child_path(p)).await;
+    }
+}
+
+/// Undoes phase one of a prepared sink: removes the files it added and the
+/// staging (best effort).
+pub async fn abort(p: Prepared) {
+    if let Kind::Files { added, .. } = &p.kind {
+        delete_all(p.staged.store.as_ref(), &p.staged.sink.location.as_dir(), added).await;
+    }
+    remove_prefix(p.staged.store.as_ref(), &p.staged.staging).await;
+}
+
+/// Phase two for one sink: makes its new output visible, then cleans up.
+///
+/// # Errors
+/// [`CommitError`]: whether the output was published before the failure,
+/// and the error naming the sink.
+pub async fn commit(p: &Prepared) -> std::result::Result<(), CommitError> {
+    let sink = &p.staged.sink;
+    let fail = |published: bool, m: String| CommitError {
+        published,
+        error: Error::sink(&sink.table, &sink.location, m),
+    };
+    crate::failpoint::hit("publish::commit", &sink.table)
         .await
-        .map_err(|e| format!("cannot write {SUCCESS}: {e}"))?;
-    // (5) staging is no longer needed
-    remove_prefix(store.as_ref(), &staged.staging).await;
-    Ok(m)
+        .map_err(|e| fail(false, e.to_string()))?;
+    let store = p.staged.store.as_ref();
+    match &p.kind {
+        Kind::Swap { staging, target } => {
+            swap(staging, target).await.map_err(|m| fail(false, m))?;
+            crate::failpoint::hit("publish::committed", &sink.table)
+                .await
+                .map_err(|e| fail(true, e.to_string()))?;
+            // The previous output is now at the staging path.
+            std::fs::remove_dir_all(staging)
+                .or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|e| {
+                    fail(
+                        true,
+                        format!("cannot remove the previous output at {}: {e}", staging.display()),
+                    )
+                })?;
+        }
+        Kind::Files { obsolete, .. } => {
+            let target = sink.location.as_dir();
+            let json = serde_json::to_vec_pretty(&p.manifest).map_err(|e| fail(false, e.to_string()))?;
+            store
+                .put(&target.child_path(SUCCESS), PutPayload::from(json))
+                .await
+                .map_err(|e| fail(false, format!("cannot write {SUCCESS}: {e}")))?;
+            crate::failpoint::hit("publish::committed", &sink.table)
+                .await
+                .map_err(|e| fail(true, e.to_string()))?;
+            for path in obsolete {
+                match store.delete(&target.child_path(path)).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(fail(true, format!("cannot delete the replaced file {path}: {e}"))),
+                }
+            }
+            remove_prefix(store, &p.staged.staging).await;
+        }
+    }
+    Ok(())
+}
+
+/// Replaces `target` by `staging` on local disk: one atomic exchange where
+/// the filesystem has it, else two renames (see the module docs).
+async fn swap(staging: &std::path::Path, target: &std::path::Path) -> std::result::Result<(), String> {
+    let parent = target.parent().ok_or("the sink has no parent directory")?;
+    std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    if !target.exists() {
+        return std::fs::rename(staging, target).map_err(|e| format!("cannot move the new output into place: {e}"));
+    }
+    let exchange = if crate::failpoint::enabled("publish::no_exchange") {
+        Err(std::io::Error::from_raw_os_error(libc::EINVAL))
+    } else {
+        exchange(staging, target)
+    };
+    match exchange {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
+            let name = target
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let run = staging
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let aside = parent.join(format!(".{name}.crmflow-{run}.old"));
+            std::fs::rename(target, &aside).map_err(|e| format!("cannot move the previous output aside: {e}"))?;
+            crate::failpoint::hit("publish::between_renames", &name)
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Err(e) = std::fs::rename(staging, target) {
+                let _ = std::fs::rename(&aside, target);
+                return Err(format!("cannot move the new output into place: {e}"));
+            }
+            // What the exchange would have left at the staging path.
+            std::fs::rename(&aside, staging).map_err(|e| format!("cannot remove {}: {e}", aside.display()))
+        }
+        Err(e) => Err(format!("cannot exchange the new output with {}: {e}", target.display())),
+    }
+}
+
+/// `renameat2(a, b, RENAME_EXCHANGE)`: both paths exist before and after.
+fn exchange(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let cstr = |p: &std::path::Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
+    };
+    let (a, b) = (cstr(a)?, cstr(b)?);
+    // SAFETY: both pointers are valid NUL-terminated strings that outlive
+    // the call; AT_FDCWD makes them relative to the current directory
+    // (they are absolute here).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// The manifest at `path`, if there is a readable one.
@@ -259,44 +427,6 @@ fn append_tag(run: &RunInfo, sink: &str) -> String {
         feed(v);
     }
     format!("a{:016x}", crate::hash::splitmix64(h.finish()))
-}
-
-/// Removes staging left by runs that were killed (an interrupted or failed
-/// run removes its own, unless the store was unreachable): the staging of
-/// runs that started more than an hour before this one. (Runs of one sink
-/// must not overlap; an hour leaves a slow overlapping run alone.)
-async fn remove_stale_staging(store: &dyn ObjectStore, sink: &Location, run_id: &str) {
-    let Some((parent, name)) = sink.parent_and_name() else {
-        return;
-    };
-    let Ok(listing) = store.list_with_delimiter(Some(&parent.path())).await else {
-        return;
-    };
-    let prefix = format!(".{name}.crmflow-");
-    let Some(now) = run_started(run_id) else { return };
-    for dir in listing.common_prefixes {
-        let Some(last) = dir.parts().last() else { continue };
-        let last = last.as_ref().to_string();
-        let Some(other) = last.strip_prefix(&prefix) else {
-            continue;
-        };
-        match run_started(other) {
-            Some(t) if now - t > chrono::Duration::hours(1) => {
-                let loc = parent.join(&format!("{last}/"));
-                tracing::info!(staging = %loc, "removing staging left by an earlier run");
-                remove_prefix(store, &loc).await;
-            }
-            _ => {}
-        }
-    }
-}
-
-/// The start time in a run id (`20261125T080000Z-…`).
-fn run_started(run_id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    let stamp = run_id.get(..16)?;
-    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
-        .ok()
-        .map(|t| t.and_utc())
 }
 
 /// A shared handle for tests and tools that inspect outputs.

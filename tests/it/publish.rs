@@ -215,10 +215,15 @@ fn interrupt_while_staging(signal: &str, code: i32, staging_removed: bool) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Staging lives outside the output tree: <dir>/.crmflow-staging/<sink key>/<run id>/.
     let staging = |d: &Path| -> Vec<String> {
-        names(&d.join("out"))
-            .into_iter()
-            .filter(|n| n.starts_with(".totals.crmflow-") && !n.contains("probe") && d.join("out").join(n).is_dir())
+        let root = d.join(".crmflow-staging");
+        let Ok(keys) = std::fs::read_dir(&root) else {
+            return vec![];
+        };
+        keys.flatten()
+            .flat_map(|k| std::fs::read_dir(k.path()).into_iter().flatten().flatten())
+            .map(|r| r.path().display().to_string())
             .collect()
     };
     // Poll (no timing assumption: a liveness bound only).
@@ -268,7 +273,12 @@ fn interrupt_while_staging(signal: &str, code: i32, staging_removed: bool) {
         names(&d.join("out/totals"))
     );
     if staging_removed {
-        assert_eq!(names(&d.join("out")), vec!["totals"], "staging left behind");
+        assert_eq!(names(&d.join("out")), vec!["totals"], "a leftover beside the output");
+        assert!(
+            !d.join(".crmflow-staging").exists(),
+            "staging left behind: {:?}",
+            staging(d)
+        );
     }
 }
 
@@ -283,13 +293,11 @@ fn sigint_while_staging_exits_130_and_publishes_nothing() {
 }
 
 #[test]
-#[ignore = "bug: an interrupt while a sink is being written leaves that sink's staging directory (with a partial `*.parquet#N` upload file) behind: exec::run removes only the staging of sinks that finished staging"]
 fn sigterm_while_staging_removes_the_staging() {
     interrupt_while_staging("TERM", 143, true);
 }
 
 #[test]
-#[ignore = "bug: an interrupt while a sink is being written leaves that sink's staging directory (with a partial `*.parquet#N` upload file) behind: exec::run removes only the staging of sinks that finished staging"]
 fn sigint_while_staging_removes_the_staging() {
     interrupt_while_staging("INT", 130, true);
 }
@@ -703,32 +711,87 @@ fn append_on_local_disk_adds_new_vars_and_replaces_a_rerun() {
 }
 
 #[test]
-fn a_successful_run_removes_staging_older_than_an_hour() {
+fn a_run_removes_what_dead_runs_left_of_its_sinks_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     tiny(&d.join("data"));
     write(d, "p.yaml", GOOD, "  - table: totals\n    url: ${out}/totals/\n");
-    // Leftovers of killed runs: one two hours old, one ten minutes old
-    // (run ids start with their UTC start time), and an old one of
-    // another sink.
-    let id =
-        |ago: chrono::Duration, noise: &str| format!("{}-{noise}", (chrono::Utc::now() - ago).format("%Y%m%dT%H%M%SZ"));
-    let old = format!(".totals.crmflow-{}", id(chrono::Duration::minutes(125), "0badc0de"));
-    let recent = format!(".totals.crmflow-{}", id(chrono::Duration::minutes(10), "cafef00d"));
-    let other = format!(".other.crmflow-{}", id(chrono::Duration::hours(30), "deadbeef"));
-    for s in [&old, &recent, &other] {
-        std::fs::create_dir_all(d.join("out").join(s).join("segment=1")).unwrap();
-        std::fs::write(d.join("out").join(s).join("segment=1/part-0.parquet"), "half-written").unwrap();
-    }
-    let out = crmflow(d, &["run", "p.yaml"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let mut want = vec![other.clone(), recent.clone(), "totals".to_string()];
-    want.sort();
-    assert_eq!(names(&d.join("out")), want);
-    assert_eq!(
-        std::fs::read(d.join("out").join(&recent).join("segment=1/part-0.parquet")).unwrap(),
-        b"half-written"
+    assert_eq!(crmflow(d, &["run", "p.yaml"]).code, 0);
+    let before = snapshot(&d.join("out/totals"));
+    // Leftovers of killed runs, of any age: staging under the staging root,
+    // staging beside the sink (the layout of earlier releases and of the
+    // fallback), a `.old` copy, a manifest temp file; and a leftover of
+    // another sink, which is not this run's to judge.
+    let key = crmflow::sinks::staging::key(
+        &crmflow::storage::Location::parse(d.join("out/totals").to_str().unwrap())
+            .unwrap()
+            .as_dir(),
     );
+    let planted = [
+        format!(".crmflow-staging/{key}/20261201T000000Z-0badc0de/part-0.parquet"),
+        "out/.totals.crmflow-20261201T000001Z-cafef00d/segment=1/part-0.parquet".to_string(),
+        "out/.totals.crmflow-20261201T000002Z-deadbeef.old/part-0.parquet".to_string(),
+        "out/totals/_SUCCESS#3".to_string(),
+        "out/.other.crmflow-20261201T000003Z-feedface/part-0.parquet".to_string(),
+    ];
+    for p in &planted {
+        std::fs::create_dir_all(d.join(p).parent().unwrap()).unwrap();
+        std::fs::write(d.join(p), "half-written").unwrap();
+    }
+    // The run also publishes, so compare the output before and after by
+    // its rows: a failing run shows the clean-up happens first.
+    let failing = GOOD.replace("GROUP BY", "WHERE 1 / (c.customer_id - c.customer_id) > 0 GROUP BY");
+    write(d, "bad.yaml", &failing, "  - table: totals\n    url: ${out}/totals/\n");
+    let out = crmflow(d, &["run", "bad.yaml"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(
+        names(&d.join("out")),
+        vec![".other.crmflow-20261201T000003Z-feedface", "totals"]
+    );
+    assert!(!d.join(".crmflow-staging").exists());
+    let mut cleaned = before.clone();
+    cleaned.retain(|(p, _)| !p.contains('#'));
+    assert_eq!(snapshot(&d.join("out/totals")), cleaned, "the previous output changed");
+    assert_eq!(crmflow(d, &["run", "p.yaml"]).code, 0);
+    assert_eq!(
+        names(&d.join("out")),
+        vec![".other.crmflow-20261201T000003Z-feedface", "totals"]
+    );
+}
+
+#[test]
+fn a_missing_sink_is_restored_from_its_old_copy_before_anything_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny(&d.join("data"));
+    write(d, "p.yaml", GOOD, "  - table: totals\n    url: ${out}/totals/\n");
+    assert_eq!(crmflow(d, &["run", "p.yaml"]).code, 0);
+    let before = snapshot(&d.join("out/totals"));
+    // A swap without atomic exchange, killed between its two renames: the
+    // sink is missing and its previous output sits in the `.old` copy.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crmflow"))
+        .args(["run", "p.yaml"])
+        .current_dir(d)
+        .env("CRMFLOW_LOG", "warn")
+        .env(
+            "CRMFLOW_FAILPOINTS",
+            "publish::no_exchange=error;publish::between_renames=abort",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), None, "killed by the failpoint");
+    assert!(!d.join("out/totals").exists());
+    let old: Vec<String> = names(&d.join("out"))
+        .into_iter()
+        .filter(|n| n.ends_with(".old"))
+        .collect();
+    assert_eq!(old.len(), 1, "{:?}", names(&d.join("out")));
+    // The next run, even one that fails, puts it back first.
+    let failing = GOOD.replace("GROUP BY", "WHERE 1 / (c.customer_id - c.customer_id) > 0 GROUP BY");
+    write(d, "bad.yaml", &failing, "  - table: totals\n    url: ${out}/totals/\n");
+    assert_eq!(crmflow(d, &["run", "bad.yaml"]).code, 1);
+    assert_eq!(snapshot(&d.join("out/totals")), before);
+    assert_eq!(names(&d.join("out")), vec!["totals"]);
 }
 
 #[test]
