@@ -238,16 +238,18 @@ async fn prepare_files(staged: &Staged, run: &RunInfo) -> std::result::Result<(M
             store.copy(&from, &to).await
         };
         let r = match r {
-            Ok(()) => crate::failpoint::hit("publish::after_file", &sink.table)
-                .await
-                .map_err(|e| e.to_string()),
+            Ok(()) => {
+                added.push(name.clone());
+                crate::failpoint::hit("publish::after_file", &sink.table)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = r {
             delete_all(store.as_ref(), &target, &added).await;
             return Err(format!("cannot copy {} into place: {e}", f.path));
         }
-        added.push(name.clone());
     }
     let mut files: Vec<StagedFile> = new_files
         .iter()

@@ -5,6 +5,7 @@ mod checks;
 mod cli_errors;
 mod commands;
 mod common;
+mod faults;
 mod features;
 mod generate;
 mod predict_sample;

@@ -425,10 +425,10 @@ fn server_dying_mid_upload_leaves_the_previous_output() {
     let out = crmflow_s3(d, proxy.port, &["run", "p.yaml"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     let cut_run: serde_json::Value = serde_json::from_str(out.stdout.lines().last().unwrap()).unwrap();
-    let cut_staging = format!("out/.big.crmflow-{}/", cut_run["run_id"].as_str().unwrap());
+    let cut_id = cut_run["run_id"].as_str().unwrap().to_string();
     let err = error_of(&out);
     assert!(
-        err.starts_with("sink \"big\" (s3://crm/out/big/): writing s3://crm/out/.big.crmflow-"),
+        err.starts_with("sink \"big\" (s3://crm/out/big/): writing s3://crm/.crmflow-staging/big-"),
         "{err}"
     );
     eprintln!("cut mid-upload: {err}");
@@ -438,24 +438,39 @@ fn server_dying_mid_upload_leaves_the_previous_output() {
         "the previous output changed"
     );
     // What the cut run could not remove (the server was gone when it tried)
-    // is its own staging, nothing else: no probe, no other run's staging.
-    let left: Vec<(String, Vec<u8>)> = rt
-        .block_on(objects(store.as_ref(), "out"))
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("out/big/"))
-        .collect();
-    assert!(left.iter().all(|(k, _)| k.starts_with(&cut_staging)), "{left:?}");
-    eprintln!("the cut run left {} staged objects", left.len());
-    // Leftovers of killed runs: one started two hours ago, one ten minutes ago.
-    let started = |ago: i64| (chrono::Utc::now() - chrono::Duration::minutes(ago)).format("%Y%m%dT%H%M%SZ");
-    let old = format!("out/.big.crmflow-{}-0badc0de/part-0.parquet", started(125));
-    let recent = format!("out/.big.crmflow-{}-cafef00d/part-0.parquet", started(10));
-    for k in [&old, &recent] {
+    // is its own staging, outside the output tree, and its lock: no probe,
+    // nothing else.
+    let everything = |rt: &tokio::runtime::Runtime| -> Vec<(String, Vec<u8>)> {
+        rt.block_on(objects(store.as_ref(), ""))
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("out/big/"))
+            .collect()
+    };
+    let left = everything(&rt);
+    assert!(
+        left.iter()
+            .all(|(k, _)| (k.starts_with(".crmflow-staging/big-") && k.contains(&cut_id))
+                || k == "out/.big.crmflow.lock"),
+        "{left:?}"
+    );
+    assert!(
+        left.iter().any(|(k, _)| k.starts_with(".crmflow-staging/")),
+        "no staging was written"
+    );
+    eprintln!("the cut run left {} objects", left.len());
+    // Leftovers of other dead runs, of any age: beside the output (the
+    // layout of earlier releases) and under the staging root.
+    let key = left[0].0.split('/').nth(1).unwrap().to_string();
+    for k in [
+        "out/.big.crmflow-20261201T000000Z-0badc0de/part-0.parquet".to_string(),
+        format!(".crmflow-staging/{key}/20261201T000001Z-cafef00d/part-0.parquet"),
+    ] {
         rt.block_on(store.put(&StorePath::from(k.as_str()), b"half-written".to_vec().into()))
             .unwrap();
     }
 
-    // The server is back: a rerun publishes.
+    // The server is back: a rerun takes over the dead run's lock (same
+    // host, its process is gone), removes every leftover and publishes.
     proxy.budget.store(i64::MAX, Ordering::SeqCst);
     let out = crmflow_s3(d, proxy.port, &["run", "p.yaml"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -464,20 +479,7 @@ fn server_dying_mid_upload_leaves_the_previous_output() {
     let now = rt.block_on(objects(store.as_ref(), "out/big"));
     assert_eq!(now.len(), files.len() + 1);
     assert_ne!(now, before);
-    // README: staging that could not be removed stays hidden beside the
-    // output; the next successful run removes the staging of runs that
-    // started more than an hour earlier, and only those.
-    let mut want = left;
-    want.push((recent, b"half-written".to_vec()));
-    want.sort();
-    let staging: Vec<(String, Vec<u8>)> = rt
-        .block_on(objects(store.as_ref(), "out"))
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("out/big/"))
-        .collect();
-    let keys = |v: &[(String, Vec<u8>)]| v.iter().map(|(k, b)| (k.clone(), b.len())).collect::<Vec<_>>();
-    assert_eq!(keys(&staging), keys(&want), "staging beside the output");
-    assert!(staging == want, "a staged object changed");
+    assert_eq!(everything(&rt), vec![], "leftovers outside the output");
 }
 
 /// Rows of a table as sorted text lines (for comparing outputs written to
