@@ -310,3 +310,141 @@ fn every_publish_fault_leaves_whole_outputs_on_s3_overwrite() {
 fn every_publish_fault_leaves_whole_outputs_on_s3_overwrite_partitions() {
     faults_on(s3(), "overwrite_partitions");
 }
+
+/// Starts a run paused at `failpoint` and waits until it holds its locks.
+fn paused_run(d: &Path, failpoint: &str) -> std::process::Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_crmflow"))
+        .args(["run", "p.yaml", "--var", "v=2"])
+        .current_dir(d)
+        .env("CRMFLOW_LOG", "warn")
+        .env("CRMFLOW_FAILPOINTS", failpoint)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !d.join("out/.b.crmflow.lock").exists() {
+        assert!(std::time::Instant::now() < deadline, "the first run never took its locks");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn an_overlapping_run_fails_at_once_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny(&d.join("data"));
+    std::fs::write(d.join("p.yaml"), PIPELINE.replace("MODE", "mode: overwrite")).unwrap();
+    assert_eq!(Target::Local.run(d, 1, "").code, 0);
+    // The first run pauses in publishing, holding both locks.
+    let first = paused_run(d, "publish::prepare:a=sleep(3000)");
+    let second = Target::Local.run(d, 3, "");
+    assert_eq!(second.code, 1, "{}", second.stderr);
+    let lease: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("out/.a.crmflow.lock")).unwrap()).unwrap();
+    let err = super::common::error_of(&second);
+    let want = format!(
+        "sink \"a\" ({}/out/a/): is locked by run {} of pipeline \"faults\" (host {}, pid {}) until ",
+        d.display(),
+        lease["run_id"].as_str().unwrap(),
+        lease["host"].as_str().unwrap(),
+        first.id()
+    );
+    assert!(err.starts_with(&want), "{err}\nwant {want}");
+    assert!(err.ends_with("; runs of one sink must not overlap"), "{err}");
+    // The second run touched nothing; the first completes and publishes.
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
+    clean(&Target::Local, d, 2);
+}
+
+#[test]
+fn staging_is_outside_the_output_tree_for_globs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny(&d.join("data"));
+    std::fs::write(
+        d.join("p.yaml"),
+        PIPELINE.replace("MODE", "mode: overwrite_partitions\n    partition_by: [country]"),
+    )
+    .unwrap();
+    assert_eq!(Target::Local.run(d, 1, "").code, 0);
+    let published: BTreeSet<String> = Target::Local.files(d).into_iter().filter(|f| f.ends_with(".parquet")).collect();
+    // Paused with both sinks staged, before anything is put in place.
+    let run = paused_run(d, "publish::prepare:a=sleep(2000)");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let glob = format!("{}/out/**/*.parquet", d.display());
+    let seen: BTreeSet<String> = glob::glob(&glob)
+        .unwrap()
+        .map(|p| p.unwrap().strip_prefix(d).unwrap().display().to_string())
+        .collect();
+    assert_eq!(seen, published, "a glob over the outputs matched staging");
+    let staged: Vec<String> = Target::Local
+        .files(d)
+        .into_iter()
+        .filter(|f| f.starts_with(".crmflow-staging/") && f.ends_with(".parquet"))
+        .collect();
+    assert_eq!(staged.len(), 2, "both sinks are staged: {staged:?}");
+    assert_eq!(run.wait_with_output().unwrap().status.code(), Some(0));
+    clean(&Target::Local, d, 2);
+}
+
+#[test]
+fn disk_full_fails_naming_the_sink_and_leaves_nothing() {
+    // A small tmpfs needs root; say so visibly where it cannot run.
+    let dir = tempfile::tempdir().unwrap();
+    let vol = dir.path().join("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&vol)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED disk_full_fails_naming_the_sink_and_leaves_nothing: cannot mount a tmpfs (not root?)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(vol.clone());
+    let d = dir.path();
+    tiny(&d.join("data"));
+    // A small output first, then one that cannot fit (random doubles do
+    // not compress).
+    let yaml = |rows: u64| {
+        format!(
+            "name: full
+vars: {{out: {}}}
+sources:
+  customers: {{url: data/customers/}}
+steps:
+  - name: big
+    sql: SELECT value AS id, random() AS a, random() AS b FROM generate_series(1, {rows})
+sinks:
+  - table: big
+    url: ${{out}}/big/
+",
+            vol.join("out").display()
+        )
+    };
+    std::fs::write(d.join("p.yaml"), yaml(1_000)).unwrap();
+    let out = super::common::crmflow(d, &["run", "p.yaml"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let before = super::common::snapshot(&vol.join("out/big"));
+    std::fs::write(d.join("p.yaml"), yaml(2_000_000)).unwrap();
+    let out = super::common::crmflow(d, &["run", "p.yaml"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let err = super::common::error_of(&out);
+    assert!(err.starts_with(&format!("sink \"big\" ({}/out/big/): writing ", vol.display())), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(super::common::snapshot(&vol.join("out/big")), before);
+    let mut left = BTreeSet::new();
+    walk(&vol, &vol, &mut left);
+    let before_names: BTreeSet<String> = before.iter().map(|(p, _)| format!("out/big/{p}")).collect();
+    assert_eq!(left, before_names, "something was left on the full disk");
+}
