@@ -108,7 +108,7 @@ pub async fn run(plan: Arc<Plan>, mut opts: RunOptions) -> std::result::Result<R
     };
     let mut undo = Undo::default();
     let result = run_inner(&plan, &mut opts, &mut summary, &mut undo).await;
-    if result.is_err() {
+    if result.is_err() && !undo.staging.is_empty() {
         undo.remove_staging().await;
         // A write the failure cut short may still be finishing on a blocking
         // thread (local disk): look once more after it had time to land.
