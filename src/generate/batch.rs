@@ -16,7 +16,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 
-use super::model::{CATEGORIES, CHANNELS, COUNTRIES, GENDERS, KINDS};
+use super::schema::{CATEGORIES, CHANNELS, COUNTRIES, GENDERS, KINDS};
 
 /// One chunk of generated rows, kept compact (small codes for strings)
 /// until it is written one row group at a time.

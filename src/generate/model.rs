@@ -14,7 +14,7 @@ use rand_distr::{Beta, Distribution, Exp1, Gamma, LogNormal, StandardNormal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::batch::Chunk;
-use super::schema::validate;
+use super::schema::{CATEGORIES, COUNTRIES, validate};
 use super::{DROPOUT_TICKET_FACTOR, GenerateError, GenerateOptions};
 use crate::hash::splitmix64;
 
@@ -25,50 +25,11 @@ pub(super) const US_PER_YEAR: f64 = 365.25 * US_PER_DAY as f64;
 /// Signup growth: density ∝ exp(SIGNUP_GROWTH · x) over the window.
 pub(super) const SIGNUP_GROWTH: f64 = 0.6;
 
-// Vocabularies of the string columns (codes in a `Chunk` index them) and
-// their weights.
-pub(super) const COUNTRIES: [&str; 20] = [
-    "US", "GB", "DE", "FR", "CA", "AU", "NL", "SE", "ES", "IT", "BR", "MX", "JP", "IN", "PL", "IE", "BE", "CH", "AT",
-    "DK",
-];
-pub(super) const GENDERS: [&str; 3] = ["M", "F", "U"];
+// Weights of the vocabularies in `schema` (codes in a `Chunk` index them).
 const GENDER_P: [f64; 3] = [0.48, 0.48, 0.04];
-pub(super) const CHANNELS: [&str; 7] = [
-    "organic",
-    "paid_search",
-    "social",
-    "email",
-    "referral",
-    "affiliate",
-    "display",
-];
 const CHANNEL_P: [f64; 7] = [0.30, 0.22, 0.18, 0.10, 0.08, 0.07, 0.05];
 /// Median acquisition cost per channel.
 const CHANNEL_CAC: [f64; 7] = [15.0, 45.0, 30.0, 10.0, 20.0, 35.0, 50.0];
-pub(super) const CATEGORIES: [&str; 15] = [
-    "electronics",
-    "apparel",
-    "home",
-    "beauty",
-    "sports",
-    "toys",
-    "books",
-    "grocery",
-    "garden",
-    "automotive",
-    "health",
-    "jewelry",
-    "office",
-    "pets",
-    "music",
-];
-pub(super) const KINDS: [&str; 5] = [
-    "web_visit",
-    "email_open",
-    "email_click",
-    "support_ticket",
-    "app_session",
-];
 const KIND_P: [f64; 5] = [0.40, 0.22, 0.10, 0.05, 0.23];
 const SUPPORT_TICKET: usize = 3;
 /// Log-normal duration in seconds per kind: (median, sigma).

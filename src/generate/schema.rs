@@ -11,6 +11,46 @@ use std::sync::Arc;
 use chrono::DateTime;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
+// Vocabularies of the string columns (codes in a `Chunk` index them).
+pub(super) const COUNTRIES: [&str; 20] = [
+    "US", "GB", "DE", "FR", "CA", "AU", "NL", "SE", "ES", "IT", "BR", "MX", "JP", "IN", "PL", "IE", "BE", "CH", "AT",
+    "DK",
+];
+pub(super) const GENDERS: [&str; 3] = ["M", "F", "U"];
+pub(super) const CHANNELS: [&str; 7] = [
+    "organic",
+    "paid_search",
+    "social",
+    "email",
+    "referral",
+    "affiliate",
+    "display",
+];
+pub(super) const CATEGORIES: [&str; 15] = [
+    "electronics",
+    "apparel",
+    "home",
+    "beauty",
+    "sports",
+    "toys",
+    "books",
+    "grocery",
+    "garden",
+    "automotive",
+    "health",
+    "jewelry",
+    "office",
+    "pets",
+    "music",
+];
+pub(super) const KINDS: [&str; 5] = [
+    "web_visit",
+    "email_open",
+    "email_click",
+    "support_ticket",
+    "app_session",
+];
+
 use super::{GenerateError, GenerateOptions};
 
 /// The observation window of valid options, in days since 1970-01-01.

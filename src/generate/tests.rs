@@ -18,10 +18,8 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use super::model::{
-    CATEGORIES, CHANNELS, COUNTRIES, DROP_A, DROP_B, GENDERS, KINDS, LAMBDA_SCALE, LAMBDA_SHAPE, SIGNUP_GROWTH,
-    US_PER_DAY, US_PER_YEAR, round2,
-};
+use super::model::{DROP_A, DROP_B, LAMBDA_SCALE, LAMBDA_SHAPE, SIGNUP_GROWTH, US_PER_DAY, US_PER_YEAR, round2};
+use super::schema::{CATEGORIES, CHANNELS, COUNTRIES, GENDERS, KINDS};
 use super::{GenerateError, GenerateOptions, GenerateSummary, generate, run};
 
 fn mem() -> Arc<dyn ObjectStore> {

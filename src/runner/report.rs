@@ -269,10 +269,21 @@ run 20261201T000000Z-00000001 of demo: success in 1.23s
   published 1 sinks
 ";
         assert_eq!(render_summary(&summary(RunStatus::Success)), want);
-        let failed = render_summary(&summary(RunStatus::Failed));
-        assert!(failed.starts_with("\nrun 20261201T000000Z-00000001 of demo: failed in 1.23s\n"));
+        // A failure part way through publishing names both lists.
+        let mut s = summary(RunStatus::Failed);
+        s.not_published = vec!["profile".into(), "model".into()];
+        let partly = render_summary(&s);
+        assert!(partly.starts_with("\nrun 20261201T000000Z-00000001 of demo: failed in 1.23s\n"));
         assert!(
-            failed.ends_with("  checks: 1 run, 0 failed\n  nothing was published; previous outputs are untouched\n")
+            partly.ends_with(
+                "  checks: 1 run, 0 failed\n  published: features; not published: profile, model (previous outputs untouched)\n"
+            ),
+            "{partly}"
+        );
+        s.published.clear();
+        let nothing = render_summary(&s);
+        assert!(
+            nothing.ends_with("  checks: 1 run, 0 failed\n  nothing was published; previous outputs are untouched\n")
         );
     }
 

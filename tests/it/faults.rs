@@ -324,7 +324,10 @@ fn paused_run(d: &Path, failpoint: &str) -> std::process::Child {
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while !d.join("out/.b.crmflow.lock").exists() {
-        assert!(std::time::Instant::now() < deadline, "the first run never took its locks");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first run never took its locks"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     child
@@ -355,7 +358,12 @@ fn an_overlapping_run_fails_at_once_naming_the_holder() {
     assert!(err.ends_with("; runs of one sink must not overlap"), "{err}");
     // The second run touched nothing; the first completes and publishes.
     let first = first.wait_with_output().unwrap();
-    assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     clean(&Target::Local, d, 2);
 }
 
@@ -370,7 +378,11 @@ fn staging_is_outside_the_output_tree_for_globs() {
     )
     .unwrap();
     assert_eq!(Target::Local.run(d, 1, "").code, 0);
-    let published: BTreeSet<String> = Target::Local.files(d).into_iter().filter(|f| f.ends_with(".parquet")).collect();
+    let published: BTreeSet<String> = Target::Local
+        .files(d)
+        .into_iter()
+        .filter(|f| f.ends_with(".parquet"))
+        .collect();
     // Paused with both sinks staged, before anything is put in place.
     let run = paused_run(d, "publish::prepare:a=sleep(2000)");
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -440,7 +452,10 @@ sinks:
     let out = super::common::crmflow(d, &["run", "p.yaml"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     let err = super::common::error_of(&out);
-    assert!(err.starts_with(&format!("sink \"big\" ({}/out/big/): writing ", vol.display())), "{err}");
+    assert!(
+        err.starts_with(&format!("sink \"big\" ({}/out/big/): writing ", vol.display())),
+        "{err}"
+    );
     assert!(err.contains("No space left on device"), "{err}");
     assert_eq!(super::common::snapshot(&vol.join("out/big")), before);
     let mut left = BTreeSet::new();
