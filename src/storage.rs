@@ -150,13 +150,23 @@ impl Location {
     }
 
     /// A store path below this location's path.
+    ///
+    /// `rel` is in the store's encoded form, as listings return it (a
+    /// partition directory `region=50%25` for the value `50%`): its parts
+    /// are taken as they are, never encoded a second time.
     pub fn child_path(&self, rel: &str) -> StorePath {
         let base = self.path();
-        let mut p = base;
-        for part in rel.split('/').filter(|s| !s.is_empty()) {
-            p = p.join(part);
-        }
-        p
+        let parts: Vec<&str> = std::iter::once(base.as_ref())
+            .chain(rel.split('/'))
+            .filter(|s| !s.is_empty())
+            .collect();
+        StorePath::parse(parts.join("/")).unwrap_or_else(|_| {
+            // Not a valid encoded path (a raw name with a character the
+            // store encodes): encode each part.
+            rel.split('/')
+                .filter(|s| !s.is_empty())
+                .fold(base, |p, part| p.join(part))
+        })
     }
 }
 
@@ -363,6 +373,13 @@ mod tests {
             Location::parse("/tmp/q").unwrap().join("a=1/f.parquet").url().as_str(),
             "file:///tmp/q/a=1/f.parquet"
         );
+        // Listed (encoded) relative paths are joined as they are.
+        let dir = Location::parse("s3://b/out/t/").unwrap();
+        assert_eq!(
+            dir.child_path("region=50%25/x.parquet").as_ref(),
+            "out/t/region=50%25/x.parquet"
+        );
+        assert_eq!(dir.child_path("_SUCCESS").as_ref(), "out/t/_SUCCESS");
     }
 
     #[test]
