@@ -8,6 +8,7 @@ mod common;
 mod faults;
 mod features;
 mod generate;
+mod ops;
 mod predict_sample;
 mod publish;
 mod s3;
