@@ -314,9 +314,12 @@ async fn run_inner(plan: &Arc<Plan>, opts: &mut RunOptions, summary: &mut RunSum
             .map_err(|m| Error::sink(&sink.table, &sink.location, m))?;
     }
 
-    crate::failpoint::hit("run::staged", "")
-        .await
-        .map_err(|e| Error::step("publish", e))?;
+    let staged_point = async {
+        crate::failpoint::hit("run::staged", "")
+            .await
+            .map_err(|e| Error::step("publish", e))
+    };
+    guarded(&mut opts.interrupt, staged_point).await?;
     pb.set_message("publishing");
     let info = publish::RunInfo {
         run_id: opts.run_id.clone(),
