@@ -9,7 +9,8 @@
 //! one subject (`step "x"`, `sink "y"`, `engine`, ...) with the YAML line
 //! where the parser gives one; [`Problem`]'s `Display` is the one place a
 //! problem is rendered. Exit codes ([`Error::exit_code`]): 0 success, 1 the
-//! run failed, 2 the pipeline or command line is invalid, 130/143
+//! run failed (a caught panic included: never Rust's 101), 2 the pipeline or
+//! command line is invalid (an unwritable `--run-results` included), 130/143
 //! interrupted by SIGINT/SIGTERM. Never 99 (Airflow reads it as "skip").
 
 use std::fmt;
