@@ -188,6 +188,7 @@ async fn run_inner(plan: &Arc<Plan>, opts: &mut RunOptions, summary: &mut RunSum
     pb.set_message("planning");
     guarded(&mut opts.interrupt, check::check_before_run(plan, &engine)).await?;
 
+    // Every source first: a source's `relationships` check may read another.
     for s in &plan.sources {
         pb.set_message(format!("source {}", s.name));
         let span = tracing::info_span!("source", source = %s.name);
@@ -200,12 +201,15 @@ async fn run_inner(plan: &Arc<Plan>, opts: &mut RunOptions, summary: &mut RunSum
         if !problems.is_empty() {
             return Err(Error::invalid(plan.file.display(), problems));
         }
+    }
+    for s in &plan.sources {
         if !s.checks.is_empty() {
+            let span = tracing::info_span!("source", source = %s.name);
             let df = ctx.table(s.name.as_str()).await.map_err(|e| Error::step(&s.name, e))?;
             let subject = format!("source \"{}\"", s.name);
             let outcomes = guarded(
                 &mut opts.interrupt,
-                checks::run(&subject, &df, &s.checks).instrument(span),
+                checks::run(&subject, &df, &s.checks, ctx).instrument(span),
             )
             .await?;
             let failures = checks::failures(&outcomes);
@@ -282,7 +286,7 @@ async fn run_inner(plan: &Arc<Plan>, opts: &mut RunOptions, summary: &mut RunSum
             let df = staged_table(&engine, &s).await?;
             let outcomes = guarded(
                 &mut opts.interrupt,
-                checks::run(&subject, &df, &sink.checks).instrument(span),
+                checks::run(&subject, &df, &sink.checks, ctx).instrument(span),
             )
             .await?;
             failures.extend(checks::failures(&outcomes));
