@@ -251,6 +251,8 @@ CASES = [
 def main() -> int:
     only = sys.argv[1:]
     passed = failed = 0
+    started = time.monotonic()
+    LOGS.mkdir(exist_ok=True)
     for case in CASES:
         if only and case.__name__ not in only:
             continue
@@ -264,6 +266,7 @@ def main() -> int:
         else:
             passed += 1
             print(f"ok   {case.__name__} ({time.monotonic() - t0:.1f}s)", flush=True)
+    print(f"{os.environ.get('CRMFLOW_TEST_SETUP', 'Airflow')}, cases {time.monotonic() - started:.0f}s")
     print(f"airflow: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
