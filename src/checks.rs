@@ -42,6 +42,7 @@ pub struct CheckSpec {
 /// no row may fail).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Threshold {
+    /// Failing rows allowed.
     pub max_failures: Option<u64>,
     /// A fraction of the table's rows, 0 to 1.
     pub max_failure_rate: Option<f64>,
@@ -890,4 +891,49 @@ pub fn render_rows(batches: &[RecordBatch]) -> String {
         }
     }
     rows.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_hold_every_bound_given_and_default_to_none() {
+        let t = |max_failures, max_failure_rate| Threshold {
+            max_failures,
+            max_failure_rate,
+        };
+        assert!(t(None, None).allows(0, 10));
+        assert!(!t(None, None).allows(1, 10));
+        assert!(t(Some(2), None).allows(2, 10) && !t(Some(2), None).allows(3, 10));
+        assert!(t(None, Some(0.2)).allows(2, 10) && !t(None, Some(0.2)).allows(3, 10));
+        assert!(t(None, Some(0.2)).allows(0, 0));
+        // Both: each must hold.
+        assert!(!t(Some(1), Some(0.5)).allows(2, 10));
+        assert!(!t(Some(5), Some(0.1)).allows(2, 10));
+        assert_eq!(
+            t(Some(1), Some(0.5)).describe().as_deref(),
+            Some("max_failures 1, max_failure_rate 0.5")
+        );
+        assert_eq!(t(None, None).describe(), None);
+    }
+
+    #[test]
+    fn vars_apply_to_freshness_and_never_to_expressions() {
+        let spec = |yaml: &str| -> CheckSpec { serde_saphyr::from_str(yaml).unwrap() };
+        let vars = |s: &str| Ok::<_, String>(s.replace("${as_of}", "2026-11-24").replace("${age}", "2 days"));
+        let bound = bind(
+            &[spec(
+                "freshness: {column: ts, max_age: \"${age}\", as_of: \"${as_of}\"}",
+            )],
+            vars,
+        )
+        .unwrap();
+        assert_eq!(bound[0].kind.label(), "freshness(ts, max_age 2 days, as_of 2026-11-24)");
+        let err = bind(&[spec("expression: \"a < ${as_of}\"")], vars).unwrap_err();
+        assert_eq!(
+            err,
+            "check expression(a < ${as_of}): vars are not applied in an expression (it is SQL, where a var would be text)"
+        );
+    }
 }
