@@ -1,11 +1,15 @@
 //! Data checks on sources and sinks: `unique`, `not_null`, `columns`,
-//! `range`, `accepted_values`, `row_count`.
+//! `range`, `accepted_values`, `row_count`, `relationships`, `freshness`,
+//! `expression`.
 //!
 //! Checks are DataFusion queries over the table (one aggregate scan for all
-//! counting checks, one grouped scan per `unique`), so they stream and run
-//! wherever the engine runs. A failing check reports how many rows fail and a
-//! few of them; `severity: error` (the default) stops the run before anything
-//! is published, `warn` only logs.
+//! counting checks — `not_null`, `range`, `accepted_values`, `expression`,
+//! `row_count`, `freshness` — one windowed scan per `unique`, one anti-join
+//! per `relationships`), so they stream and run wherever the engine runs. A
+//! failing check reports how many rows fail and a few of them; row-level
+//! checks may allow some (`max_failures: N`, `max_failure_rate: 0.01`;
+//! default none); `severity: error` (the default) stops the run before
+//! anything is published, `warn` only logs.
 
 use std::collections::BTreeMap;
 
@@ -13,21 +17,60 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::common::ScalarValue;
+use datafusion::common::{DFSchema, JoinType};
 use datafusion::functions_aggregate::count::count_udaf;
-use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::functions_aggregate::expr_fn::{count, max, sum};
 use datafusion::logical_expr::expr::WindowFunction;
 use datafusion::logical_expr::{Expr, ExprFunctionExt, WindowFunctionDefinition, lit, when};
-use datafusion::prelude::{DataFrame, col};
+use datafusion::prelude::{DataFrame, SessionContext, col};
 use serde::Deserialize;
 
 use crate::error::{Error, Problem, Result};
 
-/// A data check as written: exactly one kind plus an optional severity.
+/// A data check as written: exactly one kind plus an optional severity
+/// and, for row-level checks, how many failing rows are allowed.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, try_from = "RawCheckSpec")]
 pub struct CheckSpec {
     pub kind: CheckKind,
     pub severity: Severity,
+    pub threshold: Threshold,
+}
+
+/// `max_failures` / `max_failure_rate` of a row-level check: the check
+/// passes while the failing rows are within every bound given (none given:
+/// no row may fail).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Threshold {
+    /// Failing rows allowed.
+    pub max_failures: Option<u64>,
+    /// A fraction of the table's rows, 0 to 1.
+    pub max_failure_rate: Option<f64>,
+}
+
+impl Threshold {
+    /// Whether `failing` of `rows` rows is within the bounds.
+    pub fn allows(&self, failing: u64, rows: u64) -> bool {
+        let count = match (self.max_failures, self.max_failure_rate) {
+            (Some(m), _) => failing <= m,
+            (None, Some(_)) => true,
+            (None, None) => failing == 0,
+        };
+        let rate = self.max_failure_rate.is_none_or(|r| failing as f64 <= r * rows as f64);
+        count && rate
+    }
+
+    /// `max_failures 3`, `max_failure_rate 0.01`, both, or nothing.
+    fn describe(&self) -> Option<String> {
+        let parts: Vec<String> = [
+            self.max_failures.map(|m| format!("max_failures {m}")),
+            self.max_failure_rate.map(|r| format!("max_failure_rate {r}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
 }
 
 /// `severity:` of a check.
@@ -48,8 +91,13 @@ struct RawCheckSpec {
     range: Option<RangeSpec>,
     accepted_values: Option<AcceptedValuesSpec>,
     row_count: Option<RowCountSpec>,
+    relationships: Option<RelationshipsSpec>,
+    freshness: Option<FreshnessSpec>,
+    expression: Option<String>,
     #[serde(default)]
     severity: Severity,
+    max_failures: Option<u64>,
+    max_failure_rate: Option<f64>,
 }
 
 /// `col` or `[col, ...]`.
@@ -93,10 +141,19 @@ impl TryFrom<RawCheckSpec> for CheckSpec {
         if let Some(c) = raw.row_count {
             kinds.push(CheckKind::RowCount(c));
         }
+        if let Some(c) = raw.relationships {
+            kinds.push(CheckKind::Relationships(Relationships::try_from(c)?));
+        }
+        if let Some(c) = raw.freshness {
+            kinds.push(CheckKind::Freshness(c));
+        }
+        if let Some(c) = raw.expression {
+            kinds.push(CheckKind::Expression(c));
+        }
         if kinds.len() != 1 {
             let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
             return Err(format!(
-                "a check needs exactly one of unique, not_null, columns, range, accepted_values, row_count; found {}",
+                "a check needs exactly one of unique, not_null, columns, range, accepted_values, row_count, relationships, freshness, expression; found {}",
                 if names.is_empty() {
                     "none".to_string()
                 } else {
@@ -104,9 +161,26 @@ impl TryFrom<RawCheckSpec> for CheckSpec {
                 }
             ));
         }
+        let kind = kinds.remove(0);
+        let threshold = Threshold {
+            max_failures: raw.max_failures,
+            max_failure_rate: raw.max_failure_rate,
+        };
+        if threshold != Threshold::default() && !kind.is_row_level() {
+            return Err(format!(
+                "{}: max_failures and max_failure_rate apply to row-level checks (unique, not_null, range, accepted_values, relationships, expression)",
+                kind.name()
+            ));
+        }
+        if let Some(r) = threshold.max_failure_rate
+            && !(0.0..=1.0).contains(&r)
+        {
+            return Err(format!("max_failure_rate {r} is not a fraction between 0 and 1"));
+        }
         Ok(CheckSpec {
-            kind: kinds.remove(0),
+            kind,
             severity: raw.severity,
+            threshold,
         })
     }
 }
@@ -120,6 +194,68 @@ pub enum CheckKind {
     Range(RangeSpec),
     AcceptedValues(AcceptedValuesSpec),
     RowCount(RowCountSpec),
+    Relationships(Relationships),
+    Freshness(FreshnessSpec),
+    /// A boolean SQL expression over a row; a row fails where it is false
+    /// (null passes, as in a SQL `CHECK` constraint).
+    Expression(String),
+}
+
+/// `relationships: {column, to: TABLE.COLUMN}` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelationshipsSpec {
+    pub column: String,
+    pub to: String,
+}
+
+/// Every non-null value of `column` exists in `to_table.to_column`.
+#[derive(Debug, Clone)]
+pub struct Relationships {
+    pub column: String,
+    pub to_table: String,
+    pub to_column: String,
+}
+
+impl TryFrom<RelationshipsSpec> for Relationships {
+    type Error = String;
+
+    fn try_from(spec: RelationshipsSpec) -> std::result::Result<Self, String> {
+        match spec.to.split_once('.') {
+            Some((t, c)) if !t.is_empty() && !c.is_empty() && !c.contains('.') => Ok(Relationships {
+                column: spec.column,
+                to_table: t.to_string(),
+                to_column: c.to_string(),
+            }),
+            _ => Err(format!(
+                "relationships: to must be TABLE.COLUMN (e.g. customers.customer_id), not \"{}\"",
+                spec.to
+            )),
+        }
+    }
+}
+
+/// `freshness: {column, max_age, as_of}`: the newest value of `column` is at
+/// most `max_age` (an SQL interval, `"2 days"`) before `as_of` (a date or
+/// timestamp; default: now). Vars are applied to `max_age` and `as_of`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreshnessSpec {
+    pub column: String,
+    pub max_age: String,
+    pub as_of: Option<String>,
+}
+
+impl FreshnessSpec {
+    /// The oldest newest value allowed, as SQL over the table.
+    fn limit_sql(&self) -> String {
+        let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        let as_of = match &self.as_of {
+            Some(a) => format!("CAST({} AS TIMESTAMP)", quote(a)),
+            None => "now()".to_string(),
+        };
+        format!("{as_of} - INTERVAL {}", quote(&self.max_age))
+    }
 }
 
 /// `range: {column, min, max}` (either bound optional, both inclusive).
@@ -190,7 +326,18 @@ impl CheckKind {
             CheckKind::Range(_) => "range",
             CheckKind::AcceptedValues(_) => "accepted_values",
             CheckKind::RowCount(_) => "row_count",
+            CheckKind::Relationships(_) => "relationships",
+            CheckKind::Freshness(_) => "freshness",
+            CheckKind::Expression(_) => "expression",
         }
+    }
+
+    /// Whether the check counts failing rows (and so takes a threshold).
+    pub fn is_row_level(&self) -> bool {
+        !matches!(
+            self,
+            CheckKind::Columns(_) | CheckKind::RowCount(_) | CheckKind::Freshness(_)
+        )
     }
 
     /// A short rendering for messages, e.g. `not_null(signup_date)`.
@@ -222,6 +369,14 @@ impl CheckKind {
                     .map(|m| format!("{}max {m}", if r.min.is_some() { ", " } else { "" }))
                     .unwrap_or_default()
             ),
+            CheckKind::Relationships(r) => format!("relationships({} -> {}.{})", r.column, r.to_table, r.to_column),
+            CheckKind::Freshness(f) => format!(
+                "freshness({}, max_age {}, as_of {})",
+                f.column,
+                f.max_age,
+                f.as_of.as_deref().unwrap_or("now")
+            ),
+            CheckKind::Expression(e) => format!("expression({e})"),
         }
     }
 
@@ -231,16 +386,103 @@ impl CheckKind {
             CheckKind::Unique(c) | CheckKind::NotNull(c) => c.iter().map(String::as_str).collect(),
             CheckKind::Range(r) => vec![r.column.as_str()],
             CheckKind::AcceptedValues(a) => vec![a.column.as_str()],
-            CheckKind::Columns(_) | CheckKind::RowCount(_) => vec![],
+            CheckKind::Relationships(r) => vec![r.column.as_str()],
+            CheckKind::Freshness(f) => vec![f.column.as_str()],
+            CheckKind::Columns(_) | CheckKind::RowCount(_) | CheckKind::Expression(_) => vec![],
         }
     }
+}
+
+/// Applies the pipeline's vars (`interpolate`) to the strings of checks that
+/// are not SQL: `freshness`'s `max_age` and `as_of`. (An `expression` is
+/// SQL, where vars would be text, not values: it takes none.)
+///
+/// # Errors
+/// The first var that does not resolve, or a var in an expression.
+pub fn bind(
+    checks: &[CheckSpec],
+    interpolate: impl Fn(&str) -> std::result::Result<String, String>,
+) -> std::result::Result<Vec<CheckSpec>, String> {
+    checks
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            let label = c.kind.label();
+            match &mut c.kind {
+                CheckKind::Freshness(f) => {
+                    f.max_age = interpolate(&f.max_age).map_err(|e| format!("check {label}: max_age: {e}"))?;
+                    if let Some(a) = &f.as_of {
+                        f.as_of = Some(interpolate(a).map_err(|e| format!("check {label}: as_of: {e}"))?);
+                    }
+                }
+                CheckKind::Expression(e) if e.contains("${") => {
+                    return Err(format!(
+                        "check {label}: vars are not applied in an expression (it is SQL, where a var would be text)"
+                    ));
+                }
+                _ => {}
+            }
+            Ok(c)
+        })
+        .collect()
 }
 
 /// Problems with checks that can be found from the schema alone: a column a
 /// check reads does not exist. (`columns:` itself is evaluated at run time.)
 pub fn validate_against(subject: &str, checks: &[CheckSpec], schema: &Schema) -> Vec<Problem> {
     let mut problems = Vec::new();
+    let parse = |sql: &str| -> std::result::Result<DataType, String> {
+        // A bare context knows DataFusion's functions, which is what a check
+        // may use; the table's own schema resolves the columns.
+        let df_schema = DFSchema::try_from(schema.clone()).map_err(|e| e.to_string())?;
+        let expr = SessionContext::new()
+            .parse_sql_expr(sql, &df_schema)
+            .map_err(|e| e.to_string())?;
+        use datafusion::logical_expr::ExprSchemable;
+        expr.get_type(&df_schema).map_err(|e| e.to_string())
+    };
     for c in checks {
+        match &c.kind {
+            CheckKind::Expression(sql) => match parse(sql) {
+                Ok(DataType::Boolean) => {}
+                Ok(t) => problems.push(Problem::new(
+                    subject,
+                    format!("check {} is {t}, not a boolean", c.kind.label()),
+                )),
+                Err(e) => problems.push(Problem::new(
+                    subject,
+                    format!("check {} does not plan: {e}", c.kind.label()),
+                )),
+            },
+            CheckKind::Freshness(f) => {
+                if let Ok(field) = schema.field_with_name(&f.column)
+                    && !matches!(
+                        field.data_type(),
+                        DataType::Date32 | DataType::Date64 | DataType::Timestamp(..)
+                    )
+                {
+                    problems.push(Problem::new(
+                        subject,
+                        format!(
+                            "check {} needs a date or timestamp column; \"{}\" is {}",
+                            c.kind.label(),
+                            f.column,
+                            field.data_type()
+                        ),
+                    ));
+                }
+                if let Err(e) = parse(&f.limit_sql()) {
+                    problems.push(Problem::new(
+                        subject,
+                        format!(
+                            "check {}: max_age must be an SQL interval (\"2 days\") and as_of a date or timestamp: {e}",
+                            c.kind.label()
+                        ),
+                    ));
+                }
+            }
+            _ => {}
+        }
         for name in c.kind.columns() {
             if schema.field_with_name(name).is_err() {
                 problems.push(Problem::new(
@@ -252,6 +494,46 @@ pub fn validate_against(subject: &str, checks: &[CheckSpec], schema: &Schema) ->
                     ),
                 ));
             }
+        }
+    }
+    problems
+}
+
+/// Problems of checks that refer to other tables (`relationships`): the
+/// table must be one of `tables` (name and schema), which holds what
+/// `what` says (`a source` for a source's checks, which run before any step;
+/// `a source or a step` for a sink's), and have the column.
+pub fn validate_references(
+    subject: &str,
+    checks: &[CheckSpec],
+    tables: &[(&str, &Schema)],
+    what: &str,
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for c in checks {
+        let CheckKind::Relationships(r) = &c.kind else {
+            continue;
+        };
+        match tables.iter().find(|(name, _)| *name == r.to_table) {
+            None => problems.push(Problem::new(
+                subject,
+                format!(
+                    "check {} refers to table \"{}\", which is not {what}",
+                    c.kind.label(),
+                    r.to_table
+                ),
+            )),
+            Some((_, schema)) if schema.field_with_name(&r.to_column).is_err() => problems.push(Problem::new(
+                subject,
+                format!(
+                    "check {} names column \"{}\", which is not in table \"{}\" (columns: {})",
+                    c.kind.label(),
+                    r.to_column,
+                    r.to_table,
+                    column_list(schema)
+                ),
+            )),
+            Some(_) => {}
         }
     }
     problems
@@ -280,12 +562,13 @@ pub struct Outcome {
     pub message: String,
 }
 
-/// Runs `checks` against `table`, logging each outcome. Failed checks are
-/// outcomes, not errors: see [`failures`].
+/// Runs `checks` against `table`, logging each outcome; `ctx` holds the
+/// tables a `relationships` check refers to. Failed checks are outcomes, not
+/// errors: see [`failures`].
 ///
 /// # Errors
 /// A query failure.
-pub async fn run(subject: &str, table: &DataFrame, checks: &[CheckSpec]) -> Result<Vec<Outcome>> {
+pub async fn run(subject: &str, table: &DataFrame, checks: &[CheckSpec], ctx: &SessionContext) -> Result<Vec<Outcome>> {
     if checks.is_empty() {
         return Ok(Vec::new());
     }
@@ -297,9 +580,12 @@ pub async fn run(subject: &str, table: &DataFrame, checks: &[CheckSpec]) -> Resu
     let mut aggs = vec![count(lit(1)).alias("__rows")];
     let mut predicates: Vec<Option<Expr>> = Vec::with_capacity(checks.len());
     for (i, c) in checks.iter().enumerate() {
-        let pred = failing_predicate(&c.kind);
+        let pred = failing_predicate(&c.kind, table).map_err(fail)?;
         if let Some(p) = &pred {
             aggs.push(sum(when(p.clone(), lit(1i64)).otherwise(lit(0i64)).map_err(fail)?).alias(format!("__c{i}")));
+        }
+        if let CheckKind::Freshness(f) = &c.kind {
+            aggs.push(max(col(quoted(&f.column))).alias(format!("__m{i}")));
         }
         predicates.push(pred);
     }
@@ -328,14 +614,34 @@ pub async fn run(subject: &str, table: &DataFrame, checks: &[CheckSpec]) -> Resu
     let mut outcomes = Vec::new();
     for (i, (c, pred)) in checks.iter().zip(&predicates).enumerate() {
         let label = c.kind.label();
-        let (failing, detail) = match (&c.kind, pred) {
+        // (failing rows, whether that passes, the detail of a failure)
+        let (failing, passed, detail) = match (&c.kind, pred) {
             (CheckKind::Columns(expected), _) => {
                 let problems = columns_problems(expected, &schema);
-                (problems.len() as u64, problems.join("; "))
+                (problems.len() as u64, problems.is_empty(), problems.join("; "))
             }
             (CheckKind::RowCount(r), _) => {
                 let bad = r.min.is_some_and(|m| rows < m) || r.max.is_some_and(|m| rows > m);
-                (u64::from(bad), format!("the table has {rows} rows"))
+                (u64::from(bad), !bad, format!("the table has {rows} rows"))
+            }
+            (CheckKind::Freshness(f), _) => {
+                let newest = counts
+                    .column_by_name(&format!("__m{i}"))
+                    .map(|a| ScalarValue::try_from_array(a, 0))
+                    .transpose()
+                    .map_err(fail)?
+                    .unwrap_or(ScalarValue::Null);
+                let (fresh, shown) = freshness(table, ctx, f, &newest).await.map_err(fail)?;
+                let detail = match shown {
+                    None => format!("the table has no {} (no rows, or all null)", f.column),
+                    Some(v) => format!(
+                        "the newest {} is {v}, more than {} before {}",
+                        f.column,
+                        f.max_age,
+                        f.as_of.as_deref().unwrap_or("now")
+                    ),
+                };
+                (u64::from(!fresh), fresh, detail)
             }
             (CheckKind::Unique(cols), _) => {
                 // The rows whose key occurs more than once: a window count
@@ -357,28 +663,45 @@ pub async fn run(subject: &str, table: &DataFrame, checks: &[CheckSpec]) -> Resu
                     .and_then(|d| d.select(columns.clone()))
                     .map_err(fail)?;
                 let n = dups.clone().count().await.map_err(fail)? as u64;
-                let examples = if n > 0 {
-                    let order = keys
-                        .iter()
-                        .chain(columns.iter())
-                        .map(|e| e.clone().sort(true, true))
-                        .collect();
-                    let b = dups
-                        .sort(order)
-                        .and_then(|d| d.limit(0, Some(3)))
-                        .map_err(fail)?
-                        .collect()
-                        .await
-                        .map_err(fail)?;
-                    format!("; e.g. {}", render_rows(&b))
-                } else {
+                let passed = c.threshold.allows(n, rows);
+                let examples = if passed {
                     String::new()
+                } else {
+                    examples(dups, &keys, &columns).await.map_err(fail)?
                 };
-                (n, format!("{n} of {rows} rows fail{examples}"))
+                (n, passed, fail_detail(n, rows, &c.threshold, &examples))
+            }
+            (CheckKind::Relationships(r), _) => {
+                // One anti-join: the rows whose value is not in the target.
+                let target = ctx
+                    .table(r.to_table.as_str())
+                    .await
+                    .and_then(|t| t.select(vec![col(quoted(&r.to_column)).alias("__to")]))
+                    .and_then(|t| t.distinct())
+                    .and_then(|t| t.alias("__target"))
+                    .map_err(fail)?;
+                let key = col(quoted(&r.column));
+                let orphans = table
+                    .clone()
+                    .filter(key.clone().is_not_null())
+                    .and_then(|d| d.join_on(target, JoinType::LeftAnti, vec![key.clone().eq(col("__target.__to"))]))
+                    .map_err(fail)?;
+                let n = orphans.clone().count().await.map_err(fail)? as u64;
+                let passed = c.threshold.allows(n, rows);
+                let columns: Vec<Expr> = schema.fields().iter().map(|f| col(quoted(f.name()))).collect();
+                let examples = if passed {
+                    String::new()
+                } else {
+                    examples(orphans, &[key], &columns).await.map_err(fail)?
+                };
+                (n, passed, fail_detail(n, rows, &c.threshold, &examples))
             }
             (_, Some(p)) => {
                 let n = int_at(&format!("__c{i}"));
-                let examples = if n > 0 {
+                let passed = c.threshold.allows(n, rows);
+                let examples = if passed {
+                    String::new()
+                } else {
                     let b = table
                         .clone()
                         .filter(p.clone())
@@ -386,20 +709,20 @@ pub async fn run(subject: &str, table: &DataFrame, checks: &[CheckSpec]) -> Resu
                         .map_err(fail)?;
                     let b = b.collect().await.map_err(fail)?;
                     format!("; e.g. {}", render_rows(&b))
-                } else {
-                    String::new()
                 };
-                (n, format!("{n} of {rows} rows fail{examples}"))
+                (n, passed, fail_detail(n, rows, &c.threshold, &examples))
             }
-            (_, None) => (0, String::new()),
+            (_, None) => (0, true, String::new()),
         };
-        let passed = failing == 0;
         let message = if passed {
             String::new()
         } else {
             format!("{subject}: check {label} failed: {detail}")
         };
-        if passed {
+        if passed && failing > 0 {
+            let within = c.threshold.describe().unwrap_or_default();
+            tracing::info!(subject, check = %label, failing, rows, "check passed: {failing} of {rows} rows fail, within {within}");
+        } else if passed {
             tracing::info!(subject, check = %label, "check passed");
         } else if c.severity == Severity::Warn {
             tracing::warn!("{message} (severity warn: the run goes on)");
@@ -415,6 +738,58 @@ pub async fn run(subject: &str, table: &DataFrame, checks: &[CheckSpec]) -> Resu
     Ok(outcomes)
 }
 
+/// `2 of 10 rows fail` (`, more than max_failures 1` with a threshold) and
+/// the examples.
+fn fail_detail(n: u64, rows: u64, threshold: &Threshold, examples: &str) -> String {
+    match threshold.describe() {
+        Some(t) => format!("{n} of {rows} rows fail, more than {t} allows{examples}"),
+        None => format!("{n} of {rows} rows fail{examples}"),
+    }
+}
+
+/// `; e.g. {row}, {row}, {row}`: the first three rows of `df` by `keys`,
+/// then every column (so the examples do not depend on partitioning).
+async fn examples(df: DataFrame, keys: &[Expr], columns: &[Expr]) -> datafusion::error::Result<String> {
+    let order = keys
+        .iter()
+        .chain(columns.iter())
+        .map(|e| e.clone().sort(true, true))
+        .collect();
+    let b = df.sort(order)?.limit(0, Some(3))?.collect().await?;
+    Ok(format!("; e.g. {}", render_rows(&b)))
+}
+
+/// Whether `newest` (the column's maximum) is at or after the freshness
+/// limit, and `newest` as shown (None when the column has no value).
+async fn freshness(
+    table: &DataFrame,
+    ctx: &SessionContext,
+    f: &FreshnessSpec,
+    newest: &ScalarValue,
+) -> datafusion::error::Result<(bool, Option<String>)> {
+    if newest.is_null() {
+        return Ok((false, None));
+    }
+    let ty = newest.data_type();
+    let limit = datafusion::logical_expr::cast(table.parse_sql_expr(&f.limit_sql())?, ty);
+    let b = ctx
+        .read_empty()?
+        .select(vec![lit(newest.clone()).gt_eq(limit).alias("fresh")])?
+        .collect()
+        .await?;
+    let fresh = b
+        .first()
+        .and_then(|b| b.column_by_name("fresh"))
+        .and_then(|a| ScalarValue::try_from_array(a, 0).ok())
+        .is_some_and(|v| v == ScalarValue::Boolean(Some(true)));
+    let shown = newest.to_array().ok().and_then(|a| {
+        ArrayFormatter::try_new(a.as_ref(), &FormatOptions::default())
+            .ok()
+            .map(|f| f.value(0).to_string())
+    });
+    Ok((fresh, shown))
+}
+
 /// The messages of the failed `error` checks among `outcomes`.
 pub fn failures(outcomes: &[Outcome]) -> Vec<String> {
     outcomes
@@ -424,9 +799,10 @@ pub fn failures(outcomes: &[Outcome]) -> Vec<String> {
         .collect()
 }
 
-/// The predicate a failing row satisfies, for row-level checks.
-fn failing_predicate(kind: &CheckKind) -> Option<Expr> {
-    match kind {
+/// The predicate a failing row satisfies, for the row-level checks counted
+/// in the shared scan.
+fn failing_predicate(kind: &CheckKind, table: &DataFrame) -> datafusion::error::Result<Option<Expr>> {
+    Ok(match kind {
         CheckKind::NotNull(cols) => cols.iter().map(|c| col(quoted(c)).is_null()).reduce(Expr::or),
         CheckKind::Range(r) => {
             let c = col(quoted(&r.column));
@@ -442,8 +818,13 @@ fn failing_predicate(kind: &CheckKind) -> Option<Expr> {
             let values: Vec<Expr> = a.values.iter().map(Scalar::lit).collect();
             Some(c.clone().is_not_null().and(c.in_list(values, true)))
         }
-        CheckKind::Unique(_) | CheckKind::Columns(_) | CheckKind::RowCount(_) => None,
-    }
+        CheckKind::Expression(sql) => Some(table.parse_sql_expr(sql)?.is_false()),
+        CheckKind::Unique(_)
+        | CheckKind::Columns(_)
+        | CheckKind::RowCount(_)
+        | CheckKind::Relationships(_)
+        | CheckKind::Freshness(_) => None,
+    })
 }
 
 /// A column name as a DataFusion column reference that is never parsed
@@ -510,4 +891,49 @@ pub fn render_rows(batches: &[RecordBatch]) -> String {
         }
     }
     rows.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_hold_every_bound_given_and_default_to_none() {
+        let t = |max_failures, max_failure_rate| Threshold {
+            max_failures,
+            max_failure_rate,
+        };
+        assert!(t(None, None).allows(0, 10));
+        assert!(!t(None, None).allows(1, 10));
+        assert!(t(Some(2), None).allows(2, 10) && !t(Some(2), None).allows(3, 10));
+        assert!(t(None, Some(0.2)).allows(2, 10) && !t(None, Some(0.2)).allows(3, 10));
+        assert!(t(None, Some(0.2)).allows(0, 0));
+        // Both: each must hold.
+        assert!(!t(Some(1), Some(0.5)).allows(2, 10));
+        assert!(!t(Some(5), Some(0.1)).allows(2, 10));
+        assert_eq!(
+            t(Some(1), Some(0.5)).describe().as_deref(),
+            Some("max_failures 1, max_failure_rate 0.5")
+        );
+        assert_eq!(t(None, None).describe(), None);
+    }
+
+    #[test]
+    fn vars_apply_to_freshness_and_never_to_expressions() {
+        let spec = |yaml: &str| -> CheckSpec { serde_saphyr::from_str(yaml).unwrap() };
+        let vars = |s: &str| Ok::<_, String>(s.replace("${as_of}", "2026-11-24").replace("${age}", "2 days"));
+        let bound = bind(
+            &[spec(
+                "freshness: {column: ts, max_age: \"${age}\", as_of: \"${as_of}\"}",
+            )],
+            vars,
+        )
+        .unwrap();
+        assert_eq!(bound[0].kind.label(), "freshness(ts, max_age 2 days, as_of 2026-11-24)");
+        let err = bind(&[spec("expression: \"a < ${as_of}\"")], vars).unwrap_err();
+        assert_eq!(
+            err,
+            "check expression(a < ${as_of}): vars are not applied in an expression (it is SQL, where a var would be text)"
+        );
+    }
 }

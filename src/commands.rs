@@ -31,12 +31,100 @@ fn load(args: &PipelineArgs) -> Result<plan::Plan> {
     resolve::resolve(spec, &args.pipeline, &args.overrides())
 }
 
-async fn run(args: RunArgs, progress: ProgressBar, text_logs: bool) -> Result<()> {
-    let mut plan = load(&args.pipeline)?;
-    if !args.select.is_empty() {
-        plan = plan::select(plan, &args.select)?;
+/// The `--run-results` file, opened (created, emptied) before anything
+/// else, so that a path that cannot be written fails with exit 2 before a
+/// byte is read, instead of after a run has published.
+struct ResultsFile {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+}
+
+impl ResultsFile {
+    fn open(path: &std::path::Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| Error::RunResults {
+                path: path.display().to_string(),
+                cause: e.into(),
+            })?;
+        Ok(ResultsFile {
+            path: path.to_path_buf(),
+            file,
+        })
     }
+
+    /// Writes `json` as the file's whole content. A failure now (a full
+    /// disk) is logged, never turned into an exit code: the run's outcome
+    /// stands, and its summary is still the last stdout line.
+    fn write(&mut self, json: &str) {
+        use std::io::{Seek, SeekFrom};
+        let result = (|| {
+            self.file.set_len(0)?;
+            self.file.seek(SeekFrom::Start(0))?;
+            self.file.write_all(format!("{json}\n").as_bytes())?;
+            self.file.sync_all()
+        })();
+        if let Err(e) = result {
+            tracing::error!(path = %self.path.display(), "the run results could not be written: {e}; the run's outcome and exit code are unchanged");
+        }
+    }
+}
+
+/// The summary of a run whose pipeline or command line is invalid (exit 2
+/// before a plan exists), for the run results file.
+fn invalid_summary(args: &RunArgs, run_id: &str, error: &Error) -> report::RunSummary {
+    let pipeline = crate::config::load(&args.pipeline.pipeline)
+        .map(|spec| spec.name)
+        .unwrap_or_default();
+    report::RunSummary {
+        run_id: run_id.to_string(),
+        pipeline,
+        status: report::RunStatus::Invalid,
+        vars: args.pipeline.overrides(),
+        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        seconds: 0.0,
+        steps: vec![],
+        sinks: vec![],
+        checks: vec![],
+        published: vec![],
+        not_published: vec![],
+        error: Some(error.render()),
+    }
+}
+
+fn summary_json(summary: &report::RunSummary) -> String {
+    let json = serde_json::to_string(summary).unwrap_or_else(|e| {
+        // Plain structs and maps with string keys: this cannot fail, but a
+        // summary must come out whatever happens.
+        serde_json::json!({"run_id": summary.run_id, "status": summary.status.as_str(), "error": e.to_string()})
+            .to_string()
+    });
+    crate::vars::mask(&json)
+}
+
+async fn run(args: RunArgs, progress: ProgressBar, text_logs: bool) -> Result<()> {
+    let mut results = args.run_results.as_deref().map(ResultsFile::open).transpose()?;
     let run_id = crate::runner::run_id();
+    crate::logging::set_run_id(&run_id);
+    let loaded = load(&args.pipeline).and_then(|plan| {
+        if args.select.is_empty() {
+            Ok(plan)
+        } else {
+            plan::select(plan, &args.select)
+        }
+    });
+    let plan = match loaded {
+        Ok(plan) => plan,
+        Err(e) => {
+            if let Some(r) = &mut results {
+                r.write(&summary_json(&invalid_summary(&args, &run_id, &e)));
+            }
+            return Err(e);
+        }
+    };
     tracing::info!(pipeline = %plan.name, run_id = %run_id, steps = plan.steps.len(), sinks = plan.sinks.len(), "run started");
     let (tx, rx) = tokio::sync::watch::channel(None);
     tokio::spawn(async move {
@@ -63,18 +151,15 @@ async fn run(args: RunArgs, progress: ProgressBar, text_logs: bool) -> Result<()
             .lock()
             .write_all(crate::vars::mask(&report::render_summary(&summary)).as_bytes());
     }
-    let json = serde_json::to_string(&summary).map_err(|e| Error::Output {
-        path: "the run summary".into(),
-        cause: e.to_string().into(),
-    })?;
-    let json = crate::vars::mask(&json);
-    if let Some(path) = &args.run_results {
-        std::fs::write(path, format!("{json}\n")).map_err(|e| Error::Output {
-            path: format!("run results to {}", path.display()),
-            cause: e.into(),
-        })?;
+    // Nothing from here on changes the exit code: the run has published
+    // (or not) already.
+    let json = summary_json(&summary);
+    if let Some(r) = &mut results {
+        r.write(&json);
     }
-    println!("{json}");
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{json}") {
+        tracing::error!("the run summary could not be written to stdout: {e}");
+    }
     match error {
         Some(e) => Err(e),
         None => Ok(()),

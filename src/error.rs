@@ -9,7 +9,8 @@
 //! one subject (`step "x"`, `sink "y"`, `engine`, ...) with the YAML line
 //! where the parser gives one; [`Problem`]'s `Display` is the one place a
 //! problem is rendered. Exit codes ([`Error::exit_code`]): 0 success, 1 the
-//! run failed, 2 the pipeline or command line is invalid, 130/143
+//! run failed (a caught panic included: never Rust's 101), 2 the pipeline or
+//! command line is invalid (an unwritable `--run-results` included), 130/143
 //! interrupted by SIGINT/SIGTERM. Never 99 (Airflow reads it as "skip").
 
 use std::fmt;
@@ -177,6 +178,20 @@ pub enum Error {
         cause: Cause,
     },
 
+    /// The `--run-results` file cannot be written: found before the run
+    /// starts, so nothing was read or written (exit 2).
+    #[error("--run-results {path}: cannot be written")]
+    RunResults {
+        path: String,
+        #[source]
+        cause: Cause,
+    },
+
+    /// The code panicked (a bug): caught, reported as a failed run; nothing
+    /// staged was published.
+    #[error("panicked: {message}")]
+    Panic { message: String },
+
     /// The engine could not be set up.
     #[error("engine")]
     Engine(#[source] Cause),
@@ -190,7 +205,7 @@ impl Error {
     /// The process exit code for this error (see the module docs).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Invalid { .. } | Error::Usage(_) => 2,
+            Error::Invalid { .. } | Error::Usage(_) | Error::RunResults { .. } => 2,
             Error::Interrupted { signal } => {
                 if *signal == "SIGTERM" {
                     143
@@ -274,6 +289,17 @@ pub fn render(e: &(dyn std::error::Error + 'static)) -> String {
         next = cause.source();
     }
     out
+}
+
+/// The message of a panic's payload (`panic!` gives a `&str` or a `String`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a panic without a message)".to_string()
+    }
 }
 
 /// Shorthand used across the crate.

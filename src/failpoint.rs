@@ -7,7 +7,8 @@
 //! `CRMFLOW_FAILPOINTS=name=action;name=action`, where a name is a place
 //! (`publish::before_commit`) optionally followed by `:<sink table>`, and an
 //! action is `error` (the operation fails with an I/O error), `abort` (the
-//! process dies at once, as with SIGKILL: no cleanup runs) or `sleep(MS)`.
+//! process dies at once, as with SIGKILL: no cleanup runs), `panic` (the
+//! code panics there, as a bug would) or `sleep(MS)`.
 
 /// What a failpoint asks for.
 #[cfg(debug_assertions)]
@@ -15,6 +16,7 @@
 enum Action {
     Error,
     Abort,
+    Panic,
     Sleep(u64),
 }
 
@@ -27,6 +29,7 @@ fn parse(spec: &str) -> Vec<(String, Action)> {
             let action = match action.trim() {
                 "error" => Action::Error,
                 "abort" => Action::Abort,
+                "panic" => Action::Panic,
                 a => Action::Sleep(a.strip_prefix("sleep(")?.strip_suffix(')')?.parse().ok()?),
             };
             Some((name.trim().to_string(), action))
@@ -48,14 +51,22 @@ fn configured() -> &'static [(String, Action)] {
 ///
 /// # Errors
 /// An I/O error naming the failpoint when the test configured `error`.
+///
+/// # Panics
+/// When the test configured `panic` (to prove a bug is caught).
 #[cfg(debug_assertions)]
 pub async fn hit(name: &str, subject: &str) -> std::io::Result<()> {
-    let qualified = format!("{name}:{subject}");
+    let qualified = if subject.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}:{subject}")
+    };
     for (point, action) in configured() {
         if point == name || *point == qualified {
             match action {
                 Action::Error => return Err(std::io::Error::other(format!("failpoint {qualified}"))),
                 Action::Abort => std::process::abort(),
+                Action::Panic => panic!("failpoint {qualified}"),
                 Action::Sleep(ms) => tokio::time::sleep(std::time::Duration::from_millis(*ms)).await,
             }
         }
@@ -94,11 +105,12 @@ mod tests {
     #[test]
     fn the_spec_parses_and_skips_malformed_entries() {
         assert_eq!(
-            parse("publish::before_commit:a=error; publish::after_prepare=sleep(250);x=sleep(y);bad;k=abort"),
+            parse("publish::before_commit:a=error; publish::after_prepare=sleep(250);x=sleep(y);bad;k=abort;p=panic"),
             vec![
                 ("publish::before_commit:a".to_string(), Action::Error),
                 ("publish::after_prepare".to_string(), Action::Sleep(250)),
                 ("k".to_string(), Action::Abort),
+                ("p".to_string(), Action::Panic),
             ]
         );
     }

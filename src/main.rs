@@ -1,34 +1,51 @@
 //! The `crmflow` binary: parse the command line, call the library, and map
 //! the outcome to an exit code (0 ok, 1 run failed, 2 invalid pipeline or
 //! command line, 130/143 interrupted). What each command does is
-//! `crmflow::commands`.
+//! `crmflow::commands`. A panic is logged (with the run id) and exits 1,
+//! never Rust's 101; with `--log-format json` every error, clap's included,
+//! is one JSON object on stderr.
 
+use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
 
 use clap::Parser;
 use crmflow::cli::{Cli, LogFormat};
 
 fn main() -> ExitCode {
+    let json_requested = crmflow::logging::json_requested(std::env::args_os());
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
             // --help and --version print and succeed; usage errors exit 2.
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
+            if !e.use_stderr() {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            crmflow::logging::usage_error(&e, json_requested);
+            return ExitCode::from(2);
         }
     };
     let progress = crmflow::logging::progress_bar(&cli);
     crmflow::logging::init(&cli, &progress);
+    crmflow::logging::install_panic_hook();
     let json_logs = cli.log_format == LogFormat::Json;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("crmflow: cannot start the async runtime: {e}");
+            report(&format!("cannot start the async runtime: {e}"), 1, json_logs);
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(crmflow::commands::dispatch(cli, progress));
+    // A run catches its own panics (so it still cleans up and writes its
+    // summary); this catches the rest. The hook has logged it already.
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        runtime.block_on(crmflow::commands::dispatch(cli, progress))
+    }))
+    .unwrap_or_else(|payload| {
+        Err(crmflow::Error::Panic {
+            message: crmflow::error::panic_message(payload.as_ref()),
+        })
+    });
     // An interrupted step may still be computing on a worker: do not wait
     // for it (nothing of it is published).
     runtime.shutdown_background();
@@ -36,13 +53,18 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let code = e.exit_code();
-            let message = crmflow::vars::mask(&e.render());
-            if json_logs {
-                tracing::error!(exit_code = code, "{message}");
-            } else {
-                eprintln!("crmflow: error: {message}");
-            }
+            report(&crmflow::vars::mask(&e.render()), code, json_logs);
             ExitCode::from(code)
         }
+    }
+}
+
+/// The error line on stderr: an `ERROR` event with `exit_code` in JSON
+/// mode, `crmflow: error: ...` otherwise.
+fn report(message: &str, code: u8, json_logs: bool) {
+    if json_logs {
+        tracing::error!(exit_code = code, "{message}");
+    } else {
+        eprintln!("crmflow: error: {message}");
     }
 }

@@ -151,6 +151,28 @@ async fn walk(plan: &Plan, engine: &Engine, mut problems: Vec<Problem>, before_r
         }
         problems.extend(checks::validate_against(&subject, &sink.checks, &t.schema));
     }
+    // `relationships` targets: sources for a source's checks (they run
+    // before any step), any table for a sink's.
+    let all: Vec<(&str, &datafusion::arrow::datatypes::Schema)> =
+        tables.iter().map(|t| (t.name.as_str(), t.schema.as_ref())).collect();
+    let sources: Vec<(&str, &datafusion::arrow::datatypes::Schema)> = tables
+        .iter()
+        .filter(|t| t.kind == "source")
+        .map(|t| (t.name.as_str(), t.schema.as_ref()))
+        .collect();
+    for s in plan.sources.iter().filter(|s| !failed.contains(&s.name)) {
+        let subject = format!("source \"{}\"", s.name);
+        problems.extend(checks::validate_references(&subject, &s.checks, &sources, "a source"));
+    }
+    for sink in plan.sinks.iter().filter(|s| !failed.contains(&s.table)) {
+        let subject = format!("sink \"{}\"", sink.table);
+        problems.extend(checks::validate_references(
+            &subject,
+            &sink.checks,
+            &all,
+            "a source or a step",
+        ));
+    }
     if problems.is_empty() {
         Ok(Checked { tables })
     } else {

@@ -6,13 +6,20 @@
 //! step read by several (or `cache: true`) is materialized once by the
 //! engine. Nothing is published until every sink has been written and
 //! checked; an interruption before that leaves every previous output as it
-//! was.
+//! was, and so does a panic (a bug): it is caught here, the staging is
+//! removed and the locks released as for any error, and the run fails.
+//!
+//! Span fields are named apart from the span's own name (`step{step=..,
+//! step_kind=..}`, `source{source=..}`), so a JSON log line never holds the
+//! key `name` twice.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::catalog::TableProvider;
 use datafusion::prelude::DataFrame;
+use futures::FutureExt;
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -107,7 +114,14 @@ pub async fn run(plan: Arc<Plan>, mut opts: RunOptions) -> std::result::Result<R
         error: None,
     };
     let mut undo = Undo::default();
-    let result = run_inner(&plan, &mut opts, &mut summary, &mut undo).await;
+    let result = AssertUnwindSafe(run_inner(&plan, &mut opts, &mut summary, &mut undo))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|payload| {
+            Err(Error::Panic {
+                message: crate::error::panic_message(payload.as_ref()),
+            })
+        });
     if result.is_err() && !undo.staging.is_empty() {
         undo.remove_staging().await;
         // A write the failure cut short may still be finishing on a blocking
@@ -127,10 +141,10 @@ pub async fn run(plan: Arc<Plan>, mut opts: RunOptions) -> std::result::Result<R
             Ok(summary)
         }
         Err(e) => {
-            summary.status = if matches!(e, Error::Interrupted { .. }) {
-                RunStatus::Interrupted
-            } else {
-                RunStatus::Failed
+            summary.status = match e.exit_code() {
+                2 => RunStatus::Invalid,
+                130 | 143 => RunStatus::Interrupted,
+                _ => RunStatus::Failed,
             };
             summary.error = Some(plan.vars.mask(&e.render()));
             Err((e, summary))
@@ -174,9 +188,10 @@ async fn run_inner(plan: &Arc<Plan>, opts: &mut RunOptions, summary: &mut RunSum
     pb.set_message("planning");
     guarded(&mut opts.interrupt, check::check_before_run(plan, &engine)).await?;
 
+    // Every source first: a source's `relationships` check may read another.
     for s in &plan.sources {
         pb.set_message(format!("source {}", s.name));
-        let span = tracing::info_span!("source", name = %s.name);
+        let span = tracing::info_span!("source", source = %s.name);
         let schema = guarded(
             &mut opts.interrupt,
             crate::sources::register(&engine, s).instrument(span.clone()),
@@ -186,12 +201,15 @@ async fn run_inner(plan: &Arc<Plan>, opts: &mut RunOptions, summary: &mut RunSum
         if !problems.is_empty() {
             return Err(Error::invalid(plan.file.display(), problems));
         }
+    }
+    for s in &plan.sources {
         if !s.checks.is_empty() {
+            let span = tracing::info_span!("source", source = %s.name);
             let df = ctx.table(s.name.as_str()).await.map_err(|e| Error::step(&s.name, e))?;
             let subject = format!("source \"{}\"", s.name);
             let outcomes = guarded(
                 &mut opts.interrupt,
-                checks::run(&subject, &df, &s.checks).instrument(span),
+                checks::run(&subject, &df, &s.checks, ctx).instrument(span),
             )
             .await?;
             let failures = checks::failures(&outcomes);
@@ -209,7 +227,7 @@ async fn run_inner(plan: &Arc<Plan>, opts: &mut RunOptions, summary: &mut RunSum
     for i in 0..plan.steps.len() {
         let step = &plan.steps[i];
         pb.set_message(format!("step {} ({})", step.name, step.kind.name()));
-        let span = tracing::info_span!("step", name = %step.name, kind = step.kind.name());
+        let span = tracing::info_span!("step", step = %step.name, step_kind = step.kind.name());
         let t0 = Instant::now();
         tracing::info!(parent: &span, step = %step.name, kind = step.kind.name(), n = i + 1, of = plan.steps.len(), "step started");
         // On a task of its own, so that an interrupt is seen at once even
@@ -218,7 +236,15 @@ async fn run_inner(plan: &Arc<Plan>, opts: &mut RunOptions, summary: &mut RunSum
             let (engine, plan) = (engine.clone(), plan.clone());
             async move { run_step(&engine, &plan, &plan.steps[i]).await }.instrument(span.clone())
         });
-        let joined = async move { task.await.map_err(|e| Error::step("run", e.to_string()))? };
+        let joined = async move {
+            task.await.map_err(|e| match e.try_into_panic() {
+                Ok(payload) => Error::step(
+                    &step.name,
+                    format!("panicked: {}", crate::error::panic_message(payload.as_ref())),
+                ),
+                Err(e) => Error::step(&step.name, e.to_string()),
+            })?
+        };
         let rows = guarded(&mut opts.interrupt, joined).await?;
         let seconds = t0.elapsed().as_secs_f64();
         match rows {
@@ -260,7 +286,7 @@ async fn run_inner(plan: &Arc<Plan>, opts: &mut RunOptions, summary: &mut RunSum
             let df = staged_table(&engine, &s).await?;
             let outcomes = guarded(
                 &mut opts.interrupt,
-                checks::run(&subject, &df, &sink.checks).instrument(span),
+                checks::run(&subject, &df, &sink.checks, ctx).instrument(span),
             )
             .await?;
             failures.extend(checks::failures(&outcomes));
@@ -292,6 +318,12 @@ async fn run_inner(plan: &Arc<Plan>, opts: &mut RunOptions, summary: &mut RunSum
             .map_err(|m| Error::sink(&sink.table, &sink.location, m))?;
     }
 
+    let staged_point = async {
+        crate::failpoint::hit("run::staged", "")
+            .await
+            .map_err(|e| Error::step("publish", e))
+    };
+    guarded(&mut opts.interrupt, staged_point).await?;
     pb.set_message("publishing");
     let info = publish::RunInfo {
         run_id: opts.run_id.clone(),
@@ -420,6 +452,9 @@ async fn staged_table(engine: &Engine, s: &Staged) -> Result<DataFrame> {
 async fn run_step(engine: &Engine, plan: &Plan, step: &Step) -> Result<Option<u64>> {
     let name = step.name.as_str();
     let ctx = engine.context();
+    crate::failpoint::hit("run::step", name)
+        .await
+        .map_err(|e| Error::step(name, e))?;
     // Check the inputs first (a wrong column fails before any fitting); the
     // planning pass already did, against the same schemas.
     let (_, lp) = check::schemas(step, engine)

@@ -18,6 +18,8 @@ pub enum RunStatus {
     Running,
     Success,
     Failed,
+    /// The pipeline or the command line is invalid (exit 2).
+    Invalid,
     Interrupted,
 }
 
@@ -28,6 +30,7 @@ impl RunStatus {
             RunStatus::Running => "running",
             RunStatus::Success => "success",
             RunStatus::Failed => "failed",
+            RunStatus::Invalid => "invalid",
             RunStatus::Interrupted => "interrupted",
         }
     }
@@ -125,10 +128,10 @@ pub fn render_summary(s: &RunSummary) -> String {
             let _ = writeln!(e, "  published {} sinks", s.sinks.len());
         }
         RunStatus::Success | RunStatus::Running => {}
-        RunStatus::Failed | RunStatus::Interrupted if s.published.is_empty() => {
+        RunStatus::Failed | RunStatus::Invalid | RunStatus::Interrupted if s.published.is_empty() => {
             let _ = writeln!(e, "  nothing was published; previous outputs are untouched");
         }
-        RunStatus::Failed | RunStatus::Interrupted => {
+        RunStatus::Failed | RunStatus::Invalid | RunStatus::Interrupted => {
             let _ = writeln!(
                 e,
                 "  published: {}; not published: {} (previous outputs untouched)",

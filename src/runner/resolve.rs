@@ -90,11 +90,14 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
         owner.insert(name.clone(), String::new());
         let location = vars.interpolate(&s.url).and_then(|u| Location::parse(&u));
         match location {
-            Ok(location) => sources.push(Source {
-                name: name.clone(),
-                location,
-                checks: s.checks.clone(),
-            }),
+            Ok(location) => match crate::checks::bind(&s.checks, |v| vars.interpolate(v)) {
+                Ok(checks) => sources.push(Source {
+                    name: name.clone(),
+                    location,
+                    checks,
+                }),
+                Err(e) => p.push(Problem::source(name, e)),
+            },
             Err(e) => p.push(Problem::source(name, format!("url: {e}"))),
         }
     }
@@ -229,13 +232,20 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
         if s.mode == SinkMode::OverwritePartitions && s.partition_by.is_empty() {
             p.push(problem("mode overwrite_partitions needs partition_by".to_string()));
         }
+        let checks = match crate::checks::bind(&s.checks, |v| vars.interpolate(v)) {
+            Ok(c) => c,
+            Err(e) => {
+                p.push(problem(e));
+                continue;
+            }
+        };
         sinks.push(Sink {
             table: s.table,
             staging_root: location.clone(),
             location,
             partition_by: s.partition_by,
             mode: s.mode,
-            checks: s.checks,
+            checks,
         });
     }
 

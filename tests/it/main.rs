@@ -1,6 +1,7 @@
 //! Integration tests: one binary, a module per area. CLI tests run the real
 //! `crmflow` binary and assert exit codes and messages word for word.
 
+mod check_kinds;
 mod checks;
 mod cli_errors;
 mod commands;
@@ -8,6 +9,7 @@ mod common;
 mod faults;
 mod features;
 mod generate;
+mod ops;
 mod predict_sample;
 mod publish;
 mod s3;
