@@ -35,6 +35,8 @@ pub struct Features {
     pub x: Array2<f64>,
     /// The label per row, when one was asked for.
     pub y: Option<Vec<f64>>,
+    /// The holdout flag per row, when a holdout column was asked for.
+    pub holdout: Option<Vec<bool>>,
     /// The stable hash of each row's id (for splits).
     pub hashes: Vec<u64>,
     /// Rows of the table (before dropping or sampling).
@@ -52,6 +54,8 @@ pub struct FeatureRequest<'a> {
     pub id: &'a str,
     pub features: &'a [String],
     pub label: Option<&'a str>,
+    /// A Boolean column marking holdout rows (true), read along.
+    pub holdout: Option<&'a str>,
     pub nulls: NullPolicy,
     /// Keep at most this many rows: those with the smallest id hashes
     /// under `sample_seed`.
@@ -82,6 +86,9 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
     if let Some(label) = req.label {
         exprs.push(f64_col(label).alias("__y"));
     }
+    if let Some(h) = req.holdout {
+        exprs.push(column(h).alias("__h"));
+    }
     let df = df.select(exprs).map_err(|e| Error::step(step, e))?;
     let d = req.features.len();
     let mut stream = df.execute_stream().await.map_err(|e| Error::step(step, e))?;
@@ -90,6 +97,8 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
     let mut hashes_kept: Vec<u64> = Vec::new();
     let mut vals: Vec<Option<f64>> = Vec::new();
     let mut ys_kept: Vec<Option<f64>> = Vec::new();
+    let mut flags_kept: Vec<bool> = Vec::new();
+    let mut flag_nulls = 0usize;
     let mut heap: std::collections::BinaryHeap<(u64, usize)> = std::collections::BinaryHeap::new();
     let mut nulls = vec![0usize; d];
     let mut label_nulls = 0usize;
@@ -106,6 +115,12 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
         };
         let cols: Vec<&Float64Array> = (0..d).map(|i| batch.column(i + 1).as_primitive()).collect();
         let ys: Option<&Float64Array> = req.label.map(|_| batch.column(d + 1).as_primitive());
+        let flag_at = d + 1 + usize::from(req.label.is_some());
+        let flags: Option<&datafusion::arrow::array::BooleanArray> =
+            req.holdout.map(|_| batch.column(flag_at).as_boolean());
+        if let Some(f) = flags {
+            flag_nulls += f.null_count();
+        }
         for (j, c) in cols.iter().enumerate() {
             nulls[j] += c.null_count();
         }
@@ -129,6 +144,7 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
                     hashes_kept.push(h);
                     vals.extend(std::iter::repeat_n(None, d));
                     ys_kept.push(None);
+                    flags_kept.push(false);
                     if req.sample.is_some() {
                         heap.push((sh, at));
                     }
@@ -141,6 +157,7 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
                     vals[at * d + j] = value(c, r);
                 }
                 ys_kept[at] = ys.and_then(|c| value(c, r));
+                flags_kept[at] = flags.is_some_and(|f| f.is_valid(r) && f.value(r));
             }
         }
     }
@@ -157,6 +174,17 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
             step,
             format!(
                 "label \"{label}\" of \"{}\" is null in {label_nulls} of {table_rows} rows",
+                req.table
+            ),
+        ));
+    }
+    if let Some(h) = req.holdout
+        && flag_nulls > 0
+    {
+        return Err(Error::step(
+            step,
+            format!(
+                "holdout column \"{h}\" of \"{}\" is null in {flag_nulls} of {table_rows} rows",
                 req.table
             ),
         ));
@@ -193,6 +221,7 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
                     .unwrap_or(f64::NAN)
                     .total_cmp(&ys_kept[b].unwrap_or(f64::NAN))
             })
+            .then_with(|| flags_kept[a].cmp(&flags_kept[b]))
     });
     let fill = match req.nulls {
         NullPolicy::Mean => {
@@ -227,6 +256,7 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
     let mut x = Array2::<f64>::zeros((order.len(), d));
     let mut hashes = Vec::with_capacity(order.len());
     let mut y = req.label.map(|_| Vec::with_capacity(order.len()));
+    let mut holdout = req.holdout.map(|_| Vec::with_capacity(order.len()));
     for (r, &i) in order.iter().enumerate() {
         for j in 0..d {
             let v = match (vals[i * d + j], &fill) {
@@ -245,11 +275,15 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
         if let (Some(y), Some(l)) = (&mut y, ys_kept[i]) {
             y.push(l);
         }
+        if let Some(h) = &mut holdout {
+            h.push(flags_kept[i]);
+        }
         hashes.push(hashes_kept[i]);
     }
     Ok(Features {
         x,
         y,
+        holdout,
         hashes,
         table_rows,
         dropped,
