@@ -12,6 +12,7 @@
 //! distributed implementation (Apache DataFusion Ballista) needs. Only the
 //! local engine exists today.
 
+pub mod dense_agg;
 pub mod expr;
 
 use std::collections::BTreeMap;
@@ -68,6 +69,18 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// A context with DataFusion's defaults plus crmflow's physical rules
+/// ([`dense_agg::DenseAggregateRule`], last).
+fn context(config: SessionConfig, runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>) -> SessionContext {
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(dense_agg::DenseAggregateRule))
+        .build();
+    SessionContext::new_with_state(state)
+}
+
 impl Engine {
     /// A local engine. `storage` holds object-store options (values may be
     /// secrets); `functions` are registered by name.
@@ -87,7 +100,7 @@ impl Engine {
             runtime = runtime.with_memory_limit(bytes as usize, 1.0);
         }
         let runtime = runtime.build_arc().map_err(|e| Error::Engine(e.into()))?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let ctx = context(config, runtime);
         for f in &functions {
             ctx.register_udf(f.clone());
         }
@@ -107,7 +120,7 @@ impl Engine {
     /// object stores, memory pool and Parquet footer cache) and functions:
     /// for planning without touching the run's tables.
     pub fn planning(&self) -> Engine {
-        let ctx = SessionContext::new_with_config_rt(self.ctx.copied_config(), self.ctx.runtime_env());
+        let ctx = context(self.ctx.copied_config(), self.ctx.runtime_env());
         for f in &self.functions {
             ctx.register_udf(f.clone());
         }
