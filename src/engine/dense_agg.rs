@@ -408,96 +408,46 @@ enum Slots {
     Map(HashMap<i64, usize>),
 }
 
-/// One aggregate's per-slot values.
-enum Acc {
-    Count(Vec<i64>),
-    SumF64(Vec<f64>, Vec<bool>),
-    SumI64(Vec<i64>, Vec<bool>),
-    Avg(Vec<f64>, Vec<i64>),
-    Max(Vec<i64>, Vec<bool>),
-    Min(Vec<i64>, Vec<bool>),
-}
-
-impl Acc {
-    fn new(kind: Kind) -> Acc {
-        match kind {
-            Kind::Count => Acc::Count(Vec::new()),
-            Kind::SumF64 => Acc::SumF64(Vec::new(), Vec::new()),
-            Kind::SumI64 => Acc::SumI64(Vec::new(), Vec::new()),
-            Kind::Avg => Acc::Avg(Vec::new(), Vec::new()),
-            Kind::Max => Acc::Max(Vec::new(), Vec::new()),
-            Kind::Min => Acc::Min(Vec::new(), Vec::new()),
-        }
-    }
-
-    /// Bytes per slot.
-    fn width(&self) -> usize {
-        match self {
-            Acc::Count(_) => 8,
-            Acc::Avg(..) => 16,
-            _ => 9,
-        }
-    }
-
-    /// Grows to `len` slots, `front` new empty slots inserted after slot 0
-    /// (the NULL key's) and the rest at the end.
-    fn resize(&mut self, len: usize, front: usize) {
-        match self {
-            Acc::Count(c) => grow(c, len, front, 0),
-            Acc::SumF64(s, h) => {
-                grow(s, len, front, 0.0);
-                grow(h, len, front, false);
-            }
-            Acc::SumI64(s, h) | Acc::Max(s, h) | Acc::Min(s, h) => {
-                grow(s, len, front, 0);
-                grow(h, len, front, false);
-            }
-            Acc::Avg(s, c) => {
-                grow(s, len, front, 0.0);
-                grow(c, len, front, 0);
-            }
-        }
-    }
-}
-
-/// `v` grown to `len`: `front` copies of `empty` inserted after element 0,
-/// the rest appended.
-fn grow<T: Clone>(v: &mut Vec<T>, len: usize, front: usize, empty: T) {
-    if front > 0 {
-        let mut n = Vec::with_capacity(len);
-        n.extend(v.drain(..1));
-        n.extend(std::iter::repeat_n(empty.clone(), front));
-        n.append(v);
-        *v = n;
-    }
-    v.resize(len, empty);
-}
-
-/// The groups of one input partition.
+/// The groups of one input partition, slot by slot, interleaved: each slot
+/// is `stride` words — word 0 whether a row with its key was seen, then
+/// each aggregate's words at its offset — so that one row's aggregates
+/// share a cache line.
+///
+/// Words per aggregate: count 1 (the count); sum 2 (the sum, as f64 bits
+/// or i64, and whether a value was added); avg 2 (the f64 sum, the
+/// count); min/max 2 (the value as i64, whether there is one).
 struct State {
     slots: Slots,
-    /// Whether a row with the slot's key was seen.
-    present: Vec<bool>,
-    accs: Vec<Acc>,
+    stride: usize,
+    /// Word offset of each aggregate within a slot.
+    offsets: Vec<usize>,
+    data: Vec<u64>,
     /// Keys of the slots (map mode only; dense keys follow from the slot).
     keys: Vec<i64>,
     reserved: usize,
     slot_of_row: Vec<usize>,
 }
 
+fn words(kind: Kind) -> usize {
+    match kind {
+        Kind::Count => 1,
+        _ => 2,
+    }
+}
+
 impl State {
     fn new(aggs: &[AggSpec]) -> State {
+        let mut offsets = Vec::with_capacity(aggs.len());
+        let mut stride = 1;
+        for a in aggs {
+            offsets.push(stride);
+            stride += words(a.kind);
+        }
         State {
             slots: Slots::Dense { base: 0 },
-            present: vec![false],
-            accs: aggs
-                .iter()
-                .map(|a| {
-                    let mut acc = Acc::new(a.kind);
-                    acc.resize(1, 0);
-                    acc
-                })
-                .collect(),
+            stride,
+            offsets,
+            data: vec![0; stride],
             keys: vec![0],
             reserved: 0,
             slot_of_row: Vec::new(),
@@ -505,43 +455,56 @@ impl State {
     }
 
     fn len(&self) -> usize {
-        self.present.len()
+        self.data.len() / self.stride
     }
 
-    fn bytes_per_slot(&self) -> usize {
-        1 + self.accs.iter().map(Acc::width).sum::<usize>() + if matches!(self.slots, Slots::Map(_)) { 24 } else { 0 }
+    fn present(&self, slot: usize) -> bool {
+        self.data[slot * self.stride] != 0
     }
 
+    /// Grows to `len` slots, `front` new empty slots inserted after slot 0
+    /// (the NULL key's) and the rest at the end.
     fn resize(&mut self, len: usize, front: usize, reservation: &MemoryReservation) {
-        let old = self.len();
-        grow(&mut self.present, len, front, false);
-        for a in &mut self.accs {
-            a.resize(len, front);
+        let st = self.stride;
+        if front > 0 {
+            let mut n = Vec::with_capacity(len * st);
+            n.extend_from_slice(&self.data[..st]);
+            n.resize((1 + front) * st, 0);
+            n.extend_from_slice(&self.data[st..]);
+            self.data = n;
         }
+        self.data.resize(len * st, 0);
         if matches!(self.slots, Slots::Map(_)) {
             self.keys.resize(len, 0);
         }
-        let bytes = (len.max(old)) * self.bytes_per_slot();
+        let bytes = self.data.len() * 8 + self.keys.len() * 8;
         if bytes > self.reserved {
             reservation.grow(bytes - self.reserved);
             self.reserved = bytes;
         }
     }
 
-    /// Makes every key of `keys` have a slot; fills `slot_of_row`.
+    /// Makes every key of `keys` have a slot; fills `slot_of_row` and
+    /// marks the slots seen.
     fn slots_for(&mut self, keys: &Int64Array, reservation: &MemoryReservation) {
         let n = keys.len();
         self.slot_of_row.clear();
         self.slot_of_row.reserve(n);
-        let valid = keys.null_count() < n;
         if let Slots::Dense { base } = self.slots
-            && valid
+            && keys.null_count() < n
         {
             let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-            for (i, &k) in keys.values().iter().enumerate() {
-                if keys.is_valid(i) {
+            if keys.null_count() == 0 {
+                for &k in keys.values().iter() {
                     lo = lo.min(k);
                     hi = hi.max(k);
+                }
+            } else {
+                for (i, &k) in keys.values().iter().enumerate() {
+                    if keys.is_valid(i) {
+                        lo = lo.min(k);
+                        hi = hi.max(k);
+                    }
                 }
             }
             // Slots 1..=width hold keys base..base + width - 1.
@@ -556,7 +519,7 @@ impl State {
                 let span = i128::from(hi.max(cur_hi)) - i128::from(lo.min(cur_lo)) + 1;
                 // Counting the keys seen is linear, but only on growth, which
                 // is geometric.
-                let seen = self.present.iter().filter(|p| **p).count() + n;
+                let seen = (0..self.len()).filter(|&s| self.present(s)).count() + n;
                 if span > (4 * seen + DENSE_SLACK) as i128 {
                     self.to_map();
                 } else if width == 0 {
@@ -615,8 +578,9 @@ impl State {
                 }
             }
         }
+        let st = self.stride;
         for &s in &self.slot_of_row {
-            self.present[s] = true;
+            self.data[s * st] = 1;
         }
     }
 
@@ -625,37 +589,19 @@ impl State {
         let Slots::Dense { base } = self.slots else {
             return;
         };
+        let st = self.stride;
         let mut map = HashMap::new();
-        let mut keep = vec![0usize];
+        let mut data = self.data[..st].to_vec();
         let mut keys = vec![0i64];
         for s in 1..self.len() {
-            if self.present[s] {
-                map.insert(base + s as i64 - 1, keep.len());
-                keep.push(s);
-                keys.push(base + s as i64 - 1);
+            if self.present(s) {
+                let k = base + s as i64 - 1;
+                map.insert(k, keys.len());
+                keys.push(k);
+                data.extend_from_slice(&self.data[s * st..(s + 1) * st]);
             }
         }
-        fn pick<T: Copy>(v: &mut Vec<T>, keep: &[usize]) {
-            *v = keep.iter().map(|&s| v[s]).collect();
-        }
-        pick(&mut self.present, &keep);
-        for a in &mut self.accs {
-            match a {
-                Acc::Count(c) => pick(c, &keep),
-                Acc::SumF64(s, h) => {
-                    pick(s, &keep);
-                    pick(h, &keep);
-                }
-                Acc::SumI64(s, h) | Acc::Max(s, h) | Acc::Min(s, h) => {
-                    pick(s, &keep);
-                    pick(h, &keep);
-                }
-                Acc::Avg(s, c) => {
-                    pick(s, &keep);
-                    pick(c, &keep);
-                }
-            }
-        }
+        self.data = data;
         self.keys = keys;
         self.slots = Slots::Map(map);
     }
@@ -674,7 +620,7 @@ impl State {
         let keys = key.evaluate(batch)?.into_array(n)?;
         let keys = cast(&keys, &DataType::Int64)?;
         self.slots_for(keys.as_primitive::<Int64Type>(), reservation);
-        for (spec, acc) in aggs.iter().zip(&mut self.accs) {
+        for (spec, &offset) in aggs.iter().zip(&self.offsets) {
             let filter = match &spec.filter {
                 Some(f) => {
                     let f = f.evaluate(batch)?.into_array(n)?;
@@ -683,77 +629,58 @@ impl State {
                 None => None,
             };
             let arg = spec.arg.evaluate(batch)?;
-            accumulate(acc, &self.slot_of_row, filter.as_ref(), arg, n)?;
+            let acc = Acc {
+                data: &mut self.data,
+                stride: self.stride,
+                offset,
+            };
+            accumulate(spec.kind, acc, &self.slot_of_row, filter.as_ref(), arg, n)?;
         }
         Ok(())
     }
 
     /// Adds `other` into this state (slot by key).
     fn merge(&mut self, other: State, aggs: &[AggSpec], reservation: &MemoryReservation) -> Result<()> {
-        // The other's keys, as an array, give the target slots.
         let (keys, from): (Vec<Option<i64>>, Vec<usize>) = (0..other.len())
-            .filter(|&s| other.present[s])
+            .filter(|&s| other.present(s))
             .map(|s| (other.key_of(s), s))
             .unzip();
         if keys.is_empty() {
             return Ok(());
         }
-        let arr = Int64Array::from(keys);
-        self.slots_for(&arr, reservation);
-        let to = std::mem::take(&mut self.slot_of_row);
-        for ((_, acc), o) in aggs.iter().zip(&mut self.accs).zip(&other.accs) {
-            match (acc, o) {
-                (Acc::Count(a), Acc::Count(b)) => {
-                    for (&t, &f) in to.iter().zip(&from) {
-                        a[t] += b[f];
+        self.slots_for(&Int64Array::from(keys), reservation);
+        let (st, ost) = (self.stride, other.stride);
+        for (spec, &o) in aggs.iter().zip(&self.offsets) {
+            for (&t, &f) in self.slot_of_row.iter().zip(&from) {
+                let (a, b) = (t * st + o, f * ost + o);
+                let (x0, x1) = (other.data[b], other.data[b + 1.min(words(spec.kind) - 1)]);
+                let d = &mut self.data;
+                match spec.kind {
+                    Kind::Count => d[a] = (d[a] as i64 + x0 as i64) as u64,
+                    Kind::SumF64 if x1 != 0 => {
+                        d[a] = (f64::from_bits(d[a]) + f64::from_bits(x0)).to_bits();
+                        d[a + 1] = 1;
                     }
-                }
-                (Acc::SumF64(a, ha), Acc::SumF64(b, hb)) => {
-                    for (&t, &f) in to.iter().zip(&from) {
-                        if hb[f] {
-                            a[t] += b[f];
-                            ha[t] = true;
-                        }
+                    Kind::SumI64 if x1 != 0 => {
+                        d[a] = (d[a] as i64).wrapping_add(x0 as i64) as u64;
+                        d[a + 1] = 1;
                     }
-                }
-                (Acc::SumI64(a, ha), Acc::SumI64(b, hb)) => {
-                    for (&t, &f) in to.iter().zip(&from) {
-                        if hb[f] {
-                            a[t] = a[t].wrapping_add(b[f]);
-                            ha[t] = true;
-                        }
+                    Kind::Avg => {
+                        d[a] = (f64::from_bits(d[a]) + f64::from_bits(x0)).to_bits();
+                        d[a + 1] = (d[a + 1] as i64 + x1 as i64) as u64;
                     }
-                }
-                (Acc::Avg(a, ca), Acc::Avg(b, cb)) => {
-                    for (&t, &f) in to.iter().zip(&from) {
-                        a[t] += b[f];
-                        ca[t] += cb[f];
+                    Kind::Max if x1 != 0 && (d[a + 1] == 0 || (x0 as i64) > d[a] as i64) => {
+                        d[a] = x0;
+                        d[a + 1] = 1;
                     }
-                }
-                (Acc::Max(a, ha), Acc::Max(b, hb)) => {
-                    for (&t, &f) in to.iter().zip(&from) {
-                        if hb[f] && (!ha[t] || b[f] > a[t]) {
-                            a[t] = b[f];
-                            ha[t] = true;
-                        }
+                    Kind::Min if x1 != 0 && (d[a + 1] == 0 || (x0 as i64) < d[a] as i64) => {
+                        d[a] = x0;
+                        d[a + 1] = 1;
                     }
-                }
-                (Acc::Min(a, ha), Acc::Min(b, hb)) => {
-                    for (&t, &f) in to.iter().zip(&from) {
-                        if hb[f] && (!ha[t] || b[f] < a[t]) {
-                            a[t] = b[f];
-                            ha[t] = true;
-                        }
-                    }
-                }
-                _ => {
-                    return Err(DataFusionError::Internal(
-                        "DenseAggregateExec: mismatched states".into(),
-                    ));
+                    _ => {}
                 }
             }
         }
-        self.slot_of_row = to;
         Ok(())
     }
 
@@ -770,24 +697,37 @@ impl State {
     /// The groups as one batch of the output schema, by ascending key
     /// (dense) or first appearance (map); the NULL key last.
     fn finish(&self, aggs: &[AggSpec], schema: &SchemaRef) -> Result<RecordBatch> {
-        let mut order: Vec<usize> = (1..self.len()).filter(|&s| self.present[s]).collect();
-        if self.present[0] {
+        let mut order: Vec<usize> = (1..self.len()).filter(|&s| self.present(s)).collect();
+        if self.present(0) {
             order.push(0);
         }
         let keys: Int64Array = order.iter().map(|&s| self.key_of(s)).collect();
         let mut cols: Vec<ArrayRef> = vec![cast(&keys, schema.field(0).data_type())?];
-        for (spec, acc) in aggs.iter().zip(&self.accs) {
-            let col: ArrayRef = match acc {
-                Acc::Count(c) => Arc::new(Int64Array::from_iter_values(order.iter().map(|&s| c[s]))),
-                Acc::SumF64(v, h) => Arc::new(order.iter().map(|&s| h[s].then_some(v[s])).collect::<Float64Array>()),
-                Acc::SumI64(v, h) => Arc::new(order.iter().map(|&s| h[s].then_some(v[s])).collect::<Int64Array>()),
-                Acc::Avg(v, c) => Arc::new(
+        let st = self.stride;
+        for (spec, &o) in aggs.iter().zip(&self.offsets) {
+            let w0 = |s: usize| self.data[s * st + o];
+            let w1 = |s: usize| self.data[s * st + o + 1];
+            let col: ArrayRef = match spec.kind {
+                Kind::Count => Arc::new(Int64Array::from_iter_values(order.iter().map(|&s| w0(s) as i64))),
+                Kind::SumF64 => Arc::new(
                     order
                         .iter()
-                        .map(|&s| (c[s] > 0).then(|| v[s] / c[s] as f64))
+                        .map(|&s| (w1(s) != 0).then(|| f64::from_bits(w0(s))))
                         .collect::<Float64Array>(),
                 ),
-                Acc::Max(v, h) | Acc::Min(v, h) => int_array(&spec.out_type, &order, v, h)?,
+                Kind::SumI64 => Arc::new(
+                    order
+                        .iter()
+                        .map(|&s| (w1(s) != 0).then(|| w0(s) as i64))
+                        .collect::<Int64Array>(),
+                ),
+                Kind::Avg => Arc::new(
+                    order
+                        .iter()
+                        .map(|&s| (w1(s) != 0).then(|| f64::from_bits(w0(s)) / w1(s) as f64))
+                        .collect::<Float64Array>(),
+                ),
+                Kind::Max | Kind::Min => int_array(&spec.out_type, &order, |s| (w0(s) as i64, w1(s) != 0))?,
             };
             cols.push(col);
         }
@@ -795,12 +735,19 @@ impl State {
     }
 }
 
-/// Values of an integer-backed type from i64 slots.
-fn int_array(t: &DataType, order: &[usize], v: &[i64], has: &[bool]) -> Result<ArrayRef> {
-    let nulls = NullBuffer::from(order.iter().map(|&s| has[s]).collect::<Vec<bool>>());
+/// One aggregate's words in a state.
+struct Acc<'a> {
+    data: &'a mut [u64],
+    stride: usize,
+    offset: usize,
+}
+
+/// Values of an integer-backed type from (value, valid) per slot.
+fn int_array(t: &DataType, order: &[usize], at: impl Fn(usize) -> (i64, bool)) -> Result<ArrayRef> {
+    let nulls = NullBuffer::from(order.iter().map(|&s| at(s).1).collect::<Vec<bool>>());
     let values = match int_backed(t) {
-        Some(4) => Buffer::from_iter(order.iter().map(|&s| v[s] as i32)),
-        _ => Buffer::from_iter(order.iter().map(|&s| v[s])),
+        Some(4) => Buffer::from_iter(order.iter().map(|&s| at(s).0 as i32)),
+        _ => Buffer::from_iter(order.iter().map(|&s| at(s).0)),
     };
     let data = datafusion::arrow::array::ArrayData::builder(t.clone())
         .len(order.len())
@@ -813,67 +760,66 @@ fn int_array(t: &DataType, order: &[usize], v: &[i64], has: &[bool]) -> Result<A
 /// Adds one batch's values of an aggregate: the rows where `filter` is
 /// true and the argument is not null.
 fn accumulate(
-    acc: &mut Acc,
+    kind: Kind,
+    acc: Acc,
     slots: &[usize],
     filter: Option<&BooleanArray>,
     arg: ColumnarValue,
     n: usize,
 ) -> Result<()> {
-    if let (Acc::Count(c), ColumnarValue::Scalar(v)) = (&mut *acc, &arg) {
+    let Acc { data, stride, offset } = acc;
+    let at = |s: usize| s * stride + offset;
+    if let (Kind::Count, ColumnarValue::Scalar(v)) = (kind, &arg) {
         // count(*) / count(literal): every kept row.
         if !v.is_null() {
-            for_each_kept(slots, filter, None, |_, s| c[s] += 1);
+            for_each_kept(slots, filter, None, |_, s| data[at(s)] += 1);
         }
         return Ok(());
     }
     let a = arg.into_array(n)?;
     let nulls = a.logical_nulls();
-    match acc {
-        Acc::Count(c) => for_each_kept(slots, filter, nulls.as_ref(), |_, s| c[s] += 1),
-        Acc::SumF64(v, h) => {
+    let nulls = nulls.as_ref();
+    match kind {
+        Kind::Count => for_each_kept(slots, filter, nulls, |_, s| data[at(s)] += 1),
+        Kind::SumF64 => {
             let x = a.as_primitive::<datafusion::arrow::datatypes::Float64Type>().values();
-            for_each_kept(slots, filter, nulls.as_ref(), |r, s| {
-                v[s] += x[r];
-                h[s] = true;
+            for_each_kept(slots, filter, nulls, |r, s| {
+                let i = at(s);
+                data[i] = (f64::from_bits(data[i]) + x[r]).to_bits();
+                data[i + 1] = 1;
             });
         }
-        Acc::Avg(v, c) => {
+        Kind::Avg => {
             let x = a.as_primitive::<datafusion::arrow::datatypes::Float64Type>().values();
-            for_each_kept(slots, filter, nulls.as_ref(), |r, s| {
-                v[s] += x[r];
-                c[s] += 1;
+            for_each_kept(slots, filter, nulls, |r, s| {
+                let i = at(s);
+                data[i] = (f64::from_bits(data[i]) + x[r]).to_bits();
+                data[i + 1] += 1;
             });
         }
-        Acc::SumI64(v, h) => {
+        Kind::SumI64 => {
             let x = a.as_primitive::<Int64Type>().values();
-            for_each_kept(slots, filter, nulls.as_ref(), |r, s| {
-                v[s] = v[s].wrapping_add(x[r]);
-                h[s] = true;
+            for_each_kept(slots, filter, nulls, |r, s| {
+                let i = at(s);
+                data[i] = (data[i] as i64).wrapping_add(x[r]) as u64;
+                data[i + 1] = 1;
             });
         }
-        Acc::Max(v, h) => extreme(v, h, &as_i64(&a)?, slots, filter, nulls.as_ref(), |x, cur| x > cur),
-        Acc::Min(v, h) => extreme(v, h, &as_i64(&a)?, slots, filter, nulls.as_ref(), |x, cur| x < cur),
+        Kind::Max | Kind::Min => {
+            let x = as_i64(&a)?;
+            let x = x.values();
+            let max = kind == Kind::Max;
+            for_each_kept(slots, filter, nulls, |r, s| {
+                let i = at(s);
+                let (v, cur) = (x[r], data[i] as i64);
+                if data[i + 1] == 0 || (max && v > cur) || (!max && v < cur) {
+                    data[i] = v as u64;
+                    data[i + 1] = 1;
+                }
+            });
+        }
     }
     Ok(())
-}
-
-/// `max` / `min`: keeps the value for which `better(new, current)`.
-fn extreme(
-    v: &mut [i64],
-    h: &mut [bool],
-    x: &Int64Array,
-    slots: &[usize],
-    filter: Option<&BooleanArray>,
-    nulls: Option<&NullBuffer>,
-    better: impl Fn(i64, i64) -> bool,
-) {
-    let x = x.values();
-    for_each_kept(slots, filter, nulls, |r, s| {
-        if !h[s] || better(x[r], v[s]) {
-            v[s] = x[r];
-            h[s] = true;
-        }
-    });
 }
 
 /// An integer-backed array's values as Int64 (dates, timestamps: their
@@ -908,6 +854,13 @@ fn for_each_kept(
         (None, None) => {
             for (r, &s) in slots.iter().enumerate() {
                 f(r, s);
+            }
+        }
+        (Some(b), None) if b.null_count() == 0 => {
+            for (r, &s) in slots.iter().enumerate() {
+                if b.value(r) {
+                    f(r, s);
+                }
             }
         }
         _ => {

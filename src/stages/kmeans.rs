@@ -471,6 +471,24 @@ mod tests {
         }
     }
 
+    /// Timing, not a check: `cargo test --release --lib kmeans_timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn kmeans_timing() {
+        let (_, m) = data(1_000_000, 5, 1);
+        for threads in [1, 2] {
+            let p = Params {
+                n_runs: 1,
+                max_n_iterations: 50,
+                tolerance: 0.0,
+                ..params(5, threads)
+            };
+            let t = std::time::Instant::now();
+            let f = fit(&m, &p).unwrap();
+            println!("{threads} threads: {:?} for {:?} iterations", t.elapsed(), f.iterations);
+        }
+    }
+
     #[test]
     fn assign_takes_the_lowest_index_on_ties() {
         let m = Matrix::from_columns(3, vec![vec![0.0, 1.0, 2.0]]);
