@@ -38,7 +38,7 @@ fi
 if [ ! -x /usr/bin/time ] && [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
   apt-get install -y -qq time > /dev/null 2>&1 || true
 fi
-measure() { # measure OUTFILE CMD... -> OUTFILE: "wall_s max_rss_kib exit"
+measure() { # measure OUTFILE CMD... -> OUTFILE: "wall_s max_rss_kib exit cpu_s"
   local file=$1
   shift
   if [ -x /usr/bin/time ]; then
@@ -50,7 +50,9 @@ t = open(sys.argv[1]).read()
 w = 0.0
 for p in re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", t).group(1).split(":"):
     w = w * 60 + float(p)
-print(f"{w:.3f} {re.search(r'Maximum resident set size \(kbytes\): (\d+)', t).group(1)} {sys.argv[2]}")
+cpu = sum(float(re.search(p + r" time \(seconds\): ([\d.]+)", t).group(1)) for p in ("User", "System"))
+rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(1)
+print(f"{w:.3f} {rss} {sys.argv[2]} {cpu:.2f}")
 PY
     return "$rc"
   else
@@ -67,6 +69,7 @@ fi
 cargo build --release --quiet
 bin=$root/target/release/crmflow
 
+echo "load average before the runs: $(cut -d" " -f1-3 /proc/loadavg) ($(nproc) CPUs)"
 rm -rf "$out"
 mkdir -p "$results"
 log=$results/runs.tsv
@@ -92,6 +95,7 @@ for i in $(seq "$runs"); do
 done
 
 echo
+echo "load average after the runs: $(cut -d" " -f1-3 /proc/loadavg)"
 echo "outputs (bench/SPEC.md section 7; DuckDB is the baseline):"
 agree=0
 "$py" "$peers/compare.py" "$out/duckdb" "$out/polars" "$out/crmflow" > "$results/compare.txt" || agree=$?

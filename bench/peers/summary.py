@@ -21,24 +21,27 @@ PEERS = ("duckdb", "polars")
 
 log, results = sys.argv[1], sys.argv[2]
 rows = [line.split() for line in open(log) if line.strip()]
-wall, rss, failed = {}, {}, {}
-for impl, _run, w, r, rc in rows:
+wall, rss, cpu, failed = {}, {}, {}, {}
+for impl, _run, w, r, rc, c in rows:
     wall.setdefault(impl, []).append(float(w))
     rss.setdefault(impl, []).append(int(r))
+    cpu.setdefault(impl, []).append(float(c))
     failed[impl] = failed.get(impl, 0) + (rc != "0")
 med = {k: statistics.median(v) for k, v in wall.items()}
 runs = max(len(v) for v in wall.values())
-print(f"\n{runs} runs each, alternating; median wall (min-max), peak RSS over the runs\n")
-print("| implementation | median wall | peak RSS |")
-print("|---|---|---|")
+print(f"\n{runs} runs each, alternating; median wall (min-max), median CPU (user + system), peak RSS over the runs\n")
+print("| implementation | median wall | median CPU | peak RSS |")
+print("|---|---|---|---|")
 for impl in ("crmflow", "duckdb", "polars", "floor"):
     if impl in wall:
         v = wall[impl]
         note = f" ({failed[impl]} failed)" if failed[impl] else ""
-        print(f"| {NAMES[impl]} | {med[impl]:.2f} s ({min(v):.2f}-{max(v):.2f}){note} | {max(rss[impl]) / 1024:,.0f} MiB |")
+        print(f"| {NAMES[impl]} | {med[impl]:.2f} s ({min(v):.2f}-{max(v):.2f}){note} "
+              f"| {statistics.median(cpu[impl]):.2f} s | {max(rss[impl]) / 1024:,.0f} MiB |")
 fastest = min((p for p in PEERS if p in med), key=lambda p: med[p])
 print()
-print(f"crmflow / fastest peer ({fastest}): {med['crmflow'] / med[fastest]:.2f}  (target <= 0.33)")
+print(f"crmflow / fastest peer ({fastest}): {med['crmflow'] / med[fastest]:.2f}  (target <= 0.33; CPU: "
+      f"{statistics.median(cpu['crmflow']) / statistics.median(cpu[fastest]):.2f})")
 print(f"crmflow / floor:                  {med['crmflow'] / med['floor']:.2f}  (target <= 2.5)")
 print(f"crmflow peak RSS:                 {max(rss['crmflow']) / 1024:,.0f} MiB  (target <= 600)")
 steps = {}
