@@ -133,6 +133,14 @@ pub async fn stage(engine: &Engine, sink: &Sink, staging: &Location) -> Result<S
     opts.global.compression = Some("zstd(3)".into());
     opts.global.statistics_enabled = Some("page".into());
     opts.global.max_row_group_size = ROW_GROUP_ROWS;
+    // Float columns are nearly all distinct values: building a dictionary
+    // for them only costs time before the writer falls back to plain.
+    for f in schema.fields() {
+        if matches!(f.data_type(), DataType::Float64 | DataType::Float32) {
+            let c = opts.column_specific_options.entry(f.name().clone()).or_default();
+            c.dictionary_enabled = Some(false);
+        }
+    }
     opts.global.created_by = format!(
         "crmflow {} (datafusion {})",
         env!("CARGO_PKG_VERSION"),

@@ -56,6 +56,9 @@ pub struct FeatureRequest<'a> {
     pub id: &'a str,
     pub features: &'a [String],
     pub label: Option<&'a str>,
+    /// A Boolean column marking holdout rows (true): they are left out, as
+    /// with `holdout`, which it replaces.
+    pub holdout_column: Option<&'a str>,
     pub nulls: NullPolicy,
     /// Keep at most this many rows: those with the smallest id hashes
     /// under `sample_seed`.
@@ -89,65 +92,68 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
     if let Some(label) = req.label {
         exprs.push(f64_col(label).alias("__y"));
     }
+    if let Some(h) = req.holdout_column {
+        exprs.push(column(h).alias("__h"));
+    }
     let df = df.select(exprs).map_err(|e| Error::step(step, e))?;
     let d = req.features.len();
     let mut stream = df.execute_stream().await.map_err(|e| Error::step(step, e))?;
-    // Kept rows, flat: row i has hash hashes_kept[i], features
-    // vals[i*d..(i+1)*d] and label ys_kept[i]. A sample replaces rows in place.
-    let mut hashes_kept: Vec<u64> = Vec::new();
-    let mut vals: Vec<Option<f64>> = Vec::new();
-    let mut ys_kept: Vec<Option<f64>> = Vec::new();
+    // Kept rows, flat: row i has hash kept.hashes[i], features
+    // kept.vals[i*d..(i+1)*d] (valid where kept.valid says so), label
+    // kept.ys[i] and holdout flag kept.flags[i]. A sample replaces rows in
+    // place.
+    let mut kept = Kept::default();
     let mut heap: std::collections::BinaryHeap<(u64, usize)> = std::collections::BinaryHeap::new();
     let mut nulls = vec![0usize; d];
     let mut label_nulls = 0usize;
+    let mut flag_nulls = 0usize;
     let mut table_rows = 0usize;
-    let value = |c: &Float64Array, r: usize| if c.is_null(r) { None } else { Some(c.value(r)) };
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| Error::step(step, e))?;
         let hashes = crate::hash::key_hashes(batch.column(0).as_ref(), req.seed);
         let sample_hashes = match req.sample {
             Some(_) if req.sample_seed != req.seed => {
-                crate::hash::key_hashes(batch.column(0).as_ref(), req.sample_seed)
+                Some(crate::hash::key_hashes(batch.column(0).as_ref(), req.sample_seed))
             }
-            _ => hashes.clone(),
+            _ => None,
         };
         let cols: Vec<&Float64Array> = (0..d).map(|i| batch.column(i + 1).as_primitive()).collect();
         let ys: Option<&Float64Array> = req.label.map(|_| batch.column(d + 1).as_primitive());
+        let flag_at = d + 1 + usize::from(req.label.is_some());
+        let flags: Option<&datafusion::arrow::array::BooleanArray> =
+            req.holdout_column.map(|_| batch.column(flag_at).as_boolean());
         for (j, c) in cols.iter().enumerate() {
             nulls[j] += c.null_count();
         }
         if let Some(y) = ys {
             label_nulls += y.null_count();
         }
+        if let Some(f) = flags {
+            flag_nulls += f.null_count();
+        }
         table_rows += batch.num_rows();
-        for (r, (&h, &sh)) in hashes.iter().zip(&sample_hashes).enumerate() {
-            let slot = match req.sample {
-                Some(n) if hashes_kept.len() >= n => match heap.peek() {
-                    // Replace the largest kept sample hash if this one is smaller.
-                    Some(&(top, at)) if sh < top => {
+        let row = Row { cols: &cols, ys, flags };
+        match req.sample {
+            None => {
+                for (r, &h) in hashes.iter().enumerate() {
+                    kept.push(h, &row, r);
+                }
+            }
+            Some(n) => {
+                let sample_hashes = sample_hashes.as_deref().unwrap_or(&hashes);
+                for (r, (&h, &sh)) in hashes.iter().zip(sample_hashes).enumerate() {
+                    if kept.hashes.len() < n {
+                        heap.push((sh, kept.hashes.len()));
+                        kept.push(h, &row, r);
+                    } else if let Some(&(top, at)) = heap.peek()
+                        && sh < top
+                    {
+                        // Replace the largest kept sample hash.
                         heap.pop();
                         heap.push((sh, at));
-                        Some(at)
+                        kept.set(at, h, &row, r);
                     }
-                    _ => None,
-                },
-                _ => {
-                    let at = hashes_kept.len();
-                    hashes_kept.push(h);
-                    vals.extend(std::iter::repeat_n(None, d));
-                    ys_kept.push(None);
-                    if req.sample.is_some() {
-                        heap.push((sh, at));
-                    }
-                    Some(at)
                 }
-            };
-            if let Some(at) = slot {
-                hashes_kept[at] = h;
-                for (j, c) in cols.iter().enumerate() {
-                    vals[at * d + j] = value(c, r);
-                }
-                ys_kept[at] = ys.and_then(|c| value(c, r));
             }
         }
     }
@@ -164,6 +170,17 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
             step,
             format!(
                 "label \"{label}\" of \"{}\" is null in {label_nulls} of {table_rows} rows",
+                req.table
+            ),
+        ));
+    }
+    if let Some(h) = req.holdout_column
+        && flag_nulls > 0
+    {
+        return Err(Error::step(
+            step,
+            format!(
+                "holdout column \"{h}\" of \"{}\" is null in {flag_nulls} of {table_rows} rows",
                 req.table
             ),
         ));
@@ -187,24 +204,31 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
             ));
         }
     }
-    // Rows in (id hash, values) order: a parallel scan delivers batches in
-    // any order, and fits (k-means++ picks rows by position) must not depend
-    // on it.
-    let mut order: Vec<usize> = (0..hashes_kept.len()).collect();
-    order.sort_unstable_by(|&a, &b| {
-        hashes_kept[a]
-            .cmp(&hashes_kept[b])
-            .then_with(|| cmp_rows(&vals[a * d..(a + 1) * d], &vals[b * d..(b + 1) * d]))
-            .then_with(|| {
-                ys_kept[a]
-                    .unwrap_or(f64::NAN)
-                    .total_cmp(&ys_kept[b].unwrap_or(f64::NAN))
-            })
-    });
+    // Rows in (id hash, values, label, flag) order: a parallel scan delivers
+    // batches in any order, and fits (k-means++ picks rows by position)
+    // must not depend on it. Sorted by hash first (fast, on primitives);
+    // rows with equal hashes (the same id twice) by the rest.
+    let mut order: Vec<(u64, usize)> = kept.hashes.iter().copied().zip(0..).collect();
+    order.sort_unstable();
+    let mut order: Vec<usize> = order.into_iter().map(|(_, i)| i).collect();
+    let mut at = 0;
+    while at < order.len() {
+        let h = kept.hashes[order[at]];
+        let mut end = at + 1;
+        while end < order.len() && kept.hashes[order[end]] == h {
+            end += 1;
+        }
+        if end - at > 1 {
+            order[at..end].sort_unstable_by(|&a, &b| kept.cmp(a, b, d));
+        }
+        at = end;
+    }
     // Holdout rows are evaluated in the plan, not fitted on: leave them out.
     let sampled = order.len();
-    if let Some(f) = req.holdout {
-        order.retain(|&i| !in_holdout(hashes_kept[i], f));
+    match (req.holdout_column, req.holdout) {
+        (Some(_), _) => order.retain(|&i| !kept.flags[i]),
+        (None, Some(f)) => order.retain(|&i| !in_holdout(kept.hashes[i], f)),
+        (None, None) => {}
     }
     let held_out = sampled - order.len();
     let fill = match req.nulls {
@@ -213,9 +237,9 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
             let mut sums = vec![0.0; d];
             let mut counts = vec![0usize; d];
             for &i in &order {
-                for (j, v) in vals[i * d..(i + 1) * d].iter().enumerate() {
-                    if let Some(v) = v {
-                        sums[j] += v;
+                for j in 0..d {
+                    if kept.valid[i * d + j] {
+                        sums[j] += kept.vals[i * d + j];
                         counts[j] += 1;
                     }
                 }
@@ -231,7 +255,7 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
     };
     let before = order.len();
     if req.nulls == NullPolicy::Drop {
-        order.retain(|&i| vals[i * d..(i + 1) * d].iter().all(Option::is_some));
+        order.retain(|&i| kept.valid[i * d..(i + 1) * d].iter().all(|v| *v));
     }
     let dropped = before - order.len();
     if order.is_empty() && dropped > 0 {
@@ -245,10 +269,10 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
     let mut y = req.label.map(|_| Vec::with_capacity(order.len()));
     for (r, &i) in order.iter().enumerate() {
         for j in 0..d {
-            let v = match (vals[i * d + j], &fill) {
-                (Some(v), _) => v,
-                (None, Some(f)) => f[j],
-                (None, None) => f64::NAN,
+            let v = match (kept.valid[i * d + j], &fill) {
+                (true, _) => kept.vals[i * d + j],
+                (false, Some(f)) => f[j],
+                (false, None) => f64::NAN,
             };
             if !v.is_finite() {
                 return Err(Error::step(
@@ -258,10 +282,10 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
             }
             x[[r, j]] = v;
         }
-        if let (Some(y), Some(l)) = (&mut y, ys_kept[i]) {
+        if let (Some(y), Some(l)) = (&mut y, kept.ys[i]) {
             y.push(l);
         }
-        hashes.push(hashes_kept[i]);
+        hashes.push(kept.hashes[i]);
     }
     Ok(Features {
         x,
@@ -275,14 +299,65 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
     })
 }
 
-fn cmp_rows(a: &[Option<f64>], b: &[Option<f64>]) -> std::cmp::Ordering {
-    for (x, y) in a.iter().zip(b) {
-        let o = x.unwrap_or(f64::NAN).total_cmp(&y.unwrap_or(f64::NAN));
-        if o.is_ne() {
-            return o;
+/// One batch's columns, as [`Kept`] reads a row from them.
+struct Row<'a> {
+    cols: &'a [&'a Float64Array],
+    ys: Option<&'a Float64Array>,
+    flags: Option<&'a datafusion::arrow::array::BooleanArray>,
+}
+
+/// The rows kept for fitting, flat (see [`collect_features`]).
+#[derive(Default)]
+struct Kept {
+    hashes: Vec<u64>,
+    vals: Vec<f64>,
+    valid: Vec<bool>,
+    ys: Vec<Option<f64>>,
+    flags: Vec<bool>,
+}
+
+impl Kept {
+    fn push(&mut self, h: u64, row: &Row, r: usize) {
+        self.hashes.push(h);
+        for c in row.cols {
+            self.vals.push(c.value(r));
+            self.valid.push(c.is_valid(r));
         }
+        self.ys.push(row.ys.and_then(|c| c.is_valid(r).then(|| c.value(r))));
+        self.flags.push(row.flags.is_some_and(|f| f.is_valid(r) && f.value(r)));
     }
-    std::cmp::Ordering::Equal
+
+    fn set(&mut self, at: usize, h: u64, row: &Row, r: usize) {
+        let d = row.cols.len();
+        self.hashes[at] = h;
+        for (j, c) in row.cols.iter().enumerate() {
+            self.vals[at * d + j] = c.value(r);
+            self.valid[at * d + j] = c.is_valid(r);
+        }
+        self.ys[at] = row.ys.and_then(|c| c.is_valid(r).then(|| c.value(r)));
+        self.flags[at] = row.flags.is_some_and(|f| f.is_valid(r) && f.value(r));
+    }
+
+    /// Rows by values (nulls as NaN, total order), then label, then flag.
+    fn cmp(&self, a: usize, b: usize, d: usize) -> std::cmp::Ordering {
+        let value = |i: usize, j: usize| {
+            if self.valid[i * d + j] {
+                self.vals[i * d + j]
+            } else {
+                f64::NAN
+            }
+        };
+        (0..d)
+            .map(|j| value(a, j).total_cmp(&value(b, j)))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| {
+                self.ys[a]
+                    .unwrap_or(f64::NAN)
+                    .total_cmp(&self.ys[b].unwrap_or(f64::NAN))
+            })
+            .then_with(|| self.flags[a].cmp(&self.flags[b]))
+    }
 }
 
 /// Per-feature mean and population standard deviation (ddof = 0): the

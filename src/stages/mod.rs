@@ -18,6 +18,7 @@
 pub mod btyd;
 pub mod clv;
 pub mod features;
+pub mod kmeans;
 pub mod predict;
 pub mod segment;
 
@@ -232,6 +233,7 @@ pub enum Want {
     Temporal,
     Date,
     Key,
+    Boolean,
 }
 
 impl Want {
@@ -241,6 +243,7 @@ impl Want {
             Want::Temporal => matches!(t, DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64),
             Want::Date => matches!(t, DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _)),
             Want::Key => t.is_integer() || matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View),
+            Want::Boolean => matches!(t, DataType::Boolean),
         }
     }
 
@@ -250,6 +253,7 @@ impl Want {
             Want::Temporal => "a timestamp or date",
             Want::Date => "a date",
             Want::Key => "an integer or string key",
+            Want::Boolean => "a Boolean",
         }
     }
 }

@@ -3,7 +3,8 @@
 //! on another.
 //!
 //! The holdout is chosen from a stable hash of the id and `seed`, so the
-//! split does not move between runs or machines. Features are z-scored for
+//! split does not move between runs or machines, or given by a Boolean
+//! column of the training table (`holdout_column`). Features are z-scored for
 //! the fit; the coefficients are mapped back to original units, and the
 //! model is applied as a DataFusion expression (`intercept + Σ βⱼ·xⱼ`, and
 //! the logistic function for `logistic`), so scoring streams with the plan.
@@ -53,6 +54,9 @@ pub struct PredictSpec {
     pub features: Vec<String>,
     #[serde(default = "default_holdout")]
     pub holdout: f64,
+    /// A Boolean column of `train` whose true rows are the holdout
+    /// (instead of the hash split by `holdout` and `seed`).
+    pub holdout_column: Option<String>,
     #[serde(default = "default_seed")]
     pub seed: u64,
     /// L2 strength for `logistic` (on standardized coefficients).
@@ -105,6 +109,9 @@ impl PredictSpec {
         r.one("predict.score", &mut self.score);
         r.one("predict.id", &mut self.id);
         r.one("predict.label", &mut self.label);
+        if let Some(h) = &mut self.holdout_column {
+            r.one("predict.holdout_column", h);
+        }
         r.features("predict.features", &mut self.features);
         if !(0.0..1.0).contains(&self.holdout) {
             r.problem(format!("predict.holdout must be in [0, 1), got {}", self.holdout));
@@ -114,6 +121,11 @@ impl PredictSpec {
         }
         if self.features.contains(&self.label) {
             r.problem(format!("label \"{}\" is also listed as a feature", self.label));
+        }
+        if let Some(h) = &self.holdout_column
+            && (self.features.contains(h) || *h == self.label)
+        {
+            r.problem(format!("holdout_column \"{h}\" is also the label or a feature"));
         }
         r.finish(Predict { spec: self })
     }
@@ -181,6 +193,9 @@ impl Stage for Predict {
         let mut p: Vec<Problem> = Vec::new();
         p.extend(check_column(step, &s.train, &train, &s.id, Want::Key));
         p.extend(check_column(step, &s.train, &train, &s.label, Want::Number));
+        if let Some(h) = &s.holdout_column {
+            p.extend(check_column(step, &s.train, &train, h, Want::Boolean));
+        }
         p.extend(check_column(step, &s.score, &score, &s.id, Want::Key));
         for f in &s.features {
             p.extend(check_column(step, &s.train, &train, f, Want::Number));
@@ -212,11 +227,12 @@ impl Stage for Predict {
                 id: &s.id,
                 features: &s.features,
                 label: Some(&s.label),
+                holdout_column: s.holdout_column.as_deref(),
                 nulls: s.nulls,
                 sample: s.fit_sample,
                 seed: s.seed,
                 sample_seed: crate::hash::salted(s.seed, FIT_SAMPLE),
-                holdout: Some(s.holdout),
+                holdout: s.holdout_column.is_none().then_some(s.holdout),
             },
         )
         .await?;
@@ -380,7 +396,10 @@ pub async fn holdout_metrics(
         .table(s.train.as_str())
         .await
         .map_err(fail)?
-        .filter(holdout_expr(&s.id, s.seed, s.holdout))
+        .filter(match &s.holdout_column {
+            Some(h) => column(h).is_true(),
+            None => holdout_expr(&s.id, s.seed, s.holdout),
+        })
         .and_then(|d| {
             d.select(vec![
                 f64_col(&s.label).alias("__y"),
@@ -565,6 +584,7 @@ mod tests {
             label: "y".into(),
             features: (0..d).map(|i| format!("x{i}")).collect(),
             holdout: 0.0,
+            holdout_column: None,
             seed: 1,
             alpha: 0.0,
             max_iter: 500,

@@ -1,4 +1,5 @@
-//! `segment:` k-means segmentation (linfa-clustering) on z-scored features.
+//! `segment:` k-means segmentation on z-scored features: linfa-clustering's
+//! algorithm, run by [`super::kmeans`] on contiguous columns and both cores.
 //!
 //! Fits on the feature matrix (or a deterministic `fit_sample`), with
 //! k-means++ initialisation, `n_init` seeded restarts, and either a fixed `k`
@@ -20,15 +21,11 @@ use datafusion::functions::math::expr_fn::sqrt;
 use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::logical_expr::{Expr, cast as cast_expr, lit, when};
 use datafusion::prelude::{DataFrame, col};
-use linfa::DatasetBase;
-use linfa::traits::Fit;
-use linfa_clustering::{KMeans, KMeansInit};
 use ndarray::{Array2, ArrayView1};
-use rand::SeedableRng;
-use rand_xoshiro::Xoshiro256Plus;
 use serde::Deserialize;
 
 use super::features::{FeatureRequest, NullPolicy, Standardizer, collect_features, feature_exprs};
+use super::kmeans::{self, Matrix};
 use super::{Resolver, Stage, Want, check_column, table_schema};
 use crate::engine::Engine;
 use crate::engine::expr::{column, f64_col};
@@ -195,6 +192,7 @@ impl Stage for Segment {
                 id: &s.id,
                 features: &s.features,
                 label: None,
+                holdout_column: None,
                 nulls: s.nulls,
                 sample: s.fit_sample,
                 seed: s.seed,
@@ -228,7 +226,7 @@ impl Stage for Segment {
 /// choose k, fit, renumber by size.
 ///
 /// # Errors
-/// Fewer rows than k, a constant feature, or a linfa failure.
+/// Fewer rows than k, a constant feature, or non-finite data.
 pub fn fit(
     step: &str,
     s: &SegmentSpec,
@@ -236,8 +234,25 @@ pub fn fit(
     hashes: &[u64],
     fill: Option<Vec<f64>>,
 ) -> Result<(Model, FitReport)> {
+    fit_with_threads(step, s, x, hashes, fill, kmeans::default_threads())
+}
+
+/// [`fit`] on `threads` threads (the result does not depend on it).
+///
+/// # Errors
+/// As [`fit`].
+pub fn fit_with_threads(
+    step: &str,
+    s: &SegmentSpec,
+    x: &Array2<f64>,
+    hashes: &[u64],
+    fill: Option<Vec<f64>>,
+    threads: usize,
+) -> Result<(Model, FitReport)> {
     let scaling = Standardizer::fit(step, x, &s.features)?;
-    let z = scaling.transform(x);
+    let d = x.ncols();
+    // z-scored, by column (the layout the distance loops want).
+    let z = Matrix::from_fn(x.nrows(), d, |i, j| (x[[i, j]] - scaling.means[j]) / scaling.stds[j]);
     let n = z.nrows();
     let (kmin, kmax) = match s.k {
         KSpec::Fixed(k) => (k, k),
@@ -254,14 +269,18 @@ pub fn fit(
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by_key(|&i| (hashes.get(i).copied().unwrap_or(0), i));
     let sample_rows: Vec<usize> = order[..sample_n].to_vec();
+    drop(order);
+    let sample = Array2::from_shape_fn((sample_n, d), |(r, j)| z.col(j)[sample_rows[r]]);
+    let sample_idx: Vec<usize> = (0..sample_n).collect();
 
     let mut k_scores = Vec::new();
     let mut best: Option<(f64, usize, Array2<f64>, Vec<f64>)> = None;
     for k in kmin..=kmax {
-        let centroids = kmeans(step, s, &z, k)?;
-        let labels = assign(&z, &centroids);
-        let inertia = inertia(&z, &centroids, &labels);
-        let (sil, per) = silhouette(&z, &labels, k, &sample_rows);
+        let centroids = kmeans(step, s, &z, k, threads)?;
+        let (labels, dists) = kmeans::assign(&z, flat(&centroids), threads);
+        let inertia: f64 = dists.iter().sum();
+        let sample_labels: Vec<usize> = sample_rows.iter().map(|&i| labels[i]).collect();
+        let (sil, per) = silhouette(&sample, &sample_labels, k, &sample_idx);
         tracing::info!(step, k, silhouette = sil, inertia, "k scored");
         k_scores.push((k, sil, inertia));
         // Ties go to the smaller k (strictly better is needed to move up).
@@ -270,7 +289,7 @@ pub fn fit(
         }
     }
     let (_, k, centroids, per_old) = best.ok_or_else(|| Error::step(step, "no k to fit"))?;
-    let labels = assign(&z, &centroids);
+    let (labels, _) = kmeans::assign(&z, flat(&centroids), threads);
     let mut sizes = vec![0usize; k];
     for &l in &labels {
         sizes[l] += 1;
@@ -294,8 +313,8 @@ pub fn fit(
         renumbered.row_mut(new).assign(&centroids.row(old));
         new_sizes[new] = sizes[old];
     }
-    let labels = assign(&z, &renumbered);
-    let inertia = inertia(&z, &renumbered, &labels);
+    let (_, dists) = kmeans::assign(&z, flat(&renumbered), threads);
+    let inertia: f64 = dists.iter().sum();
     let per_segment: Vec<f64> = perm.iter().map(|&old| per_old[old]).collect();
     Ok((
         Model {
@@ -313,18 +332,30 @@ pub fn fit(
     ))
 }
 
-/// linfa k-means with k-means++ and `n_init` seeded restarts.
-fn kmeans(step: &str, s: &SegmentSpec, z: &Array2<f64>, k: usize) -> Result<Array2<f64>> {
-    let rng = Xoshiro256Plus::seed_from_u64(s.seed);
-    let data = DatasetBase::from(z.clone());
-    let model = KMeans::params_with_rng(k, rng)
-        .n_runs(s.n_init)
-        .max_n_iterations(s.max_iter)
-        .tolerance(s.tolerance)
-        .init_method(KMeansInit::KMeansPlusPlus)
-        .fit(&data)
-        .map_err(|e| Error::step(step, format!("k-means with k = {k} failed: {e}")))?;
-    Ok(model.centroids().clone())
+/// The elements of a standard-layout array, row-major.
+fn flat(a: &Array2<f64>) -> &[f64] {
+    // Centroid arrays are built in standard layout here, so this never
+    // falls back to the empty slice.
+    a.as_slice().unwrap_or(&[])
+}
+
+/// k-means with k-means++ and `n_init` seeded restarts: linfa's algorithm
+/// on the fast loops of [`kmeans`].
+fn kmeans(step: &str, s: &SegmentSpec, z: &Matrix, k: usize, threads: usize) -> Result<Array2<f64>> {
+    let fitted = kmeans::fit(
+        z,
+        &kmeans::Params {
+            k,
+            n_runs: s.n_init,
+            max_n_iterations: s.max_iter,
+            tolerance: s.tolerance,
+            seed: s.seed,
+            threads,
+        },
+    )
+    .map_err(|e| Error::step(step, format!("k-means with k = {k} failed: {e}")))?;
+    tracing::info!(step, k, iterations = ?fitted.iterations, inertia = fitted.inertia, "k-means runs");
+    Array2::from_shape_vec((k, z.ncols()), fitted.centroids).map_err(|e| Error::step(step, e.to_string()))
 }
 
 fn sq_dist(a: ArrayView1<f64>, b: ArrayView1<f64>) -> f64 {
@@ -592,8 +623,9 @@ fn k_selection(engine: &Engine, step: &str, report: &FitReport) -> Result<DataFr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::Rng;
+    use rand::{Rng, SeedableRng};
     use rand_distr::{Distribution, Normal};
+    use rand_xoshiro::Xoshiro256Plus;
 
     fn spec(k: KSpec, features: usize) -> SegmentSpec {
         SegmentSpec {
@@ -676,6 +708,29 @@ mod tests {
         let a = fit("seg", &s, &x, &hashes(x.nrows()), None).unwrap().0;
         let b = fit("seg", &s, &x, &hashes(x.nrows()), None).unwrap().0;
         assert_eq!(a.centroids, b.centroids);
+    }
+
+    #[test]
+    fn identical_for_one_and_two_threads() {
+        // Several chunks of rows, so the partial sums are spread over threads.
+        let n = 3 * kmeans::CHUNK + 77;
+        let mut rng = Xoshiro256Plus::seed_from_u64(11);
+        let noise = Normal::new(0.0, 1.0).unwrap();
+        let x = Array2::from_shape_fn((n, 3), |(i, j)| ((i % 4) * (j + 1)) as f64 + noise.sample(&mut rng));
+        let s = SegmentSpec {
+            n_init: 2,
+            ..spec(KSpec::Range { min: 2, max: 4 }, 3)
+        };
+        let h = hashes(n);
+        let (m1, r1) = fit_with_threads("seg", &s, &x, &h, None, 1).unwrap();
+        let (m2, r2) = fit_with_threads("seg", &s, &x, &h, None, 2).unwrap();
+        assert_eq!(m1.centroids, m2.centroids);
+        assert_eq!(r1.sizes, r2.sizes);
+        assert_eq!(r1.inertia.to_bits(), r2.inertia.to_bits());
+        assert_eq!(r1.k_scores.len(), r2.k_scores.len());
+        for (a, b) in r1.k_scores.iter().zip(&r2.k_scores) {
+            assert_eq!((a.0, a.1.to_bits(), a.2.to_bits()), (b.0, b.1.to_bits(), b.2.to_bits()));
+        }
     }
 
     #[test]

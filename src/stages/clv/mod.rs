@@ -237,14 +237,36 @@ impl Clv {
     }
 
     /// Transactions up to and including `as_of`: id, day (Date32), amount.
+    ///
+    /// For naive and UTC timestamps the day is integer arithmetic on the
+    /// stored value and the bound a timestamp literal (pushed into the
+    /// Parquet scan); other columns are cast to a date row by row.
     fn transactions(&self, tx: DataFrame) -> datafusion::error::Result<DataFrame> {
         let s = &self.spec;
-        tx.select(vec![
+        let ts_type = tx
+            .schema()
+            .field_with_unqualified_name(&s.timestamp)?
+            .data_type()
+            .clone();
+        let Some(per_day) = utc_ticks_per_day(&ts_type) else {
+            return tx
+                .select(vec![
+                    column(&s.id).alias("__id"),
+                    cast_expr(column(&s.timestamp), DataType::Date32).alias("__day"),
+                    f64_col(&s.amount).alias("__amount"),
+                ])?
+                .filter(col("__day").lt_eq(self.as_of_lit()));
+        };
+        let end = ScalarValue::Int64(Some((i64::from(self.as_of_days()) + 1) * per_day)).cast_to(&ts_type)?;
+        let raw = cast_expr(column(&s.timestamp), DataType::Int64);
+        // Floor division (timestamps before 1970 are negative).
+        let days = datafusion::logical_expr::when(raw.clone().gt_eq(lit(0i64)), raw.clone() / lit(per_day))
+            .otherwise((raw - lit(per_day - 1)) / lit(per_day))?;
+        tx.filter(column(&s.timestamp).lt(lit(end)))?.select(vec![
             column(&s.id).alias("__id"),
-            cast_expr(column(&s.timestamp), DataType::Date32).alias("__day"),
+            cast_expr(cast_expr(days, DataType::Int32), DataType::Date32).alias("__day"),
             f64_col(&s.amount).alias("__amount"),
-        ])?
-        .filter(col("__day").lt_eq(self.as_of_lit()))
+        ])
     }
 
     async fn check_amounts(&self, step: &str, ctx: &SessionContext) -> Result<()> {
@@ -338,7 +360,124 @@ impl Stage for Clv {
     }
 }
 
+/// Ticks per day of a timestamp type whose calendar day is its stored
+/// value divided by a day (naive or UTC); `None` for other types.
+fn utc_ticks_per_day(t: &DataType) -> Option<i64> {
+    use datafusion::arrow::datatypes::TimeUnit as Unit;
+    let DataType::Timestamp(unit, tz) = t else {
+        return None;
+    };
+    if let Some(tz) = tz
+        && !matches!(tz.as_ref(), "UTC" | "Etc/UTC" | "Z" | "+00:00" | "+0000" | "+00")
+    {
+        return None;
+    }
+    Some(
+        86_400
+            * match unit {
+                Unit::Second => 1,
+                Unit::Millisecond => 1_000,
+                Unit::Microsecond => 1_000_000,
+                Unit::Nanosecond => 1_000_000_000,
+            },
+    )
+}
+
 /// The scalar functions CLV plans call.
 pub fn functions() -> Vec<ScalarUDF> {
     vec![score::udf()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Array, AsArray, Float64Array, Int64Array, RecordBatch, TimestampSecondArray};
+    use datafusion::arrow::datatypes::Date32Type;
+
+    /// The transactions' days and kept rows: the integer path for naive and
+    /// UTC timestamps, the cast for another zone, equal to a cast to DATE
+    /// with the `<= as_of` filter, around midnights and before 1970.
+    #[tokio::test]
+    async fn days_by_arithmetic_equal_a_cast_to_date() {
+        let secs: Vec<i64> = vec![
+            -86_401,
+            -86_400,
+            -86_399,
+            -1,
+            0,
+            1,
+            86_399,
+            86_400,
+            1_795_478_399,
+            1_795_478_400,
+            1_795_564_799,
+            1_795_564_800,
+            1_795_564_801,
+        ];
+        let spec = ClvSpec {
+            method: Method::Discounted,
+            transactions: "t".into(),
+            customers: "c".into(),
+            as_of: "2026-11-24".into(),
+            discount_rate: 0.1,
+            horizon_years: None,
+            id: "id".into(),
+            timestamp: "ts".into(),
+            amount: "amount".into(),
+            signup: "signup".into(),
+            cost: CostSpec::Constant(0.0),
+            allow_negative_amounts: false,
+            time_unit: None,
+            horizon: None,
+            penalizer: None,
+        };
+        let clv = spec.resolve("clv", &Vars::default()).unwrap();
+        for tz in [None, Some("UTC"), Some("+01:00")] {
+            assert_eq!(
+                utc_ticks_per_day(&DataType::Timestamp(
+                    datafusion::arrow::datatypes::TimeUnit::Second,
+                    tz.map(Into::into)
+                ))
+                .is_some(),
+                tz != Some("+01:00")
+            );
+            let ts = TimestampSecondArray::from(secs.clone()).with_timezone_opt(tz);
+            let batch = RecordBatch::try_from_iter(vec![
+                ("id", Arc::new(Int64Array::from_iter_values(0..secs.len() as i64)) as _),
+                ("ts", Arc::new(ts) as _),
+                ("amount", Arc::new(Float64Array::from(vec![1.0; secs.len()])) as _),
+            ])
+            .unwrap();
+            let ctx = SessionContext::new();
+            let df = ctx.read_batch(batch).unwrap();
+            let want = df
+                .clone()
+                .select(vec![
+                    column("id"),
+                    cast_expr(column("ts"), DataType::Date32).alias("day"),
+                ])
+                .and_then(|d| d.filter(col("day").lt_eq(clv.as_of_lit())))
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let got = clv.transactions(df).unwrap().collect().await.unwrap();
+            let rows = |b: &[RecordBatch], id: usize, day: usize| -> Vec<(i64, i32)> {
+                b.iter()
+                    .flat_map(|b| {
+                        let ids = b
+                            .column(id)
+                            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                            .clone();
+                        let days = b.column(day).as_primitive::<Date32Type>().clone();
+                        (0..b.num_rows())
+                            .map(move |r| (ids.value(r), days.value(r)))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            };
+            assert_eq!(rows(&got, 0, 1), rows(&want, 0, 1), "time zone {tz:?}");
+            assert!(got.iter().all(|b| b.column(1).null_count() == 0));
+        }
+    }
 }
