@@ -266,7 +266,7 @@ fn scheduler_config(opts: &SchedulerOptions, functions: &[ScalarUDF]) -> Schedul
     config.external_host = opts.external_host.clone().unwrap_or_else(|| opts.bind.ip().to_string());
     config.executor_timeout_seconds = opts.executor_timeout_seconds;
     config.no_executors_grace_period_seconds = opts.executor_timeout_seconds;
-    config.expire_dead_executor_interval_seconds = opts.executor_timeout_seconds.clamp(1, 15);
+    config.expire_dead_executor_interval_seconds = (opts.executor_timeout_seconds / 2).clamp(1, 15);
     config
 }
 

@@ -177,12 +177,12 @@ impl Cluster {
         cluster
     }
 
-    /// Waits until the scheduler has seen `n` executors register.
+    /// Waits until the scheduler counts `n` live executors (its `/readyz`
+    /// says `ready: N executors registered`).
     fn wait_registered(&self, n: usize) {
         let t0 = Instant::now();
         loop {
-            let seen = self.nodes[0].log_text().matches("egistered executor").count()
-                + self.nodes[0].log_text().matches("xecutor registered").count();
+            let seen = readyz(self.scheduler_port);
             if seen >= n {
                 return;
             }
@@ -200,6 +200,28 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// The live executors the scheduler at `port` counts (0 if it does not
+/// answer), from a plain HTTP `GET /readyz`.
+fn readyz(port: u16) -> usize {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET /readyz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if s.write_all(request.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    // "ready: 2 executors registered" or "not ready: 0/1 executors registered"
+    resp.split("ready: ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 fn tail(s: &str, lines: usize) -> String {
@@ -312,13 +334,17 @@ async fn published(store: &dyn ObjectStore, prefix: &str) -> RecordBatch {
 /// Gamma-Gamma fits stop at a gradient tolerance, so those last bits move
 /// their parameters, and the scores computed from them, by up to ~1e-9:
 /// 1e-8. Standard errors come from a numerical Hessian that amplifies them
-/// further (~6e-9 between two local runs): 1e-6. Measured on this test's
+/// further (~6e-9 between two local runs): 1e-6; their iteration counts
+/// move by one or two. Measured on this test's
 /// data, two local runs differ by at most 1.7e-11..1.3e-9 in `clv_bgnbd`
 /// and 5.8e-9 in `v_se`; a local and a Ballista run by as much.
 fn tolerance(table: &str, column: &str, row: &str) -> f64 {
     let fitted = table == "clv_bgnbd_model"
         || (table == "customer_scores" && ["clv_bgnbd", "p_alive", "expected_purchases_next_year"].contains(&column));
-    if row.ends_with("_se") {
+    if row.ends_with("_iterations") {
+        // How many steps a fit took moves with those last bits too (5 or 6).
+        0.5
+    } else if row.ends_with("_se") {
         1e-6
     } else if fitted {
         1e-8
@@ -459,7 +485,10 @@ fn demo_on_a_scheduler_and_two_executors_matches_the_local_engine() {
     }
 }
 
-/// An executor killed (SIGKILL) while the run is under way.
+/// An executor killed (SIGKILL) while it runs a task of the job: the
+/// scheduler finds it dead when its heartbeats stop (`--executor-timeout`),
+/// runs its lost tasks again on the other executor, and the run succeeds
+/// with the same output as the local engine's.
 #[test]
 fn an_executor_killed_mid_run() {
     let moto = Moto::start();
@@ -496,21 +525,34 @@ fn an_executor_killed_mid_run() {
         ]);
     let log = d.join("run.log");
     let mut client = Node::spawn("client", cmd, log.clone());
-    // Kill executor 1 once the run is past its sources and source checks:
-    // its first step materializes the features on the cluster.
+    // Once the run is in its steps (its first one materializes the features
+    // on the cluster), kill executor 1 right after it takes a task: that
+    // task is lost with it, and so is the shuffle output it wrote before.
+    let victim = 2;
+    let received = |n: &Node| n.log_text().matches("Received task").count();
     let t0 = Instant::now();
+    let mut before = None;
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("step started") {
-            break;
+        match before {
+            None if text.contains("step started") => before = Some(received(&cluster.nodes[victim])),
+            Some(b) if received(&cluster.nodes[victim]) > b => break,
+            _ => {}
+        }
+        if let Some(s) = client.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            panic!(
+                "the run ended ({s}) before executor 1 took a task of its steps:\n{}",
+                cluster.logs()
+            );
         }
         assert!(
             t0.elapsed() < Duration::from_secs(120),
-            "the run never got to its steps:\n{text}"
+            "executor 1 took no task of the run's steps:\n{}",
+            cluster.logs()
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     }
-    cluster.nodes[2].kill();
+    cluster.nodes[victim].kill();
     let status = {
         let child = client.child.as_mut().unwrap();
         let t0 = Instant::now();
@@ -527,27 +569,32 @@ fn an_executor_killed_mid_run() {
         }
     };
     let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let scheduler = cluster.nodes[0].log_text();
+    // What the scheduler did (shown with --nocapture).
+    for line in scheduler
+        .lines()
+        .filter(|l| l.contains("Removing executor") || l.contains("Reset "))
+    {
+        eprintln!("scheduler: {}", line.chars().take(300).collect::<String>());
+    }
+    // The job waited for the executor's heartbeat to time out (5 s here),
+    // then Ballista ran its lost tasks again on the survivor: the run
+    // succeeds with the same output.
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the run failed after the kill:\n{}\n{}",
+        tail(&text, 40),
+        cluster.logs()
+    );
+    assert!(
+        scheduler.contains("Removing executor") && scheduler.contains("heartbeat timed out"),
+        "the scheduler did not notice the dead executor:\n{}",
+        cluster.logs()
+    );
     let store = s3_store(&moto);
     let rt = rt();
-    match status.code() {
-        // Ballista ran the lost tasks (and the shuffle output that died
-        // with the executor) again on the survivor: the same output.
-        Some(0) => rt.block_on(assert_outputs_equal(store.as_ref(), "local", "killed")),
-        // The job failed: nothing was published.
-        Some(1) => {
-            let left = rt.block_on(keys(store.as_ref(), "killed"));
-            assert!(
-                left.iter().all(|k| !k.ends_with("_SUCCESS")),
-                "a failed run published: {left:?}"
-            );
-        }
-        other => panic!(
-            "exit {other:?} after the kill:\n{}\n{}",
-            tail(&text, 40),
-            cluster.logs()
-        ),
-    }
-    eprintln!("after killing an executor the run exited {:?}", status.code());
-    // Whatever happened, the scratch tables are gone.
+    rt.block_on(assert_outputs_equal(store.as_ref(), "local", "killed"));
+    // The run's scratch tables are gone.
     assert_eq!(rt.block_on(keys(store.as_ref(), "tmp/crmflow")), Vec::<String>::new());
 }
