@@ -1,5 +1,6 @@
 //! The command line, as in `PIPELINE.md`: `run`, `validate`, `plan`,
-//! `generate`. Parsed by clap (derive); `main.rs` dispatches.
+//! `generate`, and the cluster nodes `scheduler` and `executor`. Parsed by
+//! clap (derive); `main.rs` dispatches.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,6 +35,10 @@ pub enum Command {
     Plan(PipelineArgs),
     /// Write deterministic synthetic customers, transactions and interactions.
     Generate(GenerateArgs),
+    /// Run a Ballista scheduler for `engine: {kind: ballista, url: df://HOST:PORT}`.
+    Scheduler(SchedulerArgs),
+    /// Run a Ballista executor that takes tasks from a scheduler.
+    Executor(ExecutorArgs),
 }
 
 /// The pipeline file and its vars.
@@ -104,6 +109,55 @@ pub struct GenerateArgs {
     /// Day after the last day of the window (exclusive).
     #[arg(long, default_value = "2026-11-25")]
     pub end: chrono::NaiveDate,
+}
+
+/// `scheduler`.
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    /// Address to listen on (gRPC, for clients and executors).
+    #[arg(long, default_value = "0.0.0.0:50050", value_name = "HOST:PORT")]
+    pub bind: std::net::SocketAddr,
+
+    /// Host name executors and clients reach this scheduler at (default: the
+    /// bind address).
+    #[arg(long, value_name = "HOST")]
+    pub external_host: Option<String>,
+
+    /// Seconds without a heartbeat after which an executor is taken as dead
+    /// and its tasks and shuffle output are run again elsewhere.
+    #[arg(long, default_value_t = 180, value_name = "SECONDS")]
+    pub executor_timeout: u64,
+}
+
+/// `executor`.
+#[derive(Debug, Args)]
+pub struct ExecutorArgs {
+    /// The scheduler, `HOST:PORT`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub scheduler: String,
+
+    /// Address the executor's Arrow Flight service listens on (shuffle and
+    /// result fetches from other executors and the client).
+    #[arg(long, default_value = "0.0.0.0:50051", value_name = "HOST:PORT")]
+    pub bind: std::net::SocketAddr,
+
+    /// Host name other executors and clients reach this executor at
+    /// (default: the address the scheduler sees).
+    #[arg(long, value_name = "HOST")]
+    pub external_host: Option<String>,
+
+    /// Tasks run at once (default: the number of cores).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub concurrent_tasks: usize,
+
+    /// Directory for shuffle files (default: a new temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+
+    /// Memory for all tasks together, e.g. `8GiB`; past it, operators spill
+    /// to the work directory (default: a share of the machine's memory).
+    #[arg(long, value_name = "SIZE")]
+    pub memory_limit: Option<String>,
 }
 
 /// `--log-format`.

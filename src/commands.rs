@@ -1,5 +1,6 @@
 //! What each subcommand does, from parsed arguments to output: `run`,
-//! `validate`, `plan`, `generate`. `main.rs` parses, calls [`dispatch`] and
+//! `validate`, `plan`, `generate`, and the Ballista cluster nodes
+//! `scheduler` and `executor` (which run until stopped). `main.rs` parses, calls [`dispatch`] and
 //! maps the error to an exit code. stdout gets only what was asked for (the
 //! plan, the validate line, the one-line JSON run summary); stderr logs and
 //! the human summary.
@@ -8,7 +9,9 @@ use std::io::Write;
 
 use indicatif::ProgressBar;
 
-use crate::cli::{Cli, Command, GenerateArgs, LogFormat, PipelineArgs, RunArgs, ValidateArgs};
+use crate::cli::{
+    Cli, Command, ExecutorArgs, GenerateArgs, LogFormat, PipelineArgs, RunArgs, SchedulerArgs, ValidateArgs,
+};
 use crate::error::{Error, Result};
 use crate::runner::{check, exec, plan, report, resolve};
 
@@ -23,6 +26,8 @@ pub async fn dispatch(cli: Cli, progress: ProgressBar) -> Result<()> {
         Command::Validate(args) => validate(args).await,
         Command::Plan(args) => print_plan(args).await,
         Command::Generate(args) => generate(args).await,
+        Command::Scheduler(args) => scheduler(args).await,
+        Command::Executor(args) => executor(args).await,
     }
 }
 
@@ -228,6 +233,49 @@ async fn generate(args: GenerateArgs) -> Result<()> {
         "generated"
     );
     Ok(())
+}
+
+async fn scheduler(args: SchedulerArgs) -> Result<()> {
+    let opts = crate::engine::ballista::SchedulerOptions {
+        bind: args.bind,
+        external_host: args.external_host,
+        executor_timeout_seconds: args.executor_timeout,
+    };
+    tracing::info!(bind = %args.bind, "Ballista scheduler starting (crmflow's functions and object stores registered)");
+    crate::engine::ballista::serve_scheduler(&opts, crate::stages::functions())
+        .await
+        .map_err(|m| Error::Engine(format!("scheduler on {}: {m}", args.bind).into()))
+}
+
+async fn executor(args: ExecutorArgs) -> Result<()> {
+    let (host, port) = args
+        .scheduler
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| Error::Usage(format!("--scheduler {}: expected HOST:PORT", args.scheduler)))?;
+    let memory_limit = match &args.memory_limit {
+        Some(m) => {
+            Some(crate::runner::resolve::parse_bytes(m).map_err(|e| Error::Usage(format!("--memory-limit {m}: {e}")))?)
+        }
+        None => None,
+    };
+    if let Some(dir) = &args.work_dir {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Usage(format!("--work-dir {}: {e}", dir.display())))?;
+    }
+    let opts = crate::engine::ballista::ExecutorOptions {
+        scheduler_host: host,
+        scheduler_port: port,
+        bind: args.bind,
+        external_host: args.external_host,
+        concurrent_tasks: args.concurrent_tasks,
+        work_dir: args.work_dir.map(|d| d.display().to_string()),
+        memory_limit,
+        connect_timeout_seconds: 60,
+    };
+    tracing::info!(scheduler = %args.scheduler, bind = %args.bind, "Ballista executor starting (crmflow's functions and object stores registered)");
+    crate::engine::ballista::serve_executor(&opts, crate::stages::functions())
+        .await
+        .map_err(|m| Error::Engine(format!("executor on {}: {m}", args.bind).into()))
 }
 
 async fn wait_for_signal() -> Option<&'static str> {

@@ -50,9 +50,24 @@ impl Write for LogWriter {
     }
 }
 
+/// The `--log` filter, with Ballista's own logs (through the `log` crate)
+/// kept to warnings unless asked for by name or the command is a cluster
+/// node: a run's client, or its in-process cluster, would otherwise log
+/// every job and task.
+fn filter_of(cli: &Cli) -> String {
+    let node = matches!(cli.command, Command::Scheduler(_) | Command::Executor(_));
+    if node || cli.log.contains("ballista") {
+        return cli.log.clone();
+    }
+    format!(
+        "{},ballista=warn,ballista_core=warn,ballista_scheduler=warn,ballista_executor=warn",
+        cli.log
+    )
+}
+
 /// Installs the global subscriber (once; later calls do nothing).
 pub fn init(cli: &Cli, progress: &ProgressBar) {
-    init_with(cli.log_format, &cli.log, progress);
+    init_with(cli.log_format, &filter_of(cli), progress);
 }
 
 /// Installs the global subscriber for `format` and the level filter `log`

@@ -46,7 +46,18 @@ pub struct PipelineSpec {
 pub struct EngineSpec {
     #[serde(default)]
     pub kind: EngineKind,
+    /// `df://host:port`: the scheduler of a Ballista cluster.
     pub url: Option<String>,
+    /// Ballista in this process, for trying it out and for tests.
+    #[serde(default)]
+    pub standalone: bool,
+    /// Ballista: where a run keeps tables read more than once (shared
+    /// storage every executor reaches, e.g. `s3://bucket/tmp/crmflow/`).
+    pub scratch: Option<String>,
+    /// Ballista: local directories mounted at the same path on the client
+    /// and every executor (the pipeline vouches for it).
+    #[serde(default)]
+    pub shared_paths: Vec<String>,
     pub target_partitions: Option<usize>,
     /// e.g. `4GiB`, `512MiB`; past it, DataFusion spills to disk.
     pub memory_limit: Option<String>,

@@ -8,21 +8,33 @@
 //! that is read more than once ([`Engine::materialize`]) and turns a small
 //! in-process table into a literal plan ([`Engine::values`]). Everything a
 //! plan calls is stateless and registered by name, with fitted parameters
-//! passed as literal arguments, so any plan serializes — the shape a
-//! distributed implementation (Apache DataFusion Ballista) needs. Only the
-//! local engine exists today.
+//! passed as literal arguments, so any plan serializes.
+//!
+//! Two kinds ([`EngineKind`]): `local` runs plans in this process;
+//! `ballista` sends them to an Apache DataFusion Ballista cluster
+//! ([`ballista`]: a remote scheduler, or one started in this process with
+//! `standalone: true`). What differs is behind this interface: on a cluster
+//! a materialized table is Parquet under the run's scratch directory
+//! (executors cannot reach this process's memory), registered as a listing
+//! table and removed by [`Engine::finish`].
 
+pub mod ballista;
 pub mod expr;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{Array, RecordBatch, UInt64Array};
 use datafusion::catalog::TableProvider;
-use datafusion::common::{Column, DFSchema, ScalarValue};
+use datafusion::common::{Column, ScalarValue};
+use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::{EmptyRelation, Expr, LogicalPlan, LogicalPlanBuilder, ScalarUDF, lit};
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, ScalarUDF, lit};
 use datafusion::physical_plan::collect_partitioned;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use object_store::ObjectStore;
@@ -44,11 +56,58 @@ pub enum EngineKind {
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     pub kind: EngineKind,
+    /// The scheduler of a remote Ballista cluster, `df://host:port`.
     pub url: Option<String>,
-    /// Default: the number of cores.
+    /// Ballista in this process (a scheduler and one executor).
+    pub standalone: bool,
+    /// Where a Ballista run keeps the tables it materializes (below
+    /// `<scratch>/<run id>/`); default for standalone: the temp directory.
+    pub scratch: Option<Location>,
+    /// Local directories mounted at the same path on the client and every
+    /// executor of a remote cluster (vouched for by the pipeline).
+    pub shared_paths: Vec<PathBuf>,
+    /// Default: the number of cores (16 on Ballista, its own default).
     pub target_partitions: Option<usize>,
     /// Bytes; past it DataFusion spills to disk.
     pub memory_limit: Option<u64>,
+}
+
+impl Settings {
+    /// Whether this is a cluster in other processes, which cannot see this
+    /// machine's disk or memory.
+    pub fn is_remote(&self) -> bool {
+        self.kind == EngineKind::Ballista && !self.standalone
+    }
+
+    /// Why the executors of this engine cannot use `loc`, if they cannot: a
+    /// remote cluster reaches object stores, and local paths only below one
+    /// of `shared_paths`.
+    pub fn unreachable(&self, loc: &Location) -> Option<String> {
+        if !self.is_remote() {
+            return None;
+        }
+        if loc.url().scheme() == "memory" {
+            return Some(format!(
+                "{loc} is memory of this process, which the executors of a remote Ballista cluster do not see"
+            ));
+        }
+        let path = loc.local_path()?;
+        if self.shared_paths.iter().any(|s| path.starts_with(s)) {
+            return None;
+        }
+        Some(format!(
+            "{loc} is on this machine's disk, which the executors of a remote Ballista cluster do not see; use an object store (s3://, gs://, az://), or a directory mounted at the same path on the client and every executor, listed in engine.shared_paths"
+        ))
+    }
+}
+
+/// Where a Ballista run materializes tables.
+#[derive(Debug)]
+struct Scratch {
+    /// `<scratch>/<run id>/`.
+    root: Location,
+    next: AtomicUsize,
+    used: AtomicBool,
 }
 
 /// An execution context with crmflow's stores and functions.
@@ -57,6 +116,10 @@ pub struct Engine {
     ctx: SessionContext,
     storage: BTreeMap<String, String>,
     functions: Vec<ScalarUDF>,
+    /// Set on Ballista: materialized tables go there, not to memory.
+    scratch: Option<Arc<Scratch>>,
+    /// Keeps a standalone cluster's work directory for the engine's life.
+    _cluster: Option<Arc<ballista::Cluster>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -64,24 +127,40 @@ impl std::fmt::Debug for Engine {
         // Storage option values may be secrets: never shown.
         f.debug_struct("Engine")
             .field("storage_options", &self.storage.keys().collect::<Vec<_>>())
+            .field("scratch", &self.scratch.as_ref().map(|s| s.root.to_string()))
             .finish_non_exhaustive()
     }
 }
 
+/// The session config of `settings` (for Ballista: Ballista's, carrying the
+/// storage options to every node).
+fn session_config(settings: &Settings, storage: &BTreeMap<String, String>) -> SessionConfig {
+    let mut config = match settings.kind {
+        EngineKind::Local => SessionConfig::new()
+            .with_information_schema(false)
+            .with_create_default_catalog_and_schema(true),
+        EngineKind::Ballista => {
+            ballista::base_config().with_option_extension(ballista::StorageOptions(storage.clone()))
+        }
+    };
+    if let Some(n) = settings.target_partitions {
+        config = config.with_target_partitions(n);
+    }
+    config
+}
+
 impl Engine {
-    /// A local engine. `storage` holds object-store options (values may be
-    /// secrets); `functions` are registered by name.
+    /// An engine running plans in this process. `storage` holds object-store
+    /// options (values may be secrets); `functions` are registered by name.
+    /// For Ballista settings the context is configured as the cluster's is
+    /// (so `validate` and `plan` see the schemas a run sees), but plans run
+    /// here: [`Engine::start`] connects to the cluster.
     ///
     /// # Errors
     /// [`Error::Engine`] when the runtime cannot be built (e.g. no temp
     /// directory for spilling).
     pub fn new(settings: &Settings, storage: BTreeMap<String, String>, functions: Vec<ScalarUDF>) -> Result<Engine> {
-        let mut config = SessionConfig::new()
-            .with_information_schema(false)
-            .with_create_default_catalog_and_schema(true);
-        if let Some(n) = settings.target_partitions {
-            config = config.with_target_partitions(n);
-        }
+        let config = session_config(settings, &storage);
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(bytes) = settings.memory_limit {
             runtime = runtime.with_memory_limit(bytes as usize, 1.0);
@@ -95,6 +174,53 @@ impl Engine {
             ctx,
             storage,
             functions,
+            scratch: None,
+            _cluster: None,
+        })
+    }
+
+    /// The engine of `settings` for run `run_id`: [`Engine::new`] for
+    /// `local`; for `ballista`, the client of the remote scheduler or of a
+    /// cluster started in this process, materializing below
+    /// `<scratch>/<run_id>/`.
+    ///
+    /// # Errors
+    /// [`Error::Engine`]: the scheduler cannot be reached, the in-process
+    /// cluster does not start, no scratch directory.
+    pub async fn start(
+        settings: &Settings,
+        storage: BTreeMap<String, String>,
+        functions: Vec<ScalarUDF>,
+        run_id: &str,
+    ) -> Result<Engine> {
+        if settings.kind == EngineKind::Local {
+            return Engine::new(settings, storage, functions);
+        }
+        let config = session_config(settings, &storage);
+        let cluster = match (&settings.url, settings.standalone) {
+            (Some(url), false) => {
+                reachable(url).await.map_err(|m| Error::Engine(m.into()))?;
+                ballista::Cluster::remote(url, config, &functions).await
+            }
+            _ => ballista::Cluster::standalone(config, &functions, 0, settings.memory_limit).await,
+        }
+        .map_err(|m| Error::Engine(format!("Ballista: {m}").into()))?;
+        let scratch = match &settings.scratch {
+            Some(s) => s.clone(),
+            None => Location::parse(&format!("{}/", std::env::temp_dir().join("crmflow-scratch").display()))
+                .map_err(|m| Error::Engine(format!("no scratch directory: {m}").into()))?,
+        };
+        let cluster = Arc::new(cluster);
+        Ok(Engine {
+            ctx: cluster.ctx.clone(),
+            storage,
+            functions,
+            scratch: Some(Arc::new(Scratch {
+                root: scratch.join(&format!("{run_id}/")),
+                next: AtomicUsize::new(0),
+                used: AtomicBool::new(false),
+            })),
+            _cluster: Some(cluster),
         })
     }
 
@@ -104,8 +230,9 @@ impl Engine {
     }
 
     /// An engine with an empty catalog that shares this one's runtime (its
-    /// object stores, memory pool and Parquet footer cache) and functions:
-    /// for planning without touching the run's tables.
+    /// object stores, memory pool and Parquet footer cache), configuration
+    /// and functions: for planning without touching the run's tables. It
+    /// plans in this process, also for a Ballista engine.
     pub fn planning(&self) -> Engine {
         let ctx = SessionContext::new_with_config_rt(self.ctx.copied_config(), self.ctx.runtime_env());
         for f in &self.functions {
@@ -115,6 +242,8 @@ impl Engine {
             ctx,
             storage: self.storage.clone(),
             functions: self.functions.clone(),
+            scratch: None,
+            _cluster: self._cluster.clone(),
         }
     }
 
@@ -133,11 +262,16 @@ impl Engine {
     }
 
     /// Computes `df` once, keeping its partitioning, for several readers;
-    /// returns the table and its row count.
+    /// returns the table and its row count. On Ballista the executors write
+    /// it as Parquet below the run's scratch directory and it is read back
+    /// as a listing table.
     ///
     /// # Errors
     /// The query fails.
     pub async fn materialize(&self, df: DataFrame) -> Result<(Arc<dyn TableProvider>, u64), Cause> {
+        if let Some(scratch) = &self.scratch {
+            return self.materialize_parquet(scratch, df).await;
+        }
         let task = Arc::new(df.task_ctx());
         let physical = df.create_physical_plan().await?;
         let schema = physical.schema();
@@ -146,42 +280,131 @@ impl Engine {
         Ok((Arc::new(MemTable::try_new(schema, parts)?), rows))
     }
 
+    async fn materialize_parquet(
+        &self,
+        scratch: &Scratch,
+        df: DataFrame,
+    ) -> Result<(Arc<dyn TableProvider>, u64), Cause> {
+        let n = scratch.next.fetch_add(1, Ordering::Relaxed);
+        let dir = scratch.root.join(&format!("table-{n:04}/"));
+        // Marked before the first byte, so that finish() looks even if the
+        // write fails half way.
+        scratch.used.store(true, Ordering::Relaxed);
+        self.register_store(&dir).map_err(Cause::Message)?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let counts = df
+            .write_parquet(dir.url().as_str(), DataFrameWriteOptions::new(), None)
+            .await?;
+        let rows = counts
+            .iter()
+            .filter_map(|b| b.column(0).as_any().downcast_ref::<UInt64Array>())
+            .flat_map(|c| c.iter().flatten())
+            .sum();
+        let url = ListingTableUrl::parse(dir.url().as_str())?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(schema);
+        Ok((Arc::new(ListingTable::try_new(config)?), rows))
+    }
+
+    /// Ends the engine's run: removes what it materialized (Ballista's
+    /// scratch directory of the run). Best effort; safe to call on every
+    /// engine.
+    pub async fn finish(&self) {
+        let Some(scratch) = &self.scratch else { return };
+        if !scratch.used.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(store) = self.register_store(&scratch.root) else {
+            return;
+        };
+        remove_below(store.as_ref(), &scratch.root).await;
+    }
+
     /// A small table (a model, metrics, a profile) as a literal `VALUES`
-    /// plan: it travels inside the plan, wherever the plan runs.
+    /// plan: it travels inside the plan, wherever the plan runs, with the
+    /// batch's column types and nullability.
     ///
     /// # Errors
     /// A value DataFusion cannot turn into a literal (it can for the
     /// primitive and string columns stages make).
     pub fn values(&self, batch: &RecordBatch) -> Result<DataFrame, Cause> {
-        let schema = Arc::new(DFSchema::try_from(batch.schema().as_ref().clone())?);
-        let plan = if batch.num_rows() == 0 {
-            LogicalPlan::EmptyRelation(EmptyRelation {
-                produce_one_row: false,
-                schema,
-            })
-        } else {
-            let mut rows = Vec::with_capacity(batch.num_rows());
-            for r in 0..batch.num_rows() {
-                let row = batch
-                    .columns()
-                    .iter()
-                    .map(|c| ScalarValue::try_from_array(c, r).map(lit))
-                    .collect::<datafusion::error::Result<Vec<_>>>()?;
-                rows.push(row);
-            }
-            // VALUES names its columns column1, column2, ...: name them.
-            let names: Vec<Expr> = batch
-                .schema()
-                .fields()
+        let schema = batch.schema();
+        let n = schema.fields().len();
+        // A serialized VALUES plan carries no schema: the node that decodes
+        // it infers each column's type from the literals and makes it
+        // nullable only if one of them is NULL. So the plan has one guard
+        // row — NULL in the nullable columns, a default in the others — that
+        // its NULL marker column filters out: every node sees the batch's
+        // own schema, also for an empty batch.
+        let mut rows = Vec::with_capacity(batch.num_rows() + 1);
+        for r in 0..batch.num_rows() {
+            let mut row = batch
+                .columns()
                 .iter()
-                .enumerate()
-                .map(|(j, f)| Expr::Column(Column::from_name(format!("column{}", j + 1))).alias(f.name()))
-                .collect();
-            LogicalPlanBuilder::values_with_schema(rows, &schema)?
-                .project(names)?
-                .build()?
-        };
+                .map(|c| ScalarValue::try_from_array(c, r).map(lit))
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            row.push(lit(true));
+            rows.push(row);
+        }
+        let mut guard = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                if f.is_nullable() {
+                    ScalarValue::try_from(f.data_type())
+                } else {
+                    ScalarValue::new_default(f.data_type())
+                }
+                .map(lit)
+            })
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        guard.push(lit(ScalarValue::Boolean(None)));
+        rows.push(guard);
+        let keep = Expr::Column(Column::from_name(format!("column{}", n + 1)));
+        // VALUES names its columns column1, column2, ...: name them.
+        let names: Vec<Expr> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(j, f)| Expr::Column(Column::from_name(format!("column{}", j + 1))).alias(f.name()))
+            .collect();
+        let plan = LogicalPlanBuilder::values(rows)?
+            .filter(keep.is_not_null())?
+            .project(names)?
+            .build()?;
         Ok(DataFrame::new(self.ctx.state(), plan))
+    }
+}
+
+/// Deletes every object below `dir` (and, on local disk, the directory).
+async fn remove_below(store: &dyn ObjectStore, dir: &Location) {
+    use futures::TryStreamExt;
+    let prefix = dir.path();
+    let metas: Vec<object_store::ObjectMeta> = store.list(Some(&prefix)).try_collect().await.unwrap_or_default();
+    for m in metas {
+        let _ = object_store::ObjectStoreExt::delete(store, &m.location).await;
+    }
+    if let Some(path) = dir.local_path()
+        && path.is_dir()
+    {
+        let _ = std::fs::remove_dir_all(path);
+    }
+}
+
+/// Fails fast, with the URL, when nothing listens at a scheduler's address.
+async fn reachable(url: &str) -> std::result::Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("engine url {url}: {e}"))?;
+    let host = parsed.host_str().unwrap_or_default().to_string();
+    let port = parsed.port().unwrap_or(50050);
+    let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+    match tokio::time::timeout(std::time::Duration::from_secs(10), connect).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("cannot reach the Ballista scheduler at {url}: {e}")),
+        Err(_) => Err(format!(
+            "cannot reach the Ballista scheduler at {url}: no answer in 10 s"
+        )),
     }
 }
 
@@ -217,5 +440,63 @@ mod tests {
         let empty = engine.values(&RecordBatch::new_empty(schema.clone())).unwrap();
         assert_eq!(empty.schema().as_arrow(), schema.as_ref());
         assert_eq!(empty.count().await.unwrap(), 0);
+    }
+
+    /// On Ballista the plans are serialized, sent and planned again on the
+    /// scheduler: VALUES keep their schema, materialized tables land in the
+    /// run's scratch directory and are gone after `finish`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ballista_standalone_keeps_values_and_materializes_in_scratch() {
+        let scratch = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            kind: EngineKind::Ballista,
+            standalone: true,
+            scratch: Some(Location::parse(&format!("{}/", scratch.path().display())).unwrap()),
+            target_partitions: Some(2),
+            ..Settings::default()
+        };
+        let engine = Engine::start(&settings, BTreeMap::new(), vec![], "run-1")
+            .await
+            .unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int32, false),
+            Field::new("v", DataType::Float64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int32Array::from(vec![1, 2, 3])),
+                Arc::new(Float64Array::from(vec![Some(0.5), Some(1.5), Some(2.5)])),
+            ],
+        )
+        .unwrap();
+        // Through the cluster: the nullable column stays nullable although
+        // it holds no NULL.
+        let got = engine.values(&batch).unwrap().sort_by(vec![expr::column("k")]).unwrap();
+        let got = got.collect().await.unwrap();
+        let got = datafusion::arrow::compute::concat_batches(&got[0].schema(), &got).unwrap();
+        assert_eq!(got, batch);
+        let empty = engine.values(&RecordBatch::new_empty(schema.clone())).unwrap();
+        assert_eq!(
+            empty
+                .collect()
+                .await
+                .unwrap()
+                .iter()
+                .map(|b| b.num_rows())
+                .sum::<usize>(),
+            0
+        );
+
+        let df = engine.values(&batch).unwrap();
+        let (table, rows) = engine.materialize(df).await.unwrap();
+        assert_eq!(rows, 3);
+        assert_eq!(table.schema(), schema);
+        let run_dir = scratch.path().join("run-1");
+        assert!(run_dir.is_dir());
+        let back = engine.context().read_table(table).unwrap();
+        assert_eq!(back.count().await.unwrap(), 3);
+        engine.finish().await;
+        assert!(!run_dir.exists());
     }
 }

@@ -23,7 +23,7 @@ use futures::FutureExt;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::check::{self, engine};
+use super::check;
 use super::plan::{Plan, Step, StepKind};
 use super::report::{CheckReport, RunStatus, RunSummary, SinkReport, StepReport};
 use crate::checks;
@@ -114,7 +114,8 @@ pub async fn run(plan: Arc<Plan>, mut opts: RunOptions) -> std::result::Result<R
         error: None,
     };
     let mut undo = Undo::default();
-    let result = AssertUnwindSafe(run_inner(&plan, &mut opts, &mut summary, &mut undo))
+    let mut engine = None;
+    let result = AssertUnwindSafe(run_inner(&plan, &mut opts, &mut summary, &mut undo, &mut engine))
         .catch_unwind()
         .await
         .unwrap_or_else(|payload| {
@@ -122,6 +123,11 @@ pub async fn run(plan: Arc<Plan>, mut opts: RunOptions) -> std::result::Result<R
                 message: crate::error::panic_message(payload.as_ref()),
             })
         });
+    // What the engine materialized for the run (Ballista's scratch) goes,
+    // whatever the outcome.
+    if let Some(engine) = engine {
+        engine.finish().await;
+    }
     if result.is_err() && !undo.staging.is_empty() {
         undo.remove_staging().await;
         // A write the failure cut short may still be finishing on a blocking
@@ -152,8 +158,20 @@ pub async fn run(plan: Arc<Plan>, mut opts: RunOptions) -> std::result::Result<R
     }
 }
 
-async fn run_inner(plan: &Arc<Plan>, opts: &mut RunOptions, summary: &mut RunSummary, undo: &mut Undo) -> Result<()> {
-    let engine = engine(plan)?;
+async fn run_inner(
+    plan: &Arc<Plan>,
+    opts: &mut RunOptions,
+    summary: &mut RunSummary,
+    undo: &mut Undo,
+    slot: &mut Option<Engine>,
+) -> Result<()> {
+    let started = Engine::start(
+        &plan.engine,
+        plan.storage.clone(),
+        crate::stages::functions(),
+        &opts.run_id,
+    );
+    let engine = slot.insert(guarded(&mut opts.interrupt, started).await?).clone();
     let ctx = engine.context();
     let pb = opts.progress.clone();
     let total = plan.sources.len() + plan.steps.len() + plan.sinks.len();

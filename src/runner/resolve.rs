@@ -191,6 +191,7 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
 
     // Sinks.
     let mut sinks = Vec::new();
+    let mut sink_lines = Vec::new();
     let mut sink_urls: BTreeSet<String> = BTreeSet::new();
     for spanned in spec.sinks {
         let line = Some(spanned.referenced.line());
@@ -239,6 +240,7 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
                 continue;
             }
         };
+        sink_lines.push(line);
         sinks.push(Sink {
             table: s.table,
             staging_root: location.clone(),
@@ -247,6 +249,21 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
             mode: s.mode,
             checks,
         });
+    }
+
+    // A remote cluster's executors read the sources and write the sinks'
+    // staging themselves: they must be able to reach them.
+    if let Some(settings) = &engine {
+        for s in &sources {
+            if let Some(why) = settings.unreachable(&s.location) {
+                p.push(Problem::source(&s.name, format!("url: {why}")));
+            }
+        }
+        for (s, line) in sinks.iter().zip(&sink_lines) {
+            if let Some(why) = settings.unreachable(&s.location) {
+                p.push(Problem::sink(&s.table, format!("url: {why}")).at(*line));
+            }
+        }
     }
 
     // Staging roots, from all sinks (before any --select), so that every run
@@ -339,12 +356,53 @@ fn did_you_mean(name: &str, known: &[&str]) -> String {
 
 fn resolve_engine(e: &EngineSpec, vars: &Vars, p: &mut Vec<Problem>) -> Option<Settings> {
     let mut bad = |m: &str| p.push(Problem::new("engine", m));
-    if e.kind == EngineKind::Ballista {
-        bad("kind \"ballista\" is not built yet; use kind: local");
-        return None;
-    }
-    if e.url.is_some() {
-        bad("url applies to kind: ballista only");
+    let mut url = None;
+    let mut scratch = None;
+    let mut shared_paths = Vec::new();
+    match e.kind {
+        EngineKind::Local => {
+            let ballista_only = [
+                ("url", e.url.is_some()),
+                ("standalone", e.standalone),
+                ("scratch", e.scratch.is_some()),
+                ("shared_paths", !e.shared_paths.is_empty()),
+            ];
+            for (key, _) in ballista_only.iter().filter(|(_, set)| *set) {
+                bad(&format!("{key} applies to kind: ballista only"));
+            }
+        }
+        EngineKind::Ballista => {
+            match (&e.url, e.standalone) {
+                (Some(_), true) => bad(
+                    "kind \"ballista\" takes url (a cluster's scheduler) or standalone: true (a cluster in this process), not both",
+                ),
+                (None, false) => bad(
+                    "kind \"ballista\" needs url: df://HOST:PORT (the scheduler started by `crmflow scheduler`) or standalone: true (a cluster in this process)",
+                ),
+                (Some(u), false) => match vars.interpolate(u).and_then(|u| scheduler_url(&u)) {
+                    Ok(u) => url = Some(u),
+                    Err(m) => bad(&format!("url: {m}")),
+                },
+                (None, true) => {}
+            }
+            if let Some(s) = &e.scratch {
+                match vars.interpolate(s).and_then(|s| Location::parse(&s)) {
+                    Ok(l) => scratch = Some(l.as_dir()),
+                    Err(m) => bad(&format!("scratch: {m}")),
+                }
+            } else if e.url.is_some() && !e.standalone {
+                bad(
+                    "kind \"ballista\" with a url needs scratch: a directory every executor can write and the client can read (e.g. s3://bucket/tmp/crmflow/), where a run keeps the tables it reads more than once",
+                );
+            }
+            for s in &e.shared_paths {
+                match vars.interpolate(s) {
+                    Ok(s) if Path::new(&s).is_absolute() => shared_paths.push(std::path::PathBuf::from(s)),
+                    Ok(s) => bad(&format!("shared_paths: \"{s}\" is not an absolute path")),
+                    Err(m) => bad(&format!("shared_paths: {m}")),
+                }
+            }
+        }
     }
     if e.target_partitions == Some(0) {
         bad("target_partitions must be at least 1");
@@ -359,12 +417,32 @@ fn resolve_engine(e: &EngineSpec, vars: &Vars, p: &mut Vec<Problem>) -> Option<S
             }
         },
     };
-    Some(Settings {
+    let settings = Settings {
         kind: e.kind,
-        url: e.url.clone(),
+        url,
+        standalone: e.standalone,
+        scratch,
+        shared_paths,
         target_partitions: e.target_partitions,
         memory_limit,
-    })
+    };
+    if let Some(why) = settings.scratch.as_ref().and_then(|s| settings.unreachable(s)) {
+        bad(&format!("scratch: {why}"));
+    }
+    Some(settings)
+}
+
+/// `df://host:port` (port default 50050), as written.
+///
+/// # Errors
+/// Anything else, as a message.
+fn scheduler_url(u: &str) -> std::result::Result<String, String> {
+    let parsed = url::Url::parse(u).map_err(|e| format!("\"{u}\" is not a URL ({e}); use df://HOST:PORT"))?;
+    let host_ok = parsed.host_str().is_some_and(|h| !h.is_empty());
+    if parsed.scheme() != "df" || !host_ok || !matches!(parsed.path(), "" | "/") || parsed.query().is_some() {
+        return Err(format!("\"{u}\" is not df://HOST:PORT (e.g. df://scheduler:50050)"));
+    }
+    Ok(u.to_string())
 }
 
 /// `4GiB`, `512MiB`, `2G`, `1500MB`, `1048576` → bytes.

@@ -106,10 +106,21 @@ fn step_with_two_kinds() {
 }
 
 #[test]
-fn ballista_is_not_built_yet() {
+fn ballista_with_a_url_needs_a_scratch_directory() {
     assert_invalid(
         "ballista",
-        "invalid pipeline {file}: engine: kind \"ballista\" is not built yet; use kind: local",
+        "invalid pipeline {file}: engine: kind \"ballista\" with a url needs scratch: a directory every executor can write and the client can read (e.g. s3://bucket/tmp/crmflow/), where a run keeps the tables it reads more than once",
+    );
+}
+
+#[test]
+fn ballista_cluster_cannot_use_local_disk_unless_shared() {
+    let why = "is on this machine's disk, which the executors of a remote Ballista cluster do not see; use an object store (s3://, gs://, az://), or a directory mounted at the same path on the client and every executor, listed in engine.shared_paths";
+    assert_invalid(
+        "ballista_local_disk",
+        &format!(
+            "invalid pipeline {{file}}: 2 problems:\n  - source \"customers\": url: /srv/crm/customers/ {why}\n  - sink \"customers\" (line 9): url: /srv/crm/out/customers/ {why}"
+        ),
     );
 }
 

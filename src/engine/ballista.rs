@@ -1,0 +1,485 @@
+//! Distributed execution on Apache DataFusion Ballista: the client context
+//! of `engine: {kind: ballista}`, and the scheduler and executor that
+//! `crmflow scheduler` / `crmflow executor` start through Ballista's own
+//! library entry points (`start_server`, `start_executor_process`) — not a
+//! reimplementation.
+//!
+//! Every node is built from the same three pieces, so a plan the client
+//! makes can be planned on the scheduler and run on any executor:
+//!
+//! - the **functions**: Ballista's defaults plus crmflow's stateless scalar
+//!   functions, registered by name ([`cluster_state`], [`function_registry`]).
+//!   A plan refers to a function by name; its fitted parameters are literal
+//!   arguments, so nothing but the name has to exist on the node.
+//! - the **storage configuration**: the pipeline's `storage:` options travel
+//!   inside the job's session config, in a config extension of their own
+//!   ([`StorageOptions`], keys `crmflow_storage.<option>`), the same way
+//!   Ballista ships its own `s3.*` options (`ballista_core::object_store`).
+//!   Ballista sends every session config entry to the scheduler with the job
+//!   and to the executors with each task.
+//! - the **object stores**: each node's runtime has a [`StoreRegistry`] that
+//!   builds the store for a URL the first time a plan touches it, from the
+//!   node's own environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`, instance
+//!   credentials) with the job's storage options on top — exactly what
+//!   [`storage::build_store`] does for the local engine. The scheduler needs
+//!   them too: it lists the files of every scan when it plans a job.
+//!
+//! Standalone mode ([`Cluster::standalone`]) runs the same scheduler and
+//! executor in this process, with a work directory of its own that is
+//! removed with the engine.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use ballista::prelude::SessionContextExt;
+use ballista_core::config::TaskSchedulingPolicy;
+use ballista_core::extension::{
+    SessionConfigExt, ballista_aggregate_functions, ballista_scalar_functions, ballista_window_functions,
+};
+use ballista_core::registry::BallistaFunctionRegistry;
+use ballista_core::serde::BallistaCodec;
+use ballista_core::{ConfigProducer, RuntimeProducer};
+use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::SchedulerConfig;
+use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
+use datafusion::error::DataFusionError;
+use datafusion::execution::object_store::ObjectStoreRegistry;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use object_store::ObjectStore;
+use url::Url;
+
+use crate::storage::{self, Location};
+
+/// The pipeline's `storage:` options as a session config extension, so
+/// that they reach the scheduler and every executor with the job. Values
+/// are never shown (`Debug` lists the keys only).
+#[derive(Clone, Default)]
+pub struct StorageOptions(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for StorageOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("StorageOptions")
+            .field(&self.0.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl ExtensionOptions for StorageOptions {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> datafusion::error::Result<()> {
+        self.0.insert(key.to_string(), value.to_string());
+        Ok(())
+    }
+
+    fn entries(&self) -> Vec<ConfigEntry> {
+        self.0
+            .iter()
+            .map(|(k, v)| ConfigEntry {
+                key: format!("{}.{k}", Self::PREFIX),
+                value: Some(v.clone()),
+                description: "an object-store option of the pipeline's storage block",
+            })
+            .collect()
+    }
+}
+
+impl ConfigExtension for StorageOptions {
+    const PREFIX: &'static str = "crmflow_storage";
+}
+
+/// The storage options a session config carries (none if it has no
+/// [`StorageOptions`]).
+pub fn storage_options(config: &SessionConfig) -> BTreeMap<String, String> {
+    config
+        .options()
+        .extensions
+        .get::<StorageOptions>()
+        .map(|o| o.0.clone())
+        .unwrap_or_default()
+}
+
+/// An object-store registry that builds the store of a URL on first use,
+/// from the node's environment and the job's storage options
+/// ([`storage::build_store`]), and keeps it for the life of the runtime.
+pub struct StoreRegistry {
+    options: BTreeMap<String, String>,
+    stores: RwLock<HashMap<String, Arc<dyn ObjectStore>>>,
+}
+
+impl std::fmt::Debug for StoreRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let stores: Vec<String> = match self.stores.read() {
+            Ok(s) => s.keys().cloned().collect(),
+            Err(_) => vec![],
+        };
+        f.debug_struct("StoreRegistry")
+            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .field("stores", &stores)
+            .finish()
+    }
+}
+
+impl StoreRegistry {
+    /// A registry building stores with `options` on top of the environment.
+    pub fn new(options: BTreeMap<String, String>) -> StoreRegistry {
+        StoreRegistry {
+            options,
+            stores: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// `scheme://authority`, the key of a store (credentials left out).
+    fn key(url: &Url) -> String {
+        format!(
+            "{}://{}",
+            url.scheme(),
+            &url[url::Position::BeforeHost..url::Position::AfterPort]
+        )
+    }
+}
+
+impl ObjectStoreRegistry for StoreRegistry {
+    fn register_store(&self, url: &Url, store: Arc<dyn ObjectStore>) -> Option<Arc<dyn ObjectStore>> {
+        let mut stores = self.stores.write().unwrap_or_else(|p| p.into_inner());
+        stores.insert(Self::key(url), store)
+    }
+
+    fn deregister_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
+        let mut stores = self.stores.write().unwrap_or_else(|p| p.into_inner());
+        stores
+            .remove(&Self::key(url))
+            .ok_or_else(|| DataFusionError::Configuration(format!("no object store is registered for {url}")))
+    }
+
+    fn get_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
+        let key = Self::key(url);
+        if let Some(store) = self.stores.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(store.clone());
+        }
+        let loc = Location::parse(&format!("{key}/")).map_err(DataFusionError::Configuration)?;
+        let store = storage::build_store(&loc, &self.options)
+            .map_err(|m| DataFusionError::Configuration(format!("object store for {key}: {m}")))?;
+        let mut stores = self.stores.write().unwrap_or_else(|p| p.into_inner());
+        Ok(stores.entry(key).or_insert(store).clone())
+    }
+}
+
+/// A runtime whose object stores come from the config's storage options
+/// ([`StoreRegistry`]); spill files go to `temp_dir` when given.
+///
+/// # Errors
+/// DataFusion's, when the runtime cannot be built.
+pub fn runtime(
+    config: &SessionConfig,
+    temp_dir: Option<&str>,
+    memory_limit: Option<u64>,
+) -> datafusion::error::Result<Arc<RuntimeEnv>> {
+    let mut builder =
+        RuntimeEnvBuilder::new().with_object_store_registry(Arc::new(StoreRegistry::new(storage_options(config))));
+    if let Some(dir) = temp_dir {
+        builder = builder.with_temp_file_path(dir);
+    }
+    if let Some(bytes) = memory_limit {
+        builder = builder.with_memory_limit(bytes as usize, 1.0);
+    }
+    builder.build_arc()
+}
+
+/// The session config every node starts from: Ballista's (which switches
+/// off what does not distribute: round-robin repartitioning, string views,
+/// dynamic filters, physical scalar subqueries) plus an empty
+/// [`StorageOptions`] for the job's options to land in.
+pub fn base_config() -> SessionConfig {
+    SessionConfig::new_with_ballista()
+        .with_information_schema(false)
+        .with_create_default_catalog_and_schema(true)
+        .with_option_extension(StorageOptions::default())
+}
+
+/// A session state with Ballista's functions and crmflow's `functions`,
+/// Ballista's optimizer rules, on `runtime`: what the scheduler plans with
+/// and what the standalone client starts from.
+pub fn cluster_state(config: SessionConfig, runtime: Arc<RuntimeEnv>, functions: &[ScalarUDF]) -> SessionState {
+    let mut scalars = ballista_scalar_functions();
+    scalars.extend(functions.iter().cloned().map(Arc::new));
+    SessionStateBuilder::new()
+        .with_default_features()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules())
+        .with_scalar_functions(scalars)
+        .with_aggregate_functions(ballista_aggregate_functions())
+        .with_window_functions(ballista_window_functions())
+        .build()
+}
+
+/// The functions an executor decodes plans with: Ballista's and crmflow's.
+pub fn function_registry(functions: &[ScalarUDF]) -> Arc<BallistaFunctionRegistry> {
+    let state = cluster_state(base_config(), Arc::new(RuntimeEnv::default()), functions);
+    Arc::new(BallistaFunctionRegistry::from(&state))
+}
+
+/// The scheduler's session builder: the job's config (with its storage
+/// options) on a runtime with a [`StoreRegistry`].
+fn session_builder(functions: Vec<ScalarUDF>) -> ballista_scheduler::SessionBuilder {
+    Arc::new(move |config: SessionConfig| {
+        let runtime = runtime(&config, None, None)?;
+        Ok(cluster_state(config, runtime, &functions))
+    })
+}
+
+/// How `crmflow scheduler` runs.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    pub bind: SocketAddr,
+    /// The host executors and clients reach the scheduler at.
+    pub external_host: Option<String>,
+    /// Seconds without a heartbeat after which an executor is dead and its
+    /// tasks and shuffle output are scheduled again elsewhere.
+    pub executor_timeout_seconds: u64,
+}
+
+fn scheduler_config(opts: &SchedulerOptions, functions: &[ScalarUDF]) -> SchedulerConfig {
+    let producer: ConfigProducer = Arc::new(base_config);
+    let mut config = SchedulerConfig::default()
+        .with_scheduler_policy(TaskSchedulingPolicy::PullStaged)
+        .with_override_config_producer(producer)
+        .with_override_session_builder(session_builder(functions.to_vec()));
+    config.bind_host = opts.bind.ip().to_string();
+    config.bind_port = opts.bind.port();
+    config.external_host = opts.external_host.clone().unwrap_or_else(|| opts.bind.ip().to_string());
+    config.executor_timeout_seconds = opts.executor_timeout_seconds;
+    config.no_executors_grace_period_seconds = opts.executor_timeout_seconds;
+    config.expire_dead_executor_interval_seconds = (opts.executor_timeout_seconds / 2).clamp(1, 15);
+    config
+}
+
+/// Runs a Ballista scheduler with crmflow's functions and object stores
+/// until the process is stopped.
+///
+/// # Errors
+/// Ballista's, e.g. the address is in use.
+pub async fn serve_scheduler(opts: &SchedulerOptions, functions: Vec<ScalarUDF>) -> Result<(), String> {
+    let config = scheduler_config(opts, &functions);
+    let cluster = BallistaCluster::new_from_config(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    ballista_scheduler::scheduler_process::start_server(cluster, opts.bind, Arc::new(config))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// How `crmflow executor` runs.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// `host:port` of the scheduler.
+    pub scheduler_host: String,
+    pub scheduler_port: u16,
+    /// Where the Arrow Flight service (shuffle and result fetches) listens.
+    pub bind: SocketAddr,
+    /// The host other executors and the client reach this one at.
+    pub external_host: Option<String>,
+    /// Tasks run at once (0: the number of cores).
+    pub concurrent_tasks: usize,
+    /// Shuffle files; default a new temporary directory.
+    pub work_dir: Option<String>,
+    /// Memory for all tasks together (spilling past it); default Ballista's
+    /// (a share of the host's or cgroup's memory).
+    pub memory_limit: Option<u64>,
+    /// Seconds to keep trying to reach the scheduler at start.
+    pub connect_timeout_seconds: u16,
+}
+
+fn executor_config(opts: &ExecutorOptions, functions: &[ScalarUDF]) -> ExecutorProcessConfig {
+    let work_dir = opts.work_dir.clone();
+    let runtime_producer: RuntimeProducer =
+        Arc::new(move |config: &SessionConfig| runtime(config, work_dir.as_deref(), None));
+    let config_producer: ConfigProducer = Arc::new(base_config);
+    ExecutorProcessConfig {
+        bind_host: opts.bind.ip().to_string(),
+        port: opts.bind.port(),
+        external_host: opts.external_host.clone(),
+        scheduler_host: opts.scheduler_host.clone(),
+        scheduler_port: opts.scheduler_port,
+        scheduler_connect_timeout_seconds: opts.connect_timeout_seconds,
+        vcores: opts.concurrent_tasks,
+        task_scheduling_policy: TaskSchedulingPolicy::PullStaged,
+        work_dir: opts.work_dir.clone(),
+        memory_pool_size: opts.memory_limit,
+        // Shuffle files of finished jobs go after an hour.
+        job_data_ttl_seconds: 3600,
+        job_data_clean_up_interval_seconds: 600,
+        override_function_registry: Some(function_registry(functions)),
+        override_runtime_producer: Some(runtime_producer),
+        override_config_producer: Some(config_producer),
+        ..Default::default()
+    }
+}
+
+/// Runs a Ballista executor with crmflow's functions and object stores
+/// until SIGINT/SIGTERM (it then drains its running tasks).
+///
+/// # Errors
+/// Ballista's, e.g. the scheduler cannot be reached.
+pub async fn serve_executor(opts: &ExecutorOptions, functions: Vec<ScalarUDF>) -> Result<(), String> {
+    let config = executor_config(opts, functions.as_slice());
+    start_executor_process(Arc::new(config))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A connected Ballista client context, and for standalone mode the
+/// in-process cluster behind it.
+pub struct Cluster {
+    pub ctx: SessionContext,
+    /// The standalone executor's work directory (removed on drop).
+    _work_dir: Option<tempfile::TempDir>,
+}
+
+impl Cluster {
+    /// The client of a remote scheduler at `df://host:port`.
+    ///
+    /// # Errors
+    /// The context cannot be built (Ballista's message).
+    pub async fn remote(url: &str, config: SessionConfig, functions: &[ScalarUDF]) -> Result<Cluster, String> {
+        let runtime = runtime(&config, None, None).map_err(|e| e.to_string())?;
+        let state = client_state(config, runtime);
+        let ctx = SessionContext::remote_with_state(url, state)
+            .await
+            .map_err(|e| e.to_string())?;
+        register(&ctx, functions);
+        Ok(Cluster { ctx, _work_dir: None })
+    }
+
+    /// A scheduler and one executor with `concurrent_tasks` slots in this
+    /// process, and the client of that scheduler.
+    ///
+    /// # Errors
+    /// The scheduler or executor cannot start.
+    pub async fn standalone(
+        config: SessionConfig,
+        functions: &[ScalarUDF],
+        concurrent_tasks: usize,
+        memory_limit: Option<u64>,
+    ) -> Result<Cluster, String> {
+        let runtime = runtime(&config, None, memory_limit).map_err(|e| e.to_string())?;
+        let producer: ConfigProducer = Arc::new(base_config);
+        let scheduler = ballista_scheduler::standalone::new_standalone_scheduler_with_builder(
+            session_builder(functions.to_vec()),
+            producer,
+            BallistaCodec::default(),
+        )
+        .await
+        .map_err(|e| format!("the in-process scheduler did not start: {e}"))?;
+        let work_dir = tempfile::Builder::new()
+            .prefix("crmflow-ballista-")
+            .tempdir()
+            .map_err(|e| format!("no work directory for the in-process executor: {e}"))?;
+        // The port is free when asked; the executor binds it right after.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free port for the in-process executor: {e}"))?
+            .port();
+        // The in-process scheduler listens on `localhost` (Ballista's choice).
+        let opts = ExecutorOptions {
+            scheduler_host: "localhost".into(),
+            scheduler_port: scheduler.port(),
+            bind: SocketAddr::from(([127, 0, 0, 1], port)),
+            external_host: Some("127.0.0.1".into()),
+            concurrent_tasks,
+            work_dir: Some(work_dir.path().display().to_string()),
+            memory_limit,
+            connect_timeout_seconds: 30,
+        };
+        let mut executor = executor_config(&opts, functions);
+        // The client and the executor share one runtime: the stores the
+        // client registers (memory:// included) are the executor's too.
+        let shared = runtime.clone();
+        executor.override_runtime_producer = Some(Arc::new(move |_: &SessionConfig| Ok(shared.clone())));
+        tokio::spawn(async move {
+            if let Err(e) = start_executor_process(Arc::new(executor)).await {
+                tracing::error!("the in-process Ballista executor stopped: {e}");
+            }
+        });
+        let state = client_state(config, runtime);
+        let url = format!("df://localhost:{}", scheduler.port());
+        let ctx = SessionContext::remote_with_state(&url, state)
+            .await
+            .map_err(|e| e.to_string())?;
+        register(&ctx, functions);
+        Ok(Cluster {
+            ctx,
+            _work_dir: Some(work_dir),
+        })
+    }
+}
+
+/// The client's state before Ballista upgrades it (which replaces its
+/// scalar functions: crmflow's are registered again after, [`register`]).
+fn client_state(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionState {
+    SessionStateBuilder::new()
+        .with_default_features()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .build()
+}
+
+fn register(ctx: &SessionContext, functions: &[ScalarUDF]) {
+    for f in functions {
+        ctx.register_udf(f.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_options_travel_as_config_entries() {
+        let opts = StorageOptions(BTreeMap::from([
+            ("aws_endpoint".to_string(), "http://127.0.0.1:9000".to_string()),
+            ("aws_secret_access_key".to_string(), "hunter2".to_string()),
+        ]));
+        let sent = base_config().with_option_extension(opts);
+        // What Ballista does on the other side: a fresh base config, set
+        // from the key-value pairs of the job.
+        let mut got = base_config();
+        for e in sent.options().entries() {
+            if let Some(v) = e.value
+                && e.key.starts_with("crmflow_storage.")
+            {
+                got.options_mut().set(&e.key, &v).unwrap();
+            }
+        }
+        assert_eq!(storage_options(&got), storage_options(&sent));
+        assert_eq!(storage_options(&got)["aws_endpoint"], "http://127.0.0.1:9000");
+        assert!(!format!("{:?}", got.options().extensions.get::<StorageOptions>()).contains("hunter2"));
+    }
+
+    #[test]
+    fn the_registry_builds_a_store_once_per_bucket() {
+        let reg = StoreRegistry::new(BTreeMap::new());
+        let a = reg.get_store(&Url::parse("memory://reg-test/x/y").unwrap()).unwrap();
+        let b = reg.get_store(&Url::parse("memory://reg-test/").unwrap()).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(reg.get_store(&Url::parse("file:///tmp/").unwrap()).is_ok());
+        let err = reg.get_store(&Url::parse("ftp://host/").unwrap()).unwrap_err();
+        assert!(err.to_string().contains("unsupported scheme"), "{err}");
+    }
+}
