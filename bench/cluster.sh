@@ -11,11 +11,13 @@
 # generates that many customers once into $BENCH_DATA (default
 # /tmp/crmflow-bench/N). The cluster reads and writes local disk, listed in
 # engine.shared_paths (its executors are on this machine). CRMFLOW_BIN picks
-# the binary (default: a release build).
+# the binary (default: a release build); ENGINES a subset of
+# "local standalone cluster".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-sample}
 runs=${2:-1}
+engines=${ENGINES:-local standalone cluster}
 if [ -z "${CRMFLOW_BIN:-}" ]; then
   cargo build --release --quiet
   bin=$PWD/target/release/crmflow
@@ -38,6 +40,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
@@ -49,7 +52,8 @@ sp=$(free_port)
 pids+=($!)
 for i in 0 1; do
   ep=$(free_port)
-  "$bin" executor --scheduler "127.0.0.1:$sp" --bind "127.0.0.1:$ep" --external-host 127.0.0.1 \
+  gp=$(free_port)
+  "$bin" executor --scheduler "127.0.0.1:$sp" --bind "127.0.0.1:$ep" --grpc-port "$gp" --external-host 127.0.0.1 \
     --concurrent-tasks "$half" --work-dir "$work/executor-$i" > "$work/executor-$i.log" 2>&1 &
   pids+=($!)
 done
@@ -76,17 +80,17 @@ done
 
 log="$work/runs.tsv"
 for i in $(seq "$runs"); do
-  for e in local standalone cluster; do
+  for e in $engines; do
     /usr/bin/time -o "$work/time" -f "%e %M" "$bin" --log warn run "$work/pipelines/$e.yaml" \
       --var "data=$data" --var "out=$work/out-$e" --run-results "$work/$e-$i.json" > /dev/null 2> "$work/$e-$i.err"
     echo -e "$e\t$i\t$(cat "$work/time")" >> "$log"
   done
 done
-python3 - "$log" "$work" "$runs" <<'PY'
+python3 - "$log" "$work" "$runs" $engines <<'PY'
 import json, statistics, sys
 log, work, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rows = [l.split() for l in open(log)]
-engines = ("local", "standalone", "cluster")
+engines = sys.argv[4:]
 for e in engines:
     walls = [float(r[2]) for r in rows if r[0] == e]
     rss = [int(r[3]) for r in rows if r[0] == e]

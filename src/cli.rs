@@ -123,8 +123,9 @@ pub struct SchedulerArgs {
     #[arg(long, value_name = "HOST")]
     pub external_host: Option<String>,
 
-    /// Seconds without a heartbeat after which an executor is taken as dead
-    /// and its tasks and shuffle output are run again elsewhere.
+    /// Seconds without a heartbeat (executors send one every 2 s) after
+    /// which an executor is taken as dead and its tasks and shuffle output
+    /// are run again elsewhere.
     #[arg(long, default_value_t = 180, value_name = "SECONDS")]
     pub executor_timeout: u64,
 }
@@ -141,8 +142,13 @@ pub struct ExecutorArgs {
     #[arg(long, default_value = "0.0.0.0:50051", value_name = "HOST:PORT")]
     pub bind: std::net::SocketAddr,
 
-    /// Host name other executors and clients reach this executor at
-    /// (default: the address the scheduler sees).
+    /// Port (on the --bind host) of the gRPC service the scheduler pushes
+    /// tasks to (default: the --bind port + 1).
+    #[arg(long, value_name = "PORT")]
+    pub grpc_port: Option<u16>,
+
+    /// Host name the scheduler, other executors and clients reach this
+    /// executor at (default: the address the scheduler sees).
     #[arg(long, value_name = "HOST")]
     pub external_host: Option<String>,
 

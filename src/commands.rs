@@ -236,6 +236,13 @@ async fn generate(args: GenerateArgs) -> Result<()> {
 }
 
 async fn scheduler(args: SchedulerArgs) -> Result<()> {
+    let beat = crate::engine::ballista::HEARTBEAT_SECONDS;
+    if args.executor_timeout <= beat {
+        return Err(Error::Usage(format!(
+            "--executor-timeout {}: must be longer than the executors' heartbeat interval ({beat} s)",
+            args.executor_timeout
+        )));
+    }
     let opts = crate::engine::ballista::SchedulerOptions {
         bind: args.bind,
         external_host: args.external_host,
@@ -266,6 +273,14 @@ async fn executor(args: ExecutorArgs) -> Result<()> {
         scheduler_host: host,
         scheduler_port: port,
         bind: args.bind,
+        grpc_port: match args.grpc_port {
+            Some(p) => p,
+            None => args
+                .bind
+                .port()
+                .checked_add(1)
+                .ok_or_else(|| Error::Usage(format!("--bind {}: give --grpc-port too", args.bind)))?,
+        },
         external_host: args.external_host,
         concurrent_tasks: args.concurrent_tasks,
         work_dir: args.work_dir.map(|d| d.display().to_string()),

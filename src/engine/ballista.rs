@@ -38,7 +38,6 @@ use ballista_core::extension::{
     SessionConfigExt, ballista_aggregate_functions, ballista_scalar_functions, ballista_window_functions,
 };
 use ballista_core::registry::BallistaFunctionRegistry;
-use ballista_core::serde::BallistaCodec;
 use ballista_core::{ConfigProducer, RuntimeProducer};
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_scheduler::cluster::BallistaCluster;
@@ -258,7 +257,7 @@ pub struct SchedulerOptions {
 fn scheduler_config(opts: &SchedulerOptions, functions: &[ScalarUDF]) -> SchedulerConfig {
     let producer: ConfigProducer = Arc::new(base_config);
     let mut config = SchedulerConfig::default()
-        .with_scheduler_policy(TaskSchedulingPolicy::PullStaged)
+        .with_scheduler_policy(TaskSchedulingPolicy::PushStaged)
         .with_override_config_producer(producer)
         .with_override_session_builder(session_builder(functions.to_vec()));
     config.bind_host = opts.bind.ip().to_string();
@@ -293,6 +292,9 @@ pub struct ExecutorOptions {
     pub scheduler_port: u16,
     /// Where the Arrow Flight service (shuffle and result fetches) listens.
     pub bind: SocketAddr,
+    /// The port (on the same host) of the gRPC service the scheduler
+    /// pushes tasks to.
+    pub grpc_port: u16,
     /// The host other executors and the client reach this one at.
     pub external_host: Option<String>,
     /// Tasks run at once (0: the number of cores).
@@ -306,6 +308,9 @@ pub struct ExecutorOptions {
     pub connect_timeout_seconds: u16,
 }
 
+/// Seconds between an executor's heartbeats to the scheduler.
+pub const HEARTBEAT_SECONDS: u64 = 2;
+
 fn executor_config(opts: &ExecutorOptions, functions: &[ScalarUDF]) -> ExecutorProcessConfig {
     let work_dir = opts.work_dir.clone();
     let runtime_producer: RuntimeProducer =
@@ -314,14 +319,17 @@ fn executor_config(opts: &ExecutorOptions, functions: &[ScalarUDF]) -> ExecutorP
     ExecutorProcessConfig {
         bind_host: opts.bind.ip().to_string(),
         port: opts.bind.port(),
+        grpc_port: opts.grpc_port,
         external_host: opts.external_host.clone(),
         scheduler_host: opts.scheduler_host.clone(),
         scheduler_port: opts.scheduler_port,
         scheduler_connect_timeout_seconds: opts.connect_timeout_seconds,
         vcores: opts.concurrent_tasks,
-        task_scheduling_policy: TaskSchedulingPolicy::PullStaged,
+        task_scheduling_policy: TaskSchedulingPolicy::PushStaged,
         work_dir: opts.work_dir.clone(),
         memory_pool_size: opts.memory_limit,
+        // Often enough for a short --executor-timeout on the scheduler.
+        executor_heartbeat_interval_seconds: HEARTBEAT_SECONDS,
         // Shuffle files of finished jobs go after an hour.
         job_data_ttl_seconds: 3600,
         job_data_clean_up_interval_seconds: 600,
@@ -338,6 +346,12 @@ fn executor_config(opts: &ExecutorOptions, functions: &[ScalarUDF]) -> ExecutorP
 /// # Errors
 /// Ballista's, e.g. the scheduler cannot be reached.
 pub async fn serve_executor(opts: &ExecutorOptions, functions: Vec<ScalarUDF>) -> Result<(), String> {
+    // Ballista binds its ports only after registering with the scheduler;
+    // an executor that then fails to bind may already have been given
+    // tasks. Find a taken port before saying hello.
+    for addr in [opts.bind, SocketAddr::new(opts.bind.ip(), opts.grpc_port)] {
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    }
     let config = executor_config(opts, functions.as_slice());
     start_executor_process(Arc::new(config))
         .await
@@ -379,28 +393,38 @@ impl Cluster {
         memory_limit: Option<u64>,
     ) -> Result<Cluster, String> {
         let runtime = runtime(&config, None, memory_limit).map_err(|e| e.to_string())?;
-        let producer: ConfigProducer = Arc::new(base_config);
-        let scheduler = ballista_scheduler::standalone::new_standalone_scheduler_with_builder(
-            session_builder(functions.to_vec()),
-            producer,
-            BallistaCodec::default(),
-        )
-        .await
-        .map_err(|e| format!("the in-process scheduler did not start: {e}"))?;
+        // Ports free when asked; the scheduler and executor bind them right
+        // after.
+        let [scheduler_port, flight_port, grpc_port] = free_ports::<3>()?;
+        let local = std::net::IpAddr::from([127, 0, 0, 1]);
+        let sched = SchedulerOptions {
+            bind: SocketAddr::new(local, scheduler_port),
+            external_host: Some("127.0.0.1".into()),
+            executor_timeout_seconds: 180,
+        };
+        let config_of_scheduler = scheduler_config(&sched, functions);
+        let cluster_state = BallistaCluster::new_from_config(&config_of_scheduler)
+            .await
+            .map_err(|e| format!("the in-process scheduler did not start: {e}"))?;
+        tokio::spawn(async move {
+            let served = ballista_scheduler::scheduler_process::start_server(
+                cluster_state,
+                sched.bind,
+                Arc::new(config_of_scheduler),
+            );
+            if let Err(e) = served.await {
+                tracing::error!("the in-process Ballista scheduler stopped: {e}");
+            }
+        });
         let work_dir = tempfile::Builder::new()
             .prefix("crmflow-ballista-")
             .tempdir()
             .map_err(|e| format!("no work directory for the in-process executor: {e}"))?;
-        // The port is free when asked; the executor binds it right after.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free port for the in-process executor: {e}"))?
-            .port();
-        // The in-process scheduler listens on `localhost` (Ballista's choice).
         let opts = ExecutorOptions {
-            scheduler_host: "localhost".into(),
-            scheduler_port: scheduler.port(),
-            bind: SocketAddr::from(([127, 0, 0, 1], port)),
+            scheduler_host: "127.0.0.1".into(),
+            scheduler_port,
+            bind: SocketAddr::new(local, flight_port),
+            grpc_port,
             external_host: Some("127.0.0.1".into()),
             concurrent_tasks,
             work_dir: Some(work_dir.path().display().to_string()),
@@ -418,7 +442,7 @@ impl Cluster {
             }
         });
         let state = client_state(config, runtime);
-        let url = format!("df://localhost:{}", scheduler.port());
+        let url = format!("df://127.0.0.1:{scheduler_port}");
         let ctx = SessionContext::remote_with_state(&url, state)
             .await
             .map_err(|e| e.to_string())?;
@@ -428,6 +452,20 @@ impl Cluster {
             _work_dir: Some(work_dir),
         })
     }
+}
+
+/// `N` distinct ports free on 127.0.0.1 right now.
+fn free_ports<const N: usize>() -> Result<[u16; N], String> {
+    // Held together, so that they differ.
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| format!("no free port for the in-process cluster: {e}"))?;
+    let mut ports = [0u16; N];
+    for (p, l) in ports.iter_mut().zip(&listeners) {
+        *p = l.local_addr().map_err(|e| e.to_string())?.port();
+    }
+    Ok(ports)
 }
 
 /// The client's state before Ballista upgrades it (which replaces its

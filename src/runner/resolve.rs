@@ -546,6 +546,85 @@ mod tests {
         );
     }
 
+    /// The problems of a pipeline with this `engine:` block (indented YAML
+    /// lines), an S3 source and a sink at `sink`.
+    fn engine_problems(engine: &str, sink: &str) -> Vec<String> {
+        let yaml = format!(
+            "name: p\nengine:\n{engine}\nsources:\n  customers: {{url: s3://b/raw/customers/}}\nsinks:\n  - table: customers\n    url: {sink}\n"
+        );
+        let spec = crate::config::parse(&yaml).unwrap();
+        match resolve(spec, Path::new("p.yaml"), &BTreeMap::new()) {
+            Ok(_) => vec![],
+            Err(Error::Invalid { problems, .. }) => problems.iter().map(|p| p.to_string()).collect(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn ballista_engine_blocks_are_checked() {
+        assert_eq!(
+            engine_problems("  kind: ballista\n  standalone: true", "/tmp/out/c/"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            engine_problems(
+                "  kind: ballista\n  url: df://sched:50050\n  scratch: s3://b/tmp/",
+                "s3://b/out/c/"
+            ),
+            Vec::<String>::new()
+        );
+        // Local disk the pipeline vouches for as shared.
+        assert_eq!(
+            engine_problems(
+                "  kind: ballista\n  url: df://sched:50050\n  scratch: /mnt/nfs/tmp/\n  shared_paths: [/mnt/nfs]",
+                "/mnt/nfs/out/c/"
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            engine_problems(
+                "  kind: local\n  standalone: true\n  scratch: s3://b/tmp/",
+                "s3://b/out/c/"
+            ),
+            vec![
+                "engine: standalone applies to kind: ballista only",
+                "engine: scratch applies to kind: ballista only"
+            ]
+        );
+        assert_eq!(
+            engine_problems("  kind: ballista", "s3://b/out/c/"),
+            vec![
+                "engine: kind \"ballista\" needs url: df://HOST:PORT (the scheduler started by `crmflow scheduler`) or standalone: true (a cluster in this process)"
+            ]
+        );
+        assert_eq!(
+            engine_problems(
+                "  kind: ballista\n  url: http://sched:50050\n  scratch: s3://b/tmp/",
+                "s3://b/out/c/"
+            ),
+            vec!["engine: url: \"http://sched:50050\" is not df://HOST:PORT (e.g. df://scheduler:50050)"]
+        );
+        assert_eq!(
+            engine_problems(
+                "  kind: ballista\n  url: df://sched:50050\n  standalone: true",
+                "s3://b/out/c/"
+            ),
+            vec![
+                "engine: kind \"ballista\" takes url (a cluster's scheduler) or standalone: true (a cluster in this process), not both"
+            ]
+        );
+        let memory = engine_problems(
+            "  kind: ballista\n  url: df://sched:50050\n  scratch: memory://tmp/x/",
+            "s3://b/out/c/",
+        );
+        assert_eq!(
+            memory,
+            vec![
+                "engine: scratch: memory://tmp/x/ is memory of this process, which the executors of a remote Ballista cluster do not see"
+            ]
+        );
+    }
+
     #[test]
     fn suggestions_catch_typos_only() {
         assert_eq!(suggest("featurs", &["features", "clv"]), Some("features"));
