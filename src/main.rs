@@ -13,6 +13,7 @@ use crmflow::cli::{Cli, LogFormat};
 
 fn main() -> ExitCode {
     let json_requested = crmflow::logging::json_requested(std::env::args_os());
+    fewer_malloc_arenas();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -68,3 +69,28 @@ fn report(message: &str, code: u8, json_logs: bool) {
         eprintln!("crmflow: error: {message}");
     }
 }
+/// glibc gives each thread that allocates its own arena (up to 8 per core);
+/// the arrays of a query freed on one thread stay mapped in its arena, and
+/// the peak RSS of a run grows by a fifth. One arena per two cores keeps it
+/// near the memory actually live, at no measurable cost in time. Unless
+/// `MALLOC_ARENA_MAX` says otherwise.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn fewer_malloc_arenas() {
+    unsafe extern "C" {
+        fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+    }
+    const M_ARENA_MAX: std::ffi::c_int = -8;
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let arenas = (cores / 2).clamp(1, 64) as std::ffi::c_int;
+    // SAFETY: mallopt only sets an allocator parameter; it is called before
+    // any other thread exists.
+    unsafe {
+        mallopt(M_ARENA_MAX, arenas);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn fewer_malloc_arenas() {}

@@ -277,6 +277,7 @@ async fn run_inner(
             rows,
             seconds,
         });
+        release_unread(&engine, plan, i);
         pb.inc(1);
     }
 
@@ -450,6 +451,33 @@ fn heartbeat(locks: Vec<lock::Held>) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+/// Deregisters the tables of steps `..=done` that no later step and no
+/// sink reads, so that cached results nothing reads any more are freed (a
+/// view still read keeps what it reads alive).
+fn release_unread(engine: &Engine, plan: &Plan, done: usize) {
+    let needed: std::collections::HashSet<&str> = plan.steps[done + 1..]
+        .iter()
+        .flat_map(|s| s.inputs.iter().map(String::as_str))
+        .chain(plan.sinks.iter().map(|s| s.table.as_str()))
+        .chain(
+            plan.sinks
+                .iter()
+                .flat_map(|s| s.checks.iter())
+                .filter_map(|c| match &c.kind {
+                    checks::CheckKind::Relationships(r) => Some(r.to_table.as_str()),
+                    _ => None,
+                }),
+        )
+        .collect();
+    for step in &plan.steps[..=done] {
+        for table in &step.outputs {
+            if !needed.contains(table.as_str()) {
+                let _ = engine.context().deregister_table(table.as_str());
+            }
+        }
+    }
 }
 
 /// A staged sink as a table (for its checks).
