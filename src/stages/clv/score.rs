@@ -81,26 +81,47 @@ impl ScoreModel {
     /// p_alive, expected purchases over the horizon, expected average spend,
     /// and the discounted expected spend (see the parent module).
     pub fn score(&self, x: f64, t_x: f64, t: f64, m: f64) -> [f64; 4] {
+        self.finish(x, m, &self.purchases(x, t_x, t))
+    }
+
+    /// The BG/NBD part of a score, which depends on (x, t_x, T) only: p_alive
+    /// and E[Y(t_j)] at the end of each month j of the horizon (the last
+    /// one the horizon itself).
+    fn purchases(&self, x: f64, t_x: f64, t: f64) -> (f64, Vec<f64>) {
         // p_alive is the same for every horizon: E[Y(h)] = p_alive · E[Y(h) | alive].
         let p_alive = btyd::p_alive(&self.bg, x, t_x, t);
-        let month = 365.25 / 12.0;
         let if_alive = |days: f64| btyd::expected_purchases_if_alive(&self.bg, days / self.unit_days, x, t_x, t);
         let expected = p_alive * if_alive(self.horizon_days);
+        let steps = self.steps();
+        let month = 365.25 / 12.0;
+        let e = (1..=steps)
+            .map(|j| {
+                if j == steps {
+                    expected
+                } else {
+                    p_alive * if_alive((j as f64 * month).min(self.horizon_days))
+                }
+            })
+            .collect();
+        (p_alive, e)
+    }
+
+    fn steps(&self) -> usize {
+        (self.horizon_days / (365.25 / 12.0)).ceil().max(1.0) as usize
+    }
+
+    /// The score from its BG/NBD part and the Gamma-Gamma spend.
+    fn finish(&self, x: f64, m: f64, (p_alive, e): &(f64, Vec<f64>)) -> [f64; 4] {
+        let month = 365.25 / 12.0;
         let spend = btyd::expected_avg_spend(&self.gg, x, m);
-        let steps = (self.horizon_days / month).ceil().max(1.0) as usize;
         let mut clv = 0.0;
         let mut prev = 0.0;
-        for j in 1..=steps {
-            let t_days = (j as f64 * month).min(self.horizon_days);
-            let e = if j == steps {
-                expected
-            } else {
-                p_alive * if_alive(t_days)
-            };
+        for (j, &e) in e.iter().enumerate() {
+            let t_days = ((j + 1) as f64 * month).min(self.horizon_days);
             clv += (e - prev) * spend / (1.0 + self.discount_rate).powf(t_days / 365.25);
             prev = e;
         }
-        [p_alive, expected, spend, clv]
+        [*p_alive, e.last().copied().unwrap_or(0.0), spend, clv]
     }
 }
 
@@ -147,6 +168,8 @@ impl ScalarUDFImpl for BgNbdScore {
         // The parameters are literals, the same on every row: build the
         // model once per batch and again only where a row differs.
         let mut model: Option<([f64; PARAMS], ScoreModel)> = None;
+        let mut seen: std::collections::HashMap<([u64; PARAMS], [u64; 3]), (f64, Vec<f64>)> =
+            std::collections::HashMap::new();
         for i in 0..n {
             if cols.iter().any(|c| c.is_null(i)) {
                 out.iter_mut().for_each(|o| o.push(None));
@@ -160,12 +183,16 @@ impl ScalarUDFImpl for BgNbdScore {
                 model = Some((params, ScoreModel::from_params(&params)));
             }
             let Some((_, m)) = model.as_ref() else { continue };
-            let v = m.score(
+            let (x, t_x, t) = (
                 cols[PARAMS].value(i),
                 cols[PARAMS + 1].value(i),
                 cols[PARAMS + 2].value(i),
-                cols[PARAMS + 3].value(i),
             );
+            // Customers with the same (x, t_x, T) in a batch (many one-time
+            // buyers share a first day) share the BG/NBD part.
+            let key = (params.map(f64::to_bits), [x.to_bits(), t_x.to_bits(), t.to_bits()]);
+            let part = seen.entry(key).or_insert_with(|| m.purchases(x, t_x, t));
+            let v = m.finish(x, cols[PARAMS + 3].value(i), part);
             for (o, x) in out.iter_mut().zip(v) {
                 o.push(Some(x));
             }
