@@ -351,17 +351,20 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
 }
 
 /// The pipeline's hash ([`Plan::hash`]): FNV-1a of the file's bytes and of
-/// each step's name and bound SQL (so an edited SQL file counts), 16 hex
-/// digits.
+/// each SQL file a step reads (so an edited SQL file counts), as written:
+/// the same for every value of the vars (the manifest has those apart).
+/// 16 hex digits.
 fn pipeline_hash(file: &Path, steps: &[Step]) -> String {
     let mut h = crate::hash::Fnv1a::default();
     h.write(&std::fs::read(file).unwrap_or_default());
     for s in steps {
-        h.write(&[0]);
-        h.write(s.name.as_bytes());
-        h.write(&[0]);
-        if let StepKind::Sql(sql) = &s.kind {
-            h.write(sql.sql.as_bytes());
+        if let StepKind::Sql(sql) = &s.kind
+            && sql.origin != "inline"
+        {
+            h.write(&[0]);
+            h.write(s.name.as_bytes());
+            h.write(&[0]);
+            h.write(&std::fs::read(&sql.origin).unwrap_or_default());
         }
     }
     format!("{:016x}", crate::hash::splitmix64(h.finish()))
