@@ -180,7 +180,7 @@ pub async fn run_dirs(store: &dyn ObjectStore, sink: &Location, root: &Location)
     let base = root.join(&format!("{}/", key(sink)));
     if let Ok(listing) = store.list_with_delimiter(Some(&base.path())).await {
         for dir in listing.common_prefixes {
-            if let Some(last) = dir.parts().last().map(|p| p.as_ref().to_string()) {
+            if let Some(last) = dir.parts().next_back().map(|p| p.as_ref().to_string()) {
                 out.push((base.join(&format!("{last}/")), last));
             }
         }
@@ -218,7 +218,7 @@ pub async fn run_dirs(store: &dyn ObjectStore, sink: &Location, root: &Location)
         }
     } else if let Ok(listing) = store.list_with_delimiter(Some(&parent.path())).await {
         for dir in listing.common_prefixes {
-            if let Some(file) = dir.parts().last().map(|p| p.as_ref().to_string())
+            if let Some(file) = dir.parts().next_back().map(|p| p.as_ref().to_string())
                 && let Some(run) = run_of(&file)
             {
                 out.push((parent.join(&format!("{file}/")), run));
