@@ -203,6 +203,24 @@ fn defer_reads_unselected_steps_from_their_published_output() {
         .unwrap_or_else(|| panic!("{}", out.stderr));
     assert!(line.ends_with(&format!("  {reason}")), "{line}");
     assert_eq!(line.split_whitespace().nth(2), Some("deferred"), "{line}");
+    // The log says it too (an info event of the step).
+    let logged = std::process::Command::new(env!("CARGO_BIN_EXE_crmflow"))
+        .args(["--log-format", "json", "run", "p.yaml", "--select", "big", "--defer"])
+        .current_dir(d)
+        .env("CRMFLOW_LOG", "info")
+        .output()
+        .unwrap();
+    assert_eq!(logged.status.code(), Some(0));
+    let events: Vec<Value> = String::from_utf8_lossy(&logged.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &Value| e["fields"]["step"] == "totals" || e["step"] == "totals")
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let message = events[0]["fields"]["message"]
+        .as_str()
+        .or(events[0]["message"].as_str());
+    assert_eq!(message, Some(format!("step {reason} (not computed: --defer)").as_str()));
 
     // Without --defer the unselected step is computed from the new source.
     let out = crmflow(d, &["run", "p.yaml", "--select", "big"]);
