@@ -4,11 +4,15 @@
 //! sources, runs steps and publishes sinks, and [`report`] renders what
 //! happened.
 
+pub mod backfill;
 pub mod check;
 pub mod exec;
+pub mod gc;
 pub mod plan;
 pub mod report;
 pub mod resolve;
+pub mod select;
+pub mod steps;
 
 /// A run id, `20261125T080000Z-3f2a9c1b`: sortable, unique enough per sink.
 pub fn run_id() -> String {
