@@ -230,7 +230,11 @@ async fn run_inner(
                 checks::run(&subject, &df, &s.checks, ctx).instrument(span),
             )
             .await?;
+            let mut outcomes = outcomes;
             let failures = checks::failures(&outcomes);
+            if failures.is_empty() {
+                super::quarantine::apply(&engine, s, &mut outcomes, &opts.run_id).await?;
+            }
             summary.checks.extend(outcomes.into_iter().map(|o| CheckReport {
                 on: subject.clone(),
                 outcome: o,

@@ -7,6 +7,7 @@
 pub mod check;
 pub mod exec;
 pub mod plan;
+pub mod quarantine;
 pub mod report;
 pub mod resolve;
 

@@ -141,8 +141,9 @@ pub fn select(mut plan: Plan, names: &[String]) -> crate::Result<Plan> {
         }
     }
     let selected: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+    // Sources are read and checked in every run: their quarantines stay.
     plan.sinks
-        .retain(|k| owner.get(k.table.as_str()).is_some_and(|o| selected.contains(o)));
+        .retain(|k| k.quarantine_of.is_some() || owner.get(k.table.as_str()).is_some_and(|o| selected.contains(o)));
     plan.steps.retain(|s| keep.contains(&s.name));
     Ok(plan)
 }

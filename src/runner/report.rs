@@ -123,6 +123,19 @@ pub fn render_summary(s: &RunSummary) -> String {
     if !s.checks.is_empty() {
         let _ = writeln!(e, "  checks: {} run, {failed} failed", s.checks.len());
     }
+    let mut quarantined: Vec<(&str, Vec<String>)> = Vec::new();
+    for c in &s.checks {
+        if let Some(n) = c.outcome.quarantined.filter(|n| *n > 0) {
+            let item = format!("{} {n}", c.outcome.check);
+            match quarantined.iter_mut().find(|(on, _)| *on == c.on) {
+                Some((_, items)) => items.push(item),
+                None => quarantined.push((&c.on, vec![item])),
+            }
+        }
+    }
+    for (on, items) in quarantined {
+        let _ = writeln!(e, "  quarantined from {on}: {}", items.join(", "));
+    }
     match s.status {
         RunStatus::Success if !s.sinks.is_empty() => {
             let _ = writeln!(e, "  published {} sinks", s.sinks.len());
@@ -251,6 +264,7 @@ mod tests {
                     passed: true,
                     failing: 0,
                     message: String::new(),
+                    quarantined: None,
                 },
             }],
             published: vec!["features".into()],

@@ -41,6 +41,9 @@ pub struct Sink {
     pub partition_by: Vec<String>,
     pub mode: SinkMode,
     pub checks: Vec<CheckSpec>,
+    /// The source whose quarantined rows this sink holds (`quarantine:` on
+    /// a source); `None` for the pipeline's own sinks.
+    pub quarantine_of: Option<String>,
 }
 
 /// How a sink replaces what is already at its location.
