@@ -401,3 +401,34 @@ sinks:
         )
     );
 }
+
+#[test]
+fn a_source_without_failing_rows_publishes_an_empty_quarantine() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny(&d.join("data"));
+    let yaml = "name: q
+sources:
+  transactions:
+    url: data/transactions/
+    quarantine: out/quarantine/
+    checks:
+      - not_null: amount
+steps:
+  - name: n
+    sql: SELECT count(*) AS n FROM transactions
+sinks:
+  - table: n
+    url: out/n/
+";
+    std::fs::write(d.join("p.yaml"), yaml).unwrap();
+    let out = crmflow(d, &["run", "p.yaml"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let s = summary(&out);
+    assert_eq!(s["checks"][0]["quarantined"], 0);
+    assert_eq!(s["published"], serde_json::json!(["n", "transactions_quarantine"]));
+    assert!(d.join("out/quarantine/_SUCCESS").is_file());
+    let rows: usize = read_dir(&d.join("out/quarantine")).iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 0);
+    assert_eq!(i64s(&read_dir(&d.join("out/n")), "n"), vec![8]);
+}
