@@ -111,6 +111,7 @@ pub async fn run(plan: Arc<Plan>, mut opts: RunOptions) -> std::result::Result<R
         checks: vec![],
         published: vec![],
         not_published: vec![],
+        spill: None,
         error: None,
     };
     let mut undo = Undo::default();
@@ -126,6 +127,7 @@ pub async fn run(plan: Arc<Plan>, mut opts: RunOptions) -> std::result::Result<R
     // What the engine materialized for the run (Ballista's scratch) goes,
     // whatever the outcome.
     if let Some(engine) = engine {
+        summary.spill = engine.spilled();
         engine.finish().await;
     }
     if result.is_err() && !undo.staging.is_empty() {

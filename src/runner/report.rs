@@ -84,6 +84,9 @@ pub struct RunSummary {
     pub published: Vec<String>,
     /// Sinks that keep their previous output after a failed publish.
     pub not_published: Vec<String>,
+    /// What DataFusion spilled to disk (a local engine's sorts, aggregates
+    /// and joins past `engine.memory_limit`); `None` on Ballista.
+    pub spill: Option<crate::engine::spill::Spill>,
     pub error: Option<String>,
 }
 
@@ -132,6 +135,15 @@ pub fn render_summary(s: &RunSummary) -> String {
                 None => quarantined.push((&c.on, vec![item])),
             }
         }
+    }
+    if let Some(sp) = s.spill.filter(|sp| sp.files > 0) {
+        let _ = writeln!(
+            e,
+            "  spilled to disk: {:.1} MiB, {} rows in {} spill files",
+            sp.bytes as f64 / (1024.0 * 1024.0),
+            sp.rows,
+            sp.files
+        );
     }
     for (on, items) in quarantined {
         let _ = writeln!(e, "  quarantined from {on}: {}", items.join(", "));
@@ -269,6 +281,7 @@ mod tests {
             }],
             published: vec!["features".into()],
             not_published: vec![],
+            spill: None,
             error: None,
         }
     }

@@ -11,6 +11,7 @@ mod common;
 mod faults;
 mod features;
 mod generate;
+mod memory;
 mod ops;
 mod predict_sample;
 mod publish;
