@@ -97,6 +97,7 @@ fn invalid_summary(args: &RunArgs, run_id: &str, error: &Error) -> report::RunSu
         checks: vec![],
         published: vec![],
         not_published: vec![],
+        spill: None,
         error: Some(error.render()),
     }
 }

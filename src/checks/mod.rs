@@ -16,17 +16,17 @@ use std::collections::BTreeMap;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::common::DFSchema;
 use datafusion::common::ScalarValue;
-use datafusion::common::{DFSchema, JoinType};
-use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::functions_aggregate::expr_fn::{count, max, sum};
-use datafusion::logical_expr::expr::WindowFunction;
-use datafusion::logical_expr::{Expr, ExprFunctionExt, WindowFunctionDefinition, lit, when};
+use datafusion::logical_expr::{Expr, lit, when};
 use datafusion::prelude::{DataFrame, SessionContext, col};
 
 use crate::error::{Error, Problem, Result};
 
+mod rows;
 mod spec;
+pub use rows::{failing_rows, passing_rows};
 pub use spec::*;
 
 /// Applies the pipeline's vars (`interpolate`) to the strings of checks that
@@ -196,6 +196,10 @@ pub struct Outcome {
     pub failing: u64,
     /// The failure message (empty when passed).
     pub message: String,
+    /// Rows sent to the source's quarantine (`quarantine:`); absent for
+    /// tables without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<u64>,
 }
 
 /// Runs `checks` against `table`, logging each outcome; `ctx` holds the
@@ -283,21 +287,8 @@ pub async fn run(subject: &str, table: &DataFrame, checks: &[CheckSpec], ctx: &S
                 // The rows whose key occurs more than once: a window count
                 // per key, so the examples are whole rows.
                 let keys: Vec<Expr> = cols.iter().map(|c| col(quoted(c))).collect();
-                let per_key = Expr::from(WindowFunction::new(
-                    WindowFunctionDefinition::AggregateUDF(count_udaf()),
-                    vec![lit(1)],
-                ))
-                .partition_by(keys.clone())
-                .build()
-                .map_err(fail)?
-                .alias("__n");
                 let columns: Vec<Expr> = schema.fields().iter().map(|f| col(quoted(f.name()))).collect();
-                let dups = table
-                    .clone()
-                    .window(vec![per_key])
-                    .and_then(|d| d.filter(col("__n").gt(lit(1i64))))
-                    .and_then(|d| d.select(columns.clone()))
-                    .map_err(fail)?;
+                let dups = rows::duplicates(table, cols).map_err(fail)?;
                 let n = dups.clone().count().await.map_err(fail)? as u64;
                 let passed = c.threshold.allows(n, rows);
                 let examples = if passed {
@@ -309,19 +300,8 @@ pub async fn run(subject: &str, table: &DataFrame, checks: &[CheckSpec], ctx: &S
             }
             (CheckKind::Relationships(r), _) => {
                 // One anti-join: the rows whose value is not in the target.
-                let target = ctx
-                    .table(r.to_table.as_str())
-                    .await
-                    .and_then(|t| t.select(vec![col(quoted(&r.to_column)).alias("__to")]))
-                    .and_then(|t| t.distinct())
-                    .and_then(|t| t.alias("__target"))
-                    .map_err(fail)?;
                 let key = col(quoted(&r.column));
-                let orphans = table
-                    .clone()
-                    .filter(key.clone().is_not_null())
-                    .and_then(|d| d.join_on(target, JoinType::LeftAnti, vec![key.clone().eq(col("__target.__to"))]))
-                    .map_err(fail)?;
+                let orphans = rows::orphans(table, r, ctx).await.map_err(fail)?;
                 let n = orphans.clone().count().await.map_err(fail)? as u64;
                 let passed = c.threshold.allows(n, rows);
                 let columns: Vec<Expr> = schema.fields().iter().map(|f| col(quoted(f.name()))).collect();
@@ -369,6 +349,7 @@ pub async fn run(subject: &str, table: &DataFrame, checks: &[CheckSpec], ctx: &S
             passed,
             failing,
             message,
+            quarantined: None,
         });
     }
     Ok(outcomes)

@@ -72,6 +72,10 @@ pub struct SourceSpec {
     pub format: Format,
     #[serde(default)]
     pub checks: Vec<CheckSpec>,
+    /// Where rows failing the row-level checks go (as Parquet, with `_check`
+    /// and `_run_id`) instead of failing the run; they are left out of the
+    /// table every step reads.
+    pub quarantine: Option<String>,
 }
 
 /// Source file formats.

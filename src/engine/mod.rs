@@ -20,8 +20,10 @@
 
 pub mod ballista;
 pub mod expr;
+pub mod spill;
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -33,6 +35,8 @@ use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, ScalarUDF, lit};
 use datafusion::physical_plan::collect_partitioned;
@@ -118,6 +122,8 @@ pub struct Engine {
     functions: Vec<ScalarUDF>,
     /// Set on Ballista: materialized tables go there, not to memory.
     scratch: Option<Arc<Scratch>>,
+    /// What the plans run here spilled (local engines only).
+    spill: Option<Arc<spill::SpillMeter>>,
     /// Keeps a standalone cluster's work directory for the engine's life.
     _cluster: Option<Arc<ballista::Cluster>>,
 }
@@ -146,6 +152,14 @@ fn session_config(settings: &Settings, storage: &BTreeMap<String, String>) -> Se
     if let Some(n) = settings.target_partitions {
         config = config.with_target_partitions(n);
     }
+    if let Some(limit) = settings.memory_limit {
+        // Each sort partition reserves this much up front to merge its
+        // spill files (DataFusion's default, 10 MiB, is more than a small
+        // limit holds): an eighth of a partition's share, at most 10 MiB.
+        let parts = config.target_partitions().max(1) as u64;
+        let reserve = (limit / (8 * parts)).min(10 * 1024 * 1024);
+        config.options_mut().execution.sort_spill_reservation_bytes = reserve as usize;
+    }
     config
 }
 
@@ -163,10 +177,24 @@ impl Engine {
         let config = session_config(settings, &storage);
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(bytes) = settings.memory_limit {
-            runtime = runtime.with_memory_limit(bytes as usize, 1.0);
+            // Fair among the operators that can spill (each sort or
+            // aggregate gets its share, none starves the others); the error
+            // of an exhausted pool names the largest consumers. Spill files
+            // go to the OS temp directory (DataFusion's default).
+            runtime = runtime.with_memory_pool(Arc::new(TrackConsumersPool::new(
+                FairSpillPool::new(bytes as usize),
+                NonZeroUsize::new(5).unwrap_or(NonZeroUsize::MIN),
+            )));
         }
         let runtime = runtime.build_arc().map_err(|e| Error::Engine(e.into()))?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let meter = Arc::new(spill::SpillMeter::default());
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(spill::MeterRule(meter.clone())))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         for f in &functions {
             ctx.register_udf(f.clone());
         }
@@ -175,6 +203,7 @@ impl Engine {
             storage,
             functions,
             scratch: None,
+            spill: Some(meter),
             _cluster: None,
         })
     }
@@ -220,8 +249,15 @@ impl Engine {
                 next: AtomicUsize::new(0),
                 used: AtomicBool::new(false),
             })),
+            spill: None,
             _cluster: Some(cluster),
         })
+    }
+
+    /// What the plans this engine ran spilled to disk so far; `None` on
+    /// Ballista (the executors spill, and keep their metrics).
+    pub fn spilled(&self) -> Option<spill::Spill> {
+        self.spill.as_ref().map(|m| m.totals())
     }
 
     /// The context plans are built and run in.
@@ -243,6 +279,7 @@ impl Engine {
             storage: self.storage.clone(),
             functions: self.functions.clone(),
             scratch: None,
+            spill: None,
             _cluster: self._cluster.clone(),
         }
     }

@@ -84,6 +84,16 @@ async fn walk(plan: &Plan, engine: &Engine, mut problems: Vec<Problem>, before_r
             Ok(schema) => {
                 let subject = format!("source \"{}\"", s.name);
                 problems.extend(checks::validate_against(&subject, &s.checks, &schema));
+                if s.quarantine.is_some() {
+                    for c in super::quarantine::COLUMNS {
+                        if schema.field_with_name(c).is_ok() {
+                            problems.push(Problem::new(
+                                &subject,
+                                format!("has a column \"{c}\", which its quarantine adds; rename it"),
+                            ));
+                        }
+                    }
+                }
                 tables.push(TableInfo {
                     name: s.name.clone(),
                     kind: "source".into(),

@@ -116,6 +116,7 @@ pub async fn run(plan: Arc<Plan>, mut opts: RunOptions) -> std::result::Result<R
         checks: vec![],
         published: vec![],
         not_published: vec![],
+        spill: None,
         error: None,
     };
     let mut undo = Undo::default();
@@ -131,6 +132,7 @@ pub async fn run(plan: Arc<Plan>, mut opts: RunOptions) -> std::result::Result<R
     // What the engine materialized for the run (Ballista's scratch) goes,
     // whatever the outcome.
     if let Some(engine) = engine {
+        summary.spill = engine.spilled();
         engine.finish().await;
     }
     if result.is_err() && !undo.staging.is_empty() {
@@ -235,7 +237,11 @@ async fn run_inner(
                 checks::run(&subject, &df, &s.checks, ctx).instrument(span),
             )
             .await?;
+            let mut outcomes = outcomes;
             let failures = checks::failures(&outcomes);
+            if failures.is_empty() {
+                super::quarantine::apply(&engine, s, &mut outcomes, &opts.run_id).await?;
+            }
             summary.checks.extend(outcomes.into_iter().map(|o| CheckReport {
                 on: subject.clone(),
                 outcome: o,

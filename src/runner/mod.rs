@@ -9,6 +9,7 @@ pub mod check;
 pub mod exec;
 pub mod gc;
 pub mod plan;
+pub mod quarantine;
 pub mod report;
 pub mod resolve;
 pub mod select;

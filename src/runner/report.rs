@@ -126,6 +126,9 @@ pub struct RunSummary {
     pub published: Vec<String>,
     /// Sinks that keep their previous output after a failed publish.
     pub not_published: Vec<String>,
+    /// What DataFusion spilled to disk (a local engine's sorts, aggregates
+    /// and joins past `engine.memory_limit`); `None` on Ballista.
+    pub spill: Option<crate::engine::spill::Spill>,
     pub error: Option<String>,
 }
 
@@ -175,6 +178,28 @@ pub fn render_summary(s: &RunSummary) -> String {
     let failed = s.checks.iter().filter(|c| !c.outcome.passed).count();
     if !s.checks.is_empty() {
         let _ = writeln!(e, "  checks: {} run, {failed} failed", s.checks.len());
+    }
+    let mut quarantined: Vec<(&str, Vec<String>)> = Vec::new();
+    for c in &s.checks {
+        if let Some(n) = c.outcome.quarantined.filter(|n| *n > 0) {
+            let item = format!("{} {n}", c.outcome.check);
+            match quarantined.iter_mut().find(|(on, _)| *on == c.on) {
+                Some((_, items)) => items.push(item),
+                None => quarantined.push((&c.on, vec![item])),
+            }
+        }
+    }
+    if let Some(sp) = s.spill.filter(|sp| sp.files > 0) {
+        let _ = writeln!(
+            e,
+            "  spilled to disk: {:.1} MiB, {} rows in {} spill files",
+            sp.bytes as f64 / (1024.0 * 1024.0),
+            sp.rows,
+            sp.files
+        );
+    }
+    for (on, items) in quarantined {
+        let _ = writeln!(e, "  quarantined from {on}: {}", items.join(", "));
     }
     match s.status {
         RunStatus::Success if !s.sinks.is_empty() => {
@@ -308,10 +333,12 @@ mod tests {
                     passed: true,
                     failing: 0,
                     message: String::new(),
+                    quarantined: None,
                 },
             }],
             published: vec!["features".into()],
             not_published: vec![],
+            spill: None,
             error: None,
         }
     }

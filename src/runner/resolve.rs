@@ -89,16 +89,31 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
         }
         owner.insert(name.clone(), String::new());
         let location = vars.interpolate(&s.url).and_then(|u| Location::parse(&u));
-        match location {
-            Ok(location) => match crate::checks::bind(&s.checks, |v| vars.interpolate(v)) {
-                Ok(checks) => sources.push(Source {
-                    name: name.clone(),
-                    location,
-                    checks,
-                }),
+        let quarantine = match &s.quarantine {
+            None => Ok(None),
+            Some(q) => vars
+                .interpolate(q)
+                .and_then(|u| Location::parse(&u))
+                .map(|l| Some(l.as_dir()))
+                .map_err(|e| format!("quarantine: {e}")),
+        };
+        match (location, quarantine) {
+            (Ok(location), Ok(quarantine)) => match crate::checks::bind(&s.checks, |v| vars.interpolate(v)) {
+                Ok(mut checks) => {
+                    if quarantine.is_some() {
+                        super::quarantine::default_thresholds(&mut checks);
+                    }
+                    sources.push(Source {
+                        name: name.clone(),
+                        location,
+                        checks,
+                        quarantine,
+                    })
+                }
                 Err(e) => p.push(Problem::source(name, e)),
             },
-            Err(e) => p.push(Problem::source(name, format!("url: {e}"))),
+            (Err(e), _) => p.push(Problem::source(name, format!("url: {e}"))),
+            (_, Err(e)) => p.push(Problem::source(name, e)),
         }
     }
 
@@ -240,7 +255,6 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
                 continue;
             }
         };
-        sink_lines.push(line);
         sinks.push(Sink {
             table: s.table,
             staging_root: location.clone(),
@@ -248,7 +262,15 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
             partition_by: s.partition_by,
             mode: s.mode,
             checks,
+            quarantine_of: None,
         });
+        sink_lines.push(line);
+    }
+    // Quarantine outputs are sinks too (locked, staged, published with the
+    // others).
+    for q in super::quarantine::sinks(&sources, &sinks, &owner, &mut p) {
+        sinks.push(q);
+        sink_lines.push(None);
     }
 
     // A remote cluster's executors read the sources and write the sinks'
@@ -261,7 +283,10 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
         }
         for (s, line) in sinks.iter().zip(&sink_lines) {
             if let Some(why) = settings.unreachable(&s.location) {
-                p.push(Problem::sink(&s.table, format!("url: {why}")).at(*line));
+                p.push(match &s.quarantine_of {
+                    Some(source) => Problem::source(source, format!("quarantine: {why}")),
+                    None => Problem::sink(&s.table, format!("url: {why}")).at(*line),
+                });
             }
         }
     }
@@ -342,7 +367,7 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
         vars,
         engine: engine.unwrap_or_default(),
         storage,
-        sources,
+        sources: super::quarantine::order(sources),
         steps: ordered,
         sinks,
         hash,

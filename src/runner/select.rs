@@ -103,8 +103,9 @@ pub fn select(mut plan: Plan, selectors: &[Selector], defer: bool) -> Result<Pla
         }
     }
     let all_sinks = plan.sinks.clone();
+    // Sources are read and checked in every run: their quarantines stay.
     plan.sinks
-        .retain(|k| owner.get(&k.table).is_some_and(|o| selected.contains(o)));
+        .retain(|k| k.quarantine_of.is_some() || owner.get(&k.table).is_some_and(|o| selected.contains(o)));
     if defer {
         let mut problems = Vec::new();
         let mut deferred: Vec<Deferred> = Vec::new();
@@ -135,6 +136,7 @@ pub fn select(mut plan: Plan, selectors: &[Selector], defer: bool) -> Result<Pla
                     name: table.clone(),
                     location: sink.location.clone(),
                     checks: vec![],
+                    quarantine: None,
                 });
                 let url = sink.location.to_string();
                 match deferred.iter_mut().find(|d| &d.step == up) {

@@ -41,6 +41,9 @@ pub struct Sink {
     pub partition_by: Vec<String>,
     pub mode: SinkMode,
     pub checks: Vec<CheckSpec>,
+    /// The source whose quarantined rows this sink holds (`quarantine:` on
+    /// a source); `None` for the pipeline's own sinks.
+    pub quarantine_of: Option<String>,
 }
 
 /// How a sink replaces what is already at its location.
@@ -152,13 +155,25 @@ pub async fn stage(engine: &Engine, sink: &Sink, staging: &Location) -> Result<S
         remove_prefix(store.as_ref(), &staging).await;
         return Err(err(format!("writing {staging} failed: {e}")));
     }
-    let files = match describe(store.clone(), &staging).await {
+    let mut files = match describe(store.clone(), &staging).await {
         Ok(f) => f,
         Err(e) => {
             remove_prefix(store.as_ref(), &staging).await;
             return Err(err(e));
         }
     };
+    if files.is_empty() {
+        // DataFusion writes no file for no rows: an empty table is one file
+        // with the schema and no rows (a partitioned one has no partitions,
+        // so no file), and the staged directory exists either way.
+        match write_empty(store.as_ref(), &staging, &schema, sink.partition_by.is_empty()).await {
+            Ok(f) => files = f,
+            Err(e) => {
+                remove_prefix(store.as_ref(), &staging).await;
+                return Err(err(e));
+            }
+        }
+    }
     let rows = files.iter().map(|f| f.rows).sum();
     Ok(Staged {
         sink: sink.clone(),
@@ -168,6 +183,39 @@ pub async fn stage(engine: &Engine, sink: &Sink, staging: &Location) -> Result<S
         rows,
         schema,
     })
+}
+
+/// The staging of a table without rows: a Parquet file with the schema
+/// and no rows (`with_file`, for an unpartitioned sink), and the directory
+/// on local disk.
+async fn write_empty(
+    store: &dyn ObjectStore,
+    staging: &Location,
+    schema: &SchemaRef,
+    with_file: bool,
+) -> std::result::Result<Vec<StagedFile>, String> {
+    if let Some(dir) = staging.local_path() {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    if !with_file {
+        return Ok(vec![]);
+    }
+    let mut bytes = Vec::new();
+    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(&mut bytes, schema.clone(), None)
+        .map_err(|e| format!("writing an empty file to {staging} failed: {e}"))?;
+    w.finish()
+        .map_err(|e| format!("writing an empty file to {staging} failed: {e}"))?;
+    drop(w);
+    let name = "part-00000.parquet";
+    let size = bytes.len() as u64;
+    object_store::ObjectStoreExt::put(store, &staging.child_path(name), object_store::PutPayload::from(bytes))
+        .await
+        .map_err(|e| format!("writing an empty file to {staging} failed: {e}"))?;
+    Ok(vec![StagedFile {
+        path: name.to_string(),
+        rows: 0,
+        bytes: size,
+    }])
 }
 
 /// The data files below a location with their row counts (from the

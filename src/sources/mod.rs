@@ -28,6 +28,10 @@ pub struct Source {
     pub name: String,
     pub location: Location,
     pub checks: Vec<CheckSpec>,
+    /// `quarantine:` (a directory): rows failing the row-level checks go
+    /// there instead of downstream; published as the sink
+    /// `<name>_quarantine` of the plan.
+    pub quarantine: Option<Location>,
 }
 
 /// What listing a location found.
