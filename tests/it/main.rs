@@ -1,6 +1,7 @@
 //! Integration tests: one binary, a module per area. CLI tests run the real
 //! `crmflow` binary and assert exit codes and messages word for word.
 
+mod azure;
 mod ballista;
 mod bench_job;
 mod check_kinds;
