@@ -11,6 +11,7 @@ mod commands;
 mod common;
 mod faults;
 mod features;
+mod gcs;
 mod generate;
 mod ops;
 mod predict_sample;
