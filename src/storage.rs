@@ -10,9 +10,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::error::DataFusionError;
+use datafusion::execution::object_store::{ObjectStoreRegistry, ObjectStoreUrl};
 use object_store::ObjectStore;
 use object_store::path::Path as StorePath;
 use url::Url;
@@ -101,9 +102,10 @@ impl Location {
         &self.url
     }
 
-    /// `scheme://authority`, the key DataFusion registers a store under.
+    /// `scheme://[user@]host[:port]`, the URL a store is registered under
+    /// ([`store_key`]).
     pub fn store_url(&self) -> ObjectStoreUrl {
-        let s = format!("{}://{}", self.url.scheme(), self.url.authority());
+        let s = store_key(&self.url);
         // Cannot fail: scheme and authority come from a parsed URL.
         ObjectStoreUrl::parse(s).expect("scheme://authority of a parsed URL is a valid URL")
     }
@@ -260,6 +262,81 @@ pub fn build_store(loc: &Location, options: &BTreeMap<String, String>) -> Result
     Ok(store)
 }
 
+/// The key of a location's store: `scheme://[user@]host[:port]`. Unlike
+/// DataFusion's default registry (scheme and host), the user part is kept:
+/// in Hadoop-style Azure URLs (`abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/`)
+/// it is the container, so every container of an account gets a store of
+/// its own. A password is never part of a key.
+pub fn store_key(url: &Url) -> String {
+    let user = url.username();
+    let at = if user.is_empty() { "" } else { "@" };
+    format!(
+        "{}://{user}{at}{}",
+        url.scheme(),
+        &url[url::Position::BeforeHost..url::Position::AfterPort]
+    )
+}
+
+/// An object-store registry, one store per bucket or container
+/// ([`store_key`]), that builds the store of a URL on first use from the
+/// environment and the pipeline's storage options ([`build_store`]) and
+/// keeps it for the life of the runtime. Every engine's runtime has one:
+/// the local engine's, and on Ballista the client's, the scheduler's and
+/// each executor's (there the options come with the job).
+pub struct StoreRegistry {
+    options: BTreeMap<String, String>,
+    stores: RwLock<HashMap<String, Arc<dyn ObjectStore>>>,
+}
+
+impl std::fmt::Debug for StoreRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let stores: Vec<String> = match self.stores.read() {
+            Ok(s) => s.keys().cloned().collect(),
+            Err(_) => vec![],
+        };
+        f.debug_struct("StoreRegistry")
+            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .field("stores", &stores)
+            .finish()
+    }
+}
+
+impl StoreRegistry {
+    /// A registry building stores with `options` on top of the environment.
+    pub fn new(options: BTreeMap<String, String>) -> StoreRegistry {
+        StoreRegistry {
+            options,
+            stores: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+impl ObjectStoreRegistry for StoreRegistry {
+    fn register_store(&self, url: &Url, store: Arc<dyn ObjectStore>) -> Option<Arc<dyn ObjectStore>> {
+        let mut stores = self.stores.write().unwrap_or_else(|p| p.into_inner());
+        stores.insert(store_key(url), store)
+    }
+
+    fn deregister_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
+        let mut stores = self.stores.write().unwrap_or_else(|p| p.into_inner());
+        stores
+            .remove(&store_key(url))
+            .ok_or_else(|| DataFusionError::Configuration(format!("no object store is registered for {url}")))
+    }
+
+    fn get_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
+        let key = store_key(url);
+        if let Some(store) = self.stores.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(store.clone());
+        }
+        let loc = Location::parse(&format!("{key}/")).map_err(DataFusionError::Configuration)?;
+        let store = build_store(&loc, &self.options)
+            .map_err(|m| DataFusionError::Configuration(format!("object store for {key}: {m}")))?;
+        let mut stores = self.stores.write().unwrap_or_else(|p| p.into_inner());
+        Ok(stores.entry(key).or_insert(store).clone())
+    }
+}
+
 /// Storage options that are crmflow's own (not a cloud's): how long to
 /// retry a failing request.
 pub const RETRY_KEYS: &[&str] = &["retry_max", "retry_timeout"];
@@ -403,5 +480,34 @@ mod tests {
             err,
             "storage option \"aws_secret_acess_key\" is not known to the aws_* store"
         );
+    }
+    #[test]
+    fn every_container_of_an_account_has_a_store_of_its_own() {
+        let crm = Url::parse("abfss://crm@acct.dfs.core.windows.net/data/x/").unwrap();
+        let crm2 = Url::parse("abfss://crm2@acct.dfs.core.windows.net/out/").unwrap();
+        assert_eq!(store_key(&crm), "abfss://crm@acct.dfs.core.windows.net");
+        assert_eq!(store_key(&crm2), "abfss://crm2@acct.dfs.core.windows.net");
+        assert_eq!(store_key(&Url::parse("s3://b1/x").unwrap()), "s3://b1");
+        assert_eq!(store_key(&Url::parse("az://c:secret@acct/x").unwrap()), "az://c@acct");
+        assert_eq!(
+            Location::parse("abfss://crm@acct.dfs.core.windows.net/data/")
+                .unwrap()
+                .store_url()
+                .as_str(),
+            "abfss://crm@acct.dfs.core.windows.net/"
+        );
+        let reg = StoreRegistry::new(BTreeMap::new());
+        let a: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let b: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        reg.register_store(&crm, a.clone());
+        reg.register_store(&crm2, b.clone());
+        assert!(Arc::ptr_eq(&reg.get_store(&crm).unwrap(), &a));
+        assert!(Arc::ptr_eq(&reg.get_store(&crm2).unwrap(), &b));
+        // What DataFusion looks a scan's store up by.
+        let listing = datafusion::datasource::listing::ListingTableUrl::parse(crm.as_str()).unwrap();
+        assert!(Arc::ptr_eq(
+            &reg.get_store(listing.object_store().as_ref()).unwrap(),
+            &a
+        ));
     }
 }

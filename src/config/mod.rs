@@ -78,13 +78,20 @@ pub struct SourceSpec {
     pub quarantine: Option<String>,
 }
 
-/// Source file formats.
+/// Table formats of sources and sinks.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
+    /// A directory of Parquet files (hive `key=value/` partitions).
     #[default]
     Parquet,
+    /// A Delta Lake table: accepted in the file, refused by validation
+    /// until it is built ([`DELTA_NOT_BUILT`]).
+    Delta,
 }
+
+/// What validation says of `format: delta`.
+pub const DELTA_NOT_BUILT: &str = "format: delta is not built yet (use format: parquet, the default)";
 
 /// A step as written: a name and exactly one kind.
 #[derive(Debug, Deserialize)]
@@ -218,6 +225,8 @@ impl TryFrom<RawStepSpec> for StepSpec {
 pub struct SinkSpec {
     pub table: String,
     pub url: String,
+    #[serde(default)]
+    pub format: Format,
     #[serde(default)]
     pub partition_by: Vec<String>,
     #[serde(default)]

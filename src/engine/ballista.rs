@@ -17,7 +17,7 @@
 //!   Ballista ships its own `s3.*` options (`ballista_core::object_store`).
 //!   Ballista sends every session config entry to the scheduler with the job
 //!   and to the executors with each task.
-//! - the **object stores**: each node's runtime has a [`StoreRegistry`] that
+//! - the **object stores**: each node's runtime has a [`storage::StoreRegistry`] that
 //!   builds the store for a URL the first time a plan touches it, from the
 //!   node's own environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`, instance
 //!   credentials) with the job's storage options on top — exactly what
@@ -28,9 +28,9 @@
 //! executor in this process, with a work directory of its own that is
 //! removed with the engine.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use ballista::prelude::SessionContextExt;
 use ballista_core::config::TaskSchedulingPolicy;
@@ -43,16 +43,12 @@ use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
 use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
-use datafusion::error::DataFusionError;
-use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use object_store::ObjectStore;
-use url::Url;
 
-use crate::storage::{self, Location};
+use crate::storage;
 
 /// The pipeline's `storage:` options as a session config extension, so
 /// that they reach the scheduler and every executor with the job. Values
@@ -113,74 +109,8 @@ pub fn storage_options(config: &SessionConfig) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-/// An object-store registry that builds the store of a URL on first use,
-/// from the node's environment and the job's storage options
-/// ([`storage::build_store`]), and keeps it for the life of the runtime.
-pub struct StoreRegistry {
-    options: BTreeMap<String, String>,
-    stores: RwLock<HashMap<String, Arc<dyn ObjectStore>>>,
-}
-
-impl std::fmt::Debug for StoreRegistry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let stores: Vec<String> = match self.stores.read() {
-            Ok(s) => s.keys().cloned().collect(),
-            Err(_) => vec![],
-        };
-        f.debug_struct("StoreRegistry")
-            .field("options", &self.options.keys().collect::<Vec<_>>())
-            .field("stores", &stores)
-            .finish()
-    }
-}
-
-impl StoreRegistry {
-    /// A registry building stores with `options` on top of the environment.
-    pub fn new(options: BTreeMap<String, String>) -> StoreRegistry {
-        StoreRegistry {
-            options,
-            stores: RwLock::new(HashMap::new()),
-        }
-    }
-
-    /// `scheme://authority`, the key of a store (credentials left out).
-    fn key(url: &Url) -> String {
-        format!(
-            "{}://{}",
-            url.scheme(),
-            &url[url::Position::BeforeHost..url::Position::AfterPort]
-        )
-    }
-}
-
-impl ObjectStoreRegistry for StoreRegistry {
-    fn register_store(&self, url: &Url, store: Arc<dyn ObjectStore>) -> Option<Arc<dyn ObjectStore>> {
-        let mut stores = self.stores.write().unwrap_or_else(|p| p.into_inner());
-        stores.insert(Self::key(url), store)
-    }
-
-    fn deregister_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
-        let mut stores = self.stores.write().unwrap_or_else(|p| p.into_inner());
-        stores
-            .remove(&Self::key(url))
-            .ok_or_else(|| DataFusionError::Configuration(format!("no object store is registered for {url}")))
-    }
-
-    fn get_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
-        let key = Self::key(url);
-        if let Some(store) = self.stores.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Ok(store.clone());
-        }
-        let loc = Location::parse(&format!("{key}/")).map_err(DataFusionError::Configuration)?;
-        let store = storage::build_store(&loc, &self.options)
-            .map_err(|m| DataFusionError::Configuration(format!("object store for {key}: {m}")))?;
-        let mut stores = self.stores.write().unwrap_or_else(|p| p.into_inner());
-        Ok(stores.entry(key).or_insert(store).clone())
-    }
-}
-
 /// A runtime whose object stores come from the config's storage options
-/// ([`StoreRegistry`]); spill files go to `temp_dir` when given.
+/// ([`storage::StoreRegistry`]); spill files go to `temp_dir` when given.
 ///
 /// # Errors
 /// DataFusion's, when the runtime cannot be built.
@@ -189,8 +119,8 @@ pub fn runtime(
     temp_dir: Option<&str>,
     memory_limit: Option<u64>,
 ) -> datafusion::error::Result<Arc<RuntimeEnv>> {
-    let mut builder =
-        RuntimeEnvBuilder::new().with_object_store_registry(Arc::new(StoreRegistry::new(storage_options(config))));
+    let mut builder = RuntimeEnvBuilder::new()
+        .with_object_store_registry(Arc::new(storage::StoreRegistry::new(storage_options(config))));
     if let Some(dir) = temp_dir {
         builder = builder.with_temp_file_path(dir);
     }
@@ -235,7 +165,7 @@ pub fn function_registry(functions: &[ScalarUDF]) -> Arc<BallistaFunctionRegistr
 }
 
 /// The scheduler's session builder: the job's config (with its storage
-/// options) on a runtime with a [`StoreRegistry`].
+/// options) on a runtime with a [`storage::StoreRegistry`].
 fn session_builder(functions: Vec<ScalarUDF>) -> ballista_scheduler::SessionBuilder {
     Arc::new(move |config: SessionConfig| {
         let runtime = runtime(&config, None, None)?;
@@ -486,6 +416,9 @@ fn register(ctx: &SessionContext, functions: &[ScalarUDF]) {
 
 #[cfg(test)]
 mod tests {
+    use datafusion::execution::object_store::ObjectStoreRegistry;
+    use url::Url;
+
     use super::*;
 
     #[test]
@@ -512,7 +445,7 @@ mod tests {
 
     #[test]
     fn the_registry_builds_a_store_once_per_bucket() {
-        let reg = StoreRegistry::new(BTreeMap::new());
+        let reg = storage::StoreRegistry::new(BTreeMap::new());
         let a = reg.get_store(&Url::parse("memory://reg-test/x/y").unwrap()).unwrap();
         let b = reg.get_store(&Url::parse("memory://reg-test/").unwrap()).unwrap();
         assert!(Arc::ptr_eq(&a, &b));

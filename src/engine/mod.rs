@@ -175,7 +175,11 @@ impl Engine {
     /// directory for spilling).
     pub fn new(settings: &Settings, storage: BTreeMap<String, String>, functions: Vec<ScalarUDF>) -> Result<Engine> {
         let config = session_config(settings, &storage);
-        let mut runtime = RuntimeEnvBuilder::new();
+        // One store per bucket or container (DataFusion's default registry
+        // keys by scheme and host, so two containers of an Azure account
+        // would share one).
+        let registry = Arc::new(storage::StoreRegistry::new(storage.clone()));
+        let mut runtime = RuntimeEnvBuilder::new().with_object_store_registry(registry);
         if let Some(bytes) = settings.memory_limit {
             // Fair among the operators that can spill (each sort or
             // aggregate gets its share, none starves the others); the error
@@ -284,18 +288,21 @@ impl Engine {
         }
     }
 
-    /// Registers the store for `loc` (once per store URL) and returns it.
+    /// The store for `loc` (built on first use, one per bucket or
+    /// container, [`storage::StoreRegistry`]).
     ///
     /// # Errors
     /// The store cannot be built from the options and environment.
     pub fn register_store(&self, loc: &Location) -> std::result::Result<Arc<dyn ObjectStore>, String> {
         let key = loc.store_url();
-        if let Ok(store) = self.ctx.runtime_env().object_store(&key) {
-            return Ok(store);
+        match self.ctx.runtime_env().object_store(&key) {
+            Ok(store) => Ok(store),
+            // The registry's error wraps the message: build again for the
+            // plain one (it fails the same way).
+            Err(e) => Err(storage::build_store(loc, &self.storage)
+                .err()
+                .unwrap_or_else(|| e.to_string())),
         }
-        let store = storage::build_store(loc, &self.storage)?;
-        self.ctx.register_object_store(key.as_ref(), store.clone());
-        Ok(store)
     }
 
     /// Computes `df` once, keeping its partitioning, for several readers;

@@ -88,6 +88,9 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
             ));
         }
         owner.insert(name.clone(), String::new());
+        if s.format == crate::config::Format::Delta {
+            p.push(Problem::source(name, crate::config::DELTA_NOT_BUILT));
+        }
         let location = vars.interpolate(&s.url).and_then(|u| Location::parse(&u));
         let quarantine = match &s.quarantine {
             None => Ok(None),
@@ -244,6 +247,9 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
             if !seen.insert(c) {
                 p.push(problem(format!("partition_by lists \"{c}\" twice")));
             }
+        }
+        if s.format == crate::config::Format::Delta {
+            p.push(problem(crate::config::DELTA_NOT_BUILT.to_string()));
         }
         if s.mode == SinkMode::OverwritePartitions && s.partition_by.is_empty() {
             p.push(problem("mode overwrite_partitions needs partition_by".to_string()));

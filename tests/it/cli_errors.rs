@@ -199,3 +199,13 @@ fn missing_pipeline_file_and_usage_errors_exit_2() {
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("\"novalue\" is not KEY=VALUE"), "{}", out.stderr);
 }
+
+#[test]
+fn delta_tables_are_refused_until_built() {
+    assert_invalid(
+        "delta_not_built",
+        "invalid pipeline {file}: 2 problems:
+  - source \"customers\": format: delta is not built yet (use format: parquet, the default)
+  - sink \"ids\" (line 8): format: delta is not built yet (use format: parquet, the default)",
+    );
+}

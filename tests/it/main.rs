@@ -1,6 +1,7 @@
 //! Integration tests: one binary, a module per area. CLI tests run the real
 //! `crmflow` binary and assert exit codes and messages word for word.
 
+mod azure;
 mod ballista;
 mod bench_job;
 mod check_kinds;
@@ -10,6 +11,7 @@ mod commands;
 mod common;
 mod faults;
 mod features;
+mod gcs;
 mod generate;
 mod memory;
 mod ops;

@@ -484,7 +484,7 @@ fn server_dying_mid_upload_leaves_the_previous_output() {
 
 /// Rows of a table as sorted text lines (for comparing outputs written to
 /// different stores).
-fn rows_as_text(batches: &[datafusion::arrow::array::RecordBatch]) -> Vec<String> {
+pub fn rows_as_text(batches: &[datafusion::arrow::array::RecordBatch]) -> Vec<String> {
     let mut out = Vec::new();
     for b in batches {
         let opts = datafusion::arrow::util::display::FormatOptions::default();
@@ -506,7 +506,7 @@ fn rows_as_text(batches: &[datafusion::arrow::array::RecordBatch]) -> Vec<String
     out
 }
 
-async fn read_s3_parquet(
+pub async fn read_store_parquet(
     store: &dyn ObjectStore,
     files: &[String],
     prefix: &str,
@@ -588,7 +588,7 @@ fn the_demo_pipeline_runs_on_s3_and_matches_local_disk() {
         "churn_model",
     ] {
         let (m, files) = rt.block_on(manifest_rows(store.as_ref(), &format!("out/{table}")));
-        let from_s3 = rt.block_on(read_s3_parquet(store.as_ref(), &files, &format!("out/{table}")));
+        let from_s3 = rt.block_on(read_store_parquet(store.as_ref(), &files, &format!("out/{table}")));
         let from_disk = super::common::read_dir(&d.join("local").join(table));
         assert_eq!(
             m["rows"].as_u64().unwrap() as usize,
