@@ -114,18 +114,43 @@ async fn run(args: RunArgs, progress: ProgressBar, text_logs: bool) -> Result<()
     let mut results = args.run_results.as_deref().map(ResultsFile::open).transpose()?;
     let run_id = crate::runner::run_id();
     crate::logging::set_run_id(&run_id);
-    let loaded = load(&args.pipeline).and_then(|plan| {
-        if args.select.is_empty() {
+    // `--report` wins over `report:`.
+    let cli_report = args
+        .report
+        .as_deref()
+        .map(crate::storage::Location::parse)
+        .transpose()
+        .map_err(|m| Error::Usage(format!("--report: {m}")))?;
+    let loaded = load(&args.pipeline)
+        .and_then(|plan| {
+            if args.select.is_empty() {
+                Ok(plan)
+            } else {
+                plan::select(plan, &args.select)
+            }
+        })
+        .and_then(|mut plan| {
+            if let Some(r) = &cli_report {
+                let problems = resolve::report_problems(r, &plan.sinks);
+                if !problems.is_empty() {
+                    return Err(Error::invalid(args.pipeline.pipeline.display(), problems));
+                }
+                plan.report = Some(r.clone());
+            }
             Ok(plan)
-        } else {
-            plan::select(plan, &args.select)
-        }
-    });
+        });
     let plan = match loaded {
         Ok(plan) => plan,
         Err(e) => {
+            let summary = invalid_summary(&args, &run_id, &e);
             if let Some(r) = &mut results {
-                r.write(&summary_json(&invalid_summary(&args, &run_id, &e)));
+                r.write(&summary_json(&summary));
+            }
+            // The report of a pipeline that does not load: the error.
+            if let Some(loc) = &cli_report {
+                let html = crate::vars::mask(&crate::runner::html::render(&summary, &Default::default()));
+                let store = crate::storage::build_store(loc, &Default::default());
+                exec::write_report(loc, store, html).await;
             }
             return Err(e);
         }

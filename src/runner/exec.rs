@@ -26,6 +26,7 @@ use tracing::Instrument;
 use super::check;
 use super::plan::{Plan, Step, StepKind};
 use super::report::{CheckReport, RunStatus, RunSummary, SinkReport, StepReport};
+use super::story::{self, Story};
 use crate::checks;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -68,11 +69,14 @@ pub struct RunOptions {
 }
 
 /// What a run has to undo if it fails: staging registered before its first
-/// byte is written, and the sink locks it holds.
+/// byte is written, and the sink locks it holds. Also what the HTML report
+/// needs at the end: its store and the stage stories so far.
 #[derive(Default)]
 struct Undo {
     staging: Vec<(Arc<dyn ObjectStore>, Location)>,
     locks: Vec<lock::Held>,
+    report_store: Option<Arc<dyn ObjectStore>>,
+    story: Story,
 }
 
 impl Undo {
@@ -141,7 +145,7 @@ pub async fn run(plan: Arc<Plan>, mut opts: RunOptions) -> std::result::Result<R
     }
     summary.seconds = started.elapsed().as_secs_f64();
     opts.progress.finish_and_clear();
-    match result {
+    let result = match result {
         Ok(()) => {
             summary.status = RunStatus::Success;
             Ok(summary)
@@ -155,7 +159,52 @@ pub async fn run(plan: Arc<Plan>, mut opts: RunOptions) -> std::result::Result<R
             summary.error = Some(plan.vars.mask(&e.render()));
             Err((e, summary))
         }
+    };
+    if let Some(loc) = &plan.report {
+        let s = match &result {
+            Ok(s) | Err((_, s)) => s,
+        };
+        let html = plan.vars.mask(&super::html::render(s, &undo.story));
+        let store = match undo.report_store.take() {
+            Some(store) => Ok(store),
+            None => crate::storage::build_store(loc, &plan.storage),
+        };
+        write_report(loc, store, html).await;
     }
+    result
+}
+
+/// Writes the HTML report in one put (a local file appears whole: it is
+/// written aside and renamed; an object store replaces the object at
+/// once). A failure now is logged: the run's outcome stands.
+pub async fn write_report(loc: &Location, store: std::result::Result<Arc<dyn ObjectStore>, String>, html: String) {
+    use object_store::ObjectStoreExt;
+    let written = match store {
+        Ok(store) => store
+            .put(&loc.path(), object_store::PutPayload::from(html.into_bytes()))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    match written {
+        Ok(()) => tracing::info!(report = %loc, "report written"),
+        Err(e) => {
+            tracing::error!(report = %loc, "the report could not be written: {e}; the run's outcome is unchanged")
+        }
+    }
+}
+
+/// Puts and deletes a probe object beside the report, so that a report
+/// that cannot be written fails the run before any data is read.
+async fn probe_report(store: &Arc<dyn ObjectStore>, loc: &Location, run_id: &str) -> std::result::Result<(), String> {
+    use object_store::ObjectStoreExt;
+    let probe = object_store::path::Path::from(format!("{}.probe-{run_id}", loc.path()));
+    store
+        .put(&probe, object_store::PutPayload::from_static(b""))
+        .await
+        .map_err(|e| e.to_string())?;
+    store.delete(&probe).await.map_err(|e| e.to_string())
 }
 
 async fn run_inner(
@@ -200,6 +249,18 @@ async fn run_inner(
         }
     }
     let _heartbeat = AbortOnDrop(heartbeat(undo.locks.clone()));
+    if let Some(loc) = &plan.report {
+        let err = |m: String| Error::Storage {
+            url: loc.to_string(),
+            cause: format!("the report cannot be written there: {m}").into(),
+        };
+        let store = engine.register_store(loc).map_err(err)?;
+        guarded(&mut opts.interrupt, async {
+            probe_report(&store, loc, &opts.run_id).await.map_err(err)
+        })
+        .await?;
+        undo.report_store = Some(store);
+    }
 
     // Plan every step against the real schemas (footers only): a pipeline
     // that cannot run fails with exit 2 before any row is read.
@@ -277,6 +338,17 @@ async fn run_inner(
             rows,
             seconds,
         });
+        // The report reads the stage's small tables and aggregates of its
+        // scored one now, while they are registered.
+        if plan.report.is_some()
+            && let StepKind::Stage(kind) = &step.kind
+        {
+            let t0 = Instant::now();
+            let told = story::collect(&engine, &step.name, kind.name(), &step.outputs).instrument(span.clone());
+            let told = guarded(&mut opts.interrupt, told.map(Ok)).await?;
+            tracing::info!(parent: &span, step = %step.name, seconds = t0.elapsed().as_secs_f64(), "read for the report");
+            undo.story.steps.push(told);
+        }
         release_unread(&engine, plan, i);
         pb.inc(1);
     }

@@ -29,6 +29,8 @@ pub struct Plan {
     /// In run order: every step after the steps it reads.
     pub steps: Vec<Step>,
     pub sinks: Vec<Sink>,
+    /// The HTML run report's location (`report:` or `--report`).
+    pub report: Option<crate::storage::Location>,
 }
 
 /// One step.
