@@ -121,6 +121,7 @@ async fn run(args: RunArgs, progress: ProgressBar, text_logs: bool) -> Result<()
         .map(crate::storage::Location::parse)
         .transpose()
         .map_err(|m| Error::Usage(format!("--report: {m}")))?;
+    let mut bad_report = false;
     let loaded = load(&args.pipeline)
         .and_then(|plan| {
             if args.select.is_empty() {
@@ -133,6 +134,7 @@ async fn run(args: RunArgs, progress: ProgressBar, text_logs: bool) -> Result<()
             if let Some(r) = &cli_report {
                 let problems = resolve::report_problems(r, &plan.sinks);
                 if !problems.is_empty() {
+                    bad_report = true;
                     return Err(Error::invalid(args.pipeline.pipeline.display(), problems));
                 }
                 plan.report = Some(r.clone());
@@ -146,8 +148,9 @@ async fn run(args: RunArgs, progress: ProgressBar, text_logs: bool) -> Result<()
             if let Some(r) = &mut results {
                 r.write(&summary_json(&summary));
             }
-            // The report of a pipeline that does not load: the error.
-            if let Some(loc) = &cli_report {
+            // The report of a pipeline that does not load: the error (not
+            // where the report itself may not go).
+            if let Some(loc) = cli_report.as_ref().filter(|_| !bad_report) {
                 let html = crate::vars::mask(&crate::runner::html::render(&summary, &Default::default()));
                 let store = crate::storage::build_store(loc, &Default::default());
                 exec::write_report(loc, store, html).await;

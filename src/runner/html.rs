@@ -28,7 +28,8 @@ table{border-collapse:collapse;font-size:13px;margin:6px 0 10px;background:#fff}
 th,td{border:1px solid #e0e0e0;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f0f2f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
 td.fail{color:#c62828;font-weight:600}td.pass{color:#1a7f37}
-.chart{max-width:100%;height:auto;display:block;margin:4px 0 8px}
+.panels{display:flex;flex-wrap:wrap;gap:0 28px;align-items:flex-start}.panel{max-width:100%;overflow-x:auto}
+.chart{max-width:100%;height:auto;display:block;margin:4px 0 8px}td{white-space:nowrap}
 .chart .tick{font-size:11px;fill:#444}.chart .label{font-size:12px;fill:#222}
 .grid td{width:150px;height:44px;text-align:center;font-size:12px;color:#111}
 .note{color:#666;font-size:13px}nav a{margin-right:12px;font-size:14px}
@@ -198,10 +199,11 @@ fn stage(h: &mut String, s: &StepStory) {
         esc(&s.step),
         esc(&s.kind)
     );
+    h.push_str("<div class=\"panels\">");
     for hist in &s.histograms {
         let _ = write!(
             h,
-            "<h3>Distribution of {}</h3><p class=\"meta\">{} values, mean {}, min {}, max {}{}</p>{}",
+            "<div class=\"panel\"><h3>Distribution of {}</h3><p class=\"meta\">{} values, mean {}, min {}, max {}{}</p>{}</div>",
             esc(&hist.column),
             hist.count,
             esc(&number(hist.mean)),
@@ -226,9 +228,11 @@ fn stage(h: &mut String, s: &StepStory) {
             (_, "_k_selection") => k_selection(h, t),
             (_, "_calibration") => calibration(h, t),
             ("rfm", "_profile") => rfm_profile(h, t),
+            (_, "_roc") => roc(h, t),
             _ => generic(h, t, &t.name),
         }
     }
+    h.push_str("</div>");
     for n in &s.notes {
         let _ = write!(h, "<p class=\"note\">{}</p>", esc(n));
     }
@@ -237,7 +241,7 @@ fn stage(h: &mut String, s: &StepStory) {
 
 /// A plain table of `t` (every column, every kept row).
 fn generic(h: &mut String, t: &Table, title: &str) {
-    let _ = write!(h, "<h3>{}</h3><table><tr>", esc(title));
+    let _ = write!(h, "<div class=\"panel\"><h3>{}</h3><table><tr>", esc(title));
     for c in &t.columns {
         let _ = write!(h, "<th>{}</th>", esc(c));
     }
@@ -259,6 +263,7 @@ fn generic(h: &mut String, t: &Table, title: &str) {
             esc(&t.name)
         );
     }
+    h.push_str("</div>");
 }
 
 fn is_name_value(t: &Table) -> bool {
@@ -275,7 +280,11 @@ fn name_value(h: &mut String, t: &Table) {
         .iter()
         .any(|n| n.ends_with("_se") && names.contains(&n[..n.len() - 3].to_string()));
     let show = |v: Option<f64>| v.map(number).unwrap_or_default();
-    let _ = write!(h, "<h3>{}</h3><table><tr><th>{key}</th><th>value</th>", esc(&t.name));
+    let _ = write!(
+        h,
+        "<div class=\"panel\"><h3>{}</h3><table><tr><th>{key}</th><th>value</th>",
+        esc(&t.name)
+    );
     if has_se {
         h.push_str("<th>standard error</th>");
     }
@@ -299,7 +308,7 @@ fn name_value(h: &mut String, t: &Table) {
         }
         h.push_str("</tr>");
     }
-    h.push_str("</table>");
+    h.push_str("</table></div>");
 }
 
 /// Metric names as people read them.
@@ -320,7 +329,7 @@ fn segment_profile(h: &mut String, t: &Table, z: Option<&Table>) {
         let values: Vec<f64> = sizes.iter().map(|v| v.unwrap_or(0.0)).collect();
         let _ = write!(
             h,
-            "<h3>Segment sizes</h3>{}",
+            "<div class=\"panel\"><h3>Segment sizes</h3>{}</div>",
             svg::bars("segment sizes", &labels, &values, PALETTE)
         );
     }
@@ -333,7 +342,7 @@ fn segment_profile(h: &mut String, t: &Table, z: Option<&Table>) {
 /// Mean standardized features per segment, coloured from blue (below the
 /// overall mean) to red (above).
 fn heatmap(h: &mut String, z: &Table) {
-    h.push_str("<h3>Mean standardized features per segment</h3><p class=\"meta\">(segment mean − overall mean) / overall standard deviation</p><table><tr>");
+    h.push_str("<div class=\"panel\"><h3>Mean standardized features per segment</h3><p class=\"meta\">(segment mean − overall mean) / overall standard deviation</p><table><tr>");
     for c in &z.columns {
         let _ = write!(h, "<th>{}</th>", esc(c));
     }
@@ -358,7 +367,7 @@ fn heatmap(h: &mut String, z: &Table) {
         }
         h.push_str("</tr>");
     }
-    h.push_str("</table>");
+    h.push_str("</table></div>");
 }
 
 fn k_selection(h: &mut String, t: &Table) {
@@ -367,7 +376,7 @@ fn k_selection(h: &mut String, t: &Table) {
     {
         let _ = write!(
             h,
-            "<h3>Choosing k: mean silhouette</h3>{}",
+            "<div class=\"panel\"><h3>Choosing k: mean silhouette</h3>{}</div>",
             svg::lines("silhouette by k", &k, &[("silhouette".to_string(), sil)], "k")
         );
     }
@@ -390,7 +399,7 @@ fn calibration(h: &mut String, t: &Table) {
         if !series.is_empty() {
             let _ = write!(
                 h,
-                "<h3>Calibration: holdout purchases, actual and predicted</h3>{}",
+                "<div class=\"panel\"><h3>Calibration: holdout purchases, actual and predicted</h3>{}</div>",
                 svg::lines("calibration", &x, &series, first)
             );
         }
@@ -403,7 +412,7 @@ fn rfm_profile(h: &mut String, t: &Table) {
         let values: Vec<f64> = sizes.iter().map(|v| v.unwrap_or(0.0)).collect();
         let _ = write!(
             h,
-            "<h3>RFM segment sizes</h3>{}",
+            "<div class=\"panel\"><h3>RFM segment sizes</h3>{}</div>",
             svg::bars("RFM segment sizes", &segs, &values, PALETTE)
         );
     }
@@ -419,7 +428,7 @@ fn rfm_grid(h: &mut String, s: &StepStory) {
         let i = order.iter().position(|o| o == seg).unwrap_or(order.len());
         PALETTE[i % PALETTE.len()]
     };
-    h.push_str("<h3>The RFM map: recency × (frequency + monetary) / 2</h3><table class=\"grid\"><tr><th>r \\ fm</th>");
+    h.push_str("<div class=\"panel\"><h3>The RFM map: recency × (frequency + monetary) / 2</h3><table class=\"grid\"><tr><th>r \\ fm</th>");
     for fm in 1..=5 {
         let _ = write!(h, "<th>{fm}</th>");
     }
@@ -443,5 +452,20 @@ fn rfm_grid(h: &mut String, s: &StepStory) {
         }
         h.push_str("</tr>");
     }
-    h.push_str("</table>");
+    h.push_str("</table></div>");
+}
+
+/// The ROC curve (fpr, tpr) with the diagonal, and the table.
+fn roc(h: &mut String, t: &Table) {
+    if let (Some(fpr), Some(tpr)) = (t.nums("fpr"), t.nums("tpr")) {
+        let pts: Vec<(f64, f64)> = fpr.iter().zip(&tpr).filter_map(|(x, y)| Some(((*x)?, (*y)?))).collect();
+        if !pts.is_empty() {
+            let _ = write!(
+                h,
+                "<div class=\"panel\"><h3>ROC curve on the holdout</h3>{}</div>",
+                svg::roc(&pts)
+            );
+        }
+    }
+    generic(h, t, &t.name);
 }

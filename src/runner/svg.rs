@@ -27,7 +27,7 @@ pub const PALETTE: &[&str] = &[
     "#d9d9d9", "#8da0cb", "#e78ac3", "#a6cee3",
 ];
 
-const W: f64 = 640.0;
+const W: f64 = 480.0;
 
 fn open(h: f64, label: &str) -> String {
     format!(
@@ -203,6 +203,51 @@ pub fn lines(title: &str, x_labels: &[String], series: &[(String, Vec<Option<f64
             esc(name)
         );
     }
+    s.push_str("</svg>");
+    s
+}
+
+/// A ROC curve: (fpr, tpr) points on the unit square, with the diagonal.
+pub fn roc(points: &[(f64, f64)]) -> String {
+    let (size, left, top) = (260.0, 40.0, 10.0);
+    let plot = size - left - 30.0;
+    let mut s = format!(
+        "<svg class=\"chart\" viewBox=\"0 0 {size} {size}\" width=\"{size}\" height=\"{size}\" role=\"img\" aria-label=\"ROC curve\">"
+    );
+    let at = |x: f64, y: f64| (left + plot * x, top + plot * (1.0 - y));
+    axes(&mut s, left, top, plot, plot);
+    let (x0, y0) = at(0.0, 0.0);
+    let (x1, y1) = at(1.0, 1.0);
+    let _ = write!(
+        s,
+        "<path d=\"M{x0:.1} {y0:.1} L{x1:.1} {y1:.1}\" stroke=\"#aaa\" stroke-dasharray=\"4 3\" fill=\"none\" />"
+    );
+    let mut sorted: Vec<(f64, f64)> = points.to_vec();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let d: Vec<String> = sorted
+        .iter()
+        .map(|&(x, y)| {
+            let (px, py) = at(x, y);
+            format!("{px:.1},{py:.1}")
+        })
+        .collect();
+    let _ = write!(
+        s,
+        "<polyline points=\"{}\" fill=\"none\" stroke=\"#d6604d\" stroke-width=\"2\" />",
+        d.join(" ")
+    );
+    let _ = write!(
+        s,
+        "<text x=\"{:.1}\" y=\"{:.1}\" class=\"tick\" text-anchor=\"middle\">false positive rate</text><text x=\"12\" y=\"{:.1}\" class=\"tick\" text-anchor=\"middle\" transform=\"rotate(-90 12 {:.1})\">true positive rate</text><text x=\"{:.1}\" y=\"{:.1}\" class=\"tick\" text-anchor=\"end\">1</text><text x=\"{:.1}\" y=\"{:.1}\" class=\"tick\" text-anchor=\"end\">0</text>",
+        left + plot / 2.0,
+        size - 4.0,
+        top + plot / 2.0,
+        top + plot / 2.0,
+        left - 4.0,
+        top + 8.0,
+        left - 4.0,
+        top + plot
+    );
     s.push_str("</svg>");
     s
 }

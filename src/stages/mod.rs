@@ -21,6 +21,7 @@ pub mod features;
 pub mod kmeans;
 pub mod predict;
 pub mod rfm;
+pub mod roc;
 pub mod segment;
 
 use std::sync::Arc;

@@ -14,6 +14,7 @@ mod generate;
 mod ops;
 mod predict_sample;
 mod publish;
+mod report;
 mod rfm;
 mod s3;
 mod sources;

@@ -45,6 +45,11 @@ fn write_rows(path: &Path, rows: &[(i64, i64, i64, Option<f64>)]) {
     write_parquet(path, &batch);
 }
 
+/// Writes the hand-computed fixture (for the report tests too).
+pub fn write_hand_fixture(path: &Path) {
+    write_rows(path, HAND);
+}
+
 fn pipeline(segments: &str) -> String {
     format!(
         "name: rfm_test
