@@ -467,5 +467,122 @@ fn roc(h: &mut String, t: &Table) {
             );
         }
     }
-    generic(h, t, &t.name);
+    // Every tenth threshold of the table.
+    let tenths = t.nums("threshold").map(|th| {
+        let rows = t
+            .rows
+            .iter()
+            .zip(th)
+            .filter(|(_, v)| v.is_some_and(|v| ((v * 10.0).round() - v * 10.0).abs() < 1e-9))
+            .map(|(r, _)| r.clone())
+            .collect();
+        Table { rows, ..t.clone() }
+    });
+    generic(h, tenths.as_ref().unwrap_or(t), &format!("{} (every 0.1)", t.name));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::report::RunSummary;
+
+    fn summary() -> RunSummary {
+        RunSummary {
+            run_id: "r1".into(),
+            pipeline: "p".into(),
+            status: RunStatus::Success,
+            vars: Default::default(),
+            started_at: "2026-12-01T00:00:00.000Z".into(),
+            seconds: 1.0,
+            steps: vec![],
+            sinks: vec![],
+            checks: vec![],
+            published: vec![],
+            not_published: vec![],
+            error: None,
+        }
+    }
+
+    fn table(name: &str, columns: &[&str], rows: Vec<Vec<Cell>>) -> Table {
+        Table {
+            name: name.into(),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            rows,
+            truncated: false,
+        }
+    }
+
+    fn nv(pairs: &[(&str, f64)]) -> Vec<Vec<Cell>> {
+        pairs
+            .iter()
+            .map(|(n, v)| vec![Cell::Text(n.to_string()), Cell::Num(*v)])
+            .collect()
+    }
+
+    #[test]
+    fn standard_errors_go_beside_their_parameters() {
+        let t = table(
+            "clv_model",
+            &["name", "value"],
+            nv(&[("r", 1.5), ("r_se", 0.25), ("iterations", 17.0)]),
+        );
+        let mut h = String::new();
+        name_value(&mut h, &t);
+        assert_eq!(
+            h,
+            "<div class=\"panel\"><h3>clv_model</h3><table><tr><th>name</th><th>value</th><th>standard error</th></tr>\
+             <tr><td>r</td><td class=\"n\">1.500</td><td class=\"n\">0.2500</td></tr>\
+             <tr><td>iterations</td><td class=\"n\">17</td><td class=\"n\"></td></tr></table></div>"
+        );
+    }
+
+    #[test]
+    fn unknown_kinds_and_tables_are_shown_as_tables_and_calibration_as_a_chart() {
+        let story = Story {
+            steps: vec![StepStory {
+                step: "m".into(),
+                kind: "mystery".into(),
+                tables: vec![
+                    table(
+                        "m_oddities",
+                        &["what", "how_many", "ok"],
+                        vec![vec![Cell::Text("a<b".into()), Cell::Num(3.0), Cell::Bool(true)]],
+                    ),
+                    table(
+                        "m_calibration",
+                        &["bucket", "customers", "mean_actual", "mean_predicted"],
+                        vec![
+                            vec![Cell::Text("0".into()), Cell::Num(10.0), Cell::Num(0.1), Cell::Num(0.2)],
+                            vec![Cell::Text("7+".into()), Cell::Num(2.0), Cell::Num(3.0), Cell::Null],
+                        ],
+                    ),
+                ],
+                notes: vec!["table m_x could not be read: gone".into()],
+                ..StepStory::default()
+            }],
+        };
+        let html = render(&summary(), &story);
+        assert!(html.contains(
+            "<h3>m_oddities</h3><table><tr><th>what</th><th>how_many</th><th>ok</th></tr><tr><td>a&lt;b</td><td class=\"n\">3</td><td>true</td></tr></table>"
+        ));
+        // Two series; the missing predicted point is skipped.
+        let chart = &html[html.find("<h3>Calibration").unwrap()..];
+        assert_eq!(chart[..chart.find("</svg>").unwrap()].matches("<polyline").count(), 2);
+        assert_eq!(chart[..chart.find("</svg>").unwrap()].matches("<circle").count(), 3);
+        assert!(html.contains("<p class=\"note\">table m_x could not be read: gone</p>"));
+        assert!(html.contains("<p class=\"note\">No step ran.</p>"));
+    }
+
+    #[test]
+    fn a_failed_run_shows_what_was_published() {
+        let mut s = summary();
+        s.status = RunStatus::Failed;
+        s.error = Some("sink \"b\": <denied>".into());
+        s.published = vec!["a".into()];
+        s.not_published = vec!["b".into()];
+        let html = render(&s, &Story::default());
+        assert!(html.contains(
+            "<div class=\"error\"><strong>The run failed.</strong> Published: a. Not published (previous outputs untouched): b.<pre>sink &quot;b&quot;: &lt;denied&gt;</pre></div>"
+        ));
+    }
 }

@@ -89,3 +89,38 @@ pub async fn table(engine: &Engine, step: &str, holdout: DataFrame) -> Result<Da
     .map_err(|e| Error::step(step, e))?;
     engine.values(&batch).map_err(|e| Error::step(step, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Float64Type;
+
+    #[tokio::test]
+    async fn tpr_and_fpr_count_the_holdout_rows_at_each_threshold() {
+        let engine = Engine::new(&Default::default(), Default::default(), vec![]).unwrap();
+        // Positives at 0.9, 0.6, 0.3; negatives at 0.7, 0.2, 0.05 (and 1.0,
+        // which counts at threshold 1).
+        let df = engine
+            .context()
+            .sql(
+                "SELECT CAST(y AS DOUBLE) AS __y, p AS __p FROM (VALUES (1, 0.9), (1, 0.6), (1, 0.3), (0, 0.7), (0, 0.2), (0, 0.05), (0, 1.0)) AS t(y, p)",
+            )
+            .await
+            .unwrap();
+        let rows = table(&engine, "s", df).await.unwrap().collect().await.unwrap();
+        let b = datafusion::arrow::compute::concat_batches(&rows[0].schema(), &rows).unwrap();
+        assert_eq!(b.num_rows(), 101);
+        let col = |j: usize| b.column(j).as_primitive::<Float64Type>().clone();
+        let (t, tpr, fpr) = (col(0), col(1), col(2));
+        let at = |k: usize| (t.value(k), tpr.value(k), fpr.value(k));
+        assert_eq!(at(0), (0.0, 1.0, 1.0));
+        // p >= 0.25: positives 0.9, 0.6, 0.3; negatives 0.7, 1.0.
+        assert_eq!(at(25), (0.25, 1.0, 0.5));
+        // p >= 0.65: positive 0.9; negatives 0.7, 1.0.
+        assert_eq!(at(65), (0.65, 1.0 / 3.0, 0.5));
+        // p >= 0.95: only the negative at 1.0.
+        assert_eq!(at(95), (0.95, 0.0, 0.25));
+        assert_eq!(at(100), (1.0, 0.0, 0.25));
+    }
+}

@@ -28,18 +28,20 @@ raw="$(mktemp --suffix=.png)"
 profile="$(mktemp -d)"
 trap 'rm -rf "$raw" "$profile"' EXIT
 width="${WIDTH:-1100}"
-height="${HEIGHT:-2600}"
+height="${HEIGHT:-5200}"
 "$browser" --headless --no-sandbox --disable-gpu --disable-background-networking \
     --disable-extensions --disable-sync --no-first-run --hide-scrollbars \
     --user-data-dir="$profile" --proxy-server=127.0.0.1:9 \
     --window-size="$width,$height" --screenshot="$raw" "file://$(realpath "$report")" 2>/dev/null
-# Chromium writes a full-colour PNG; a palette of 64 colours keeps it small.
-if command -v python3 >/dev/null && python3 -c "import PIL" 2>/dev/null; then
-    python3 - "$raw" "$out" <<'PY'
+# Chromium writes a full-colour PNG; a palette of 128 colours keeps it small
+# (Pillow: PYTHON=target/ref-venv/bin/python with pillow==11.0.0).
+python="${PYTHON:-python3}"
+if "$python" -c "import PIL" 2>/dev/null; then
+    "$python" - "$raw" "$out" <<'PY'
 import sys
 from PIL import Image
 img = Image.open(sys.argv[1]).convert("RGB")
-img.quantize(colors=64, method=Image.Quantize.MEDIANCUT).save(sys.argv[2], optimize=True)
+img.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(sys.argv[2], optimize=True)
 PY
 else
     cp "$raw" "$out"
