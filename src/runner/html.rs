@@ -60,9 +60,9 @@ pub fn render(summary: &RunSummary, story: &Story) -> String {
     for s in &story.steps {
         stage(&mut h, s);
     }
-    let _ = write!(
+    let _ = writeln!(
         h,
-        "<footer>crmflow {} · run {} · every figure comes from the run's own tables</footer></main></body></html>\n",
+        "<footer>crmflow {} · run {} · every figure comes from the run's own tables</footer></main></body></html>",
         env!("CARGO_PKG_VERSION"),
         esc(&summary.run_id)
     );
