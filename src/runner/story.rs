@@ -13,7 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::functions::core::expr_fn::least;
 use datafusion::functions::math::expr_fn::{floor, isnan};
-use datafusion::functions_aggregate::expr_fn::{avg, count, max, min, stddev_pop};
+use datafusion::functions_aggregate::expr_fn::{avg, count, max, min, stddev_pop, sum};
 use datafusion::logical_expr::{cast as cast_expr, lit, when};
 use datafusion::prelude::{DataFrame, col};
 
@@ -178,10 +178,11 @@ pub async fn collect(engine: &Engine, step: &str, kind: &str, outputs: &[String]
     };
     let schema: Schema = scored.schema().as_arrow().clone();
     let numeric = |c: &str| schema.field_with_name(c).is_ok_and(|f| f.data_type().is_numeric());
-    for c in histogram_columns(kind).iter().filter(|c| numeric(c)) {
-        match histogram(scored.clone(), c).await {
-            Ok(h) => story.histograms.push(h),
-            Err(e) => story.notes.push(format!("histogram of {main}.{c}: {e}")),
+    let wanted: Vec<&str> = histogram_columns(kind).iter().copied().filter(|c| numeric(c)).collect();
+    if !wanted.is_empty() {
+        match histograms(scored.clone(), &wanted).await {
+            Ok(h) => story.histograms = h,
+            Err(e) => story.notes.push(format!("histograms of {main}: {e}")),
         }
     }
     if ["r_score", "f_score", "m_score"].iter().all(|c| numeric(c)) && schema.field_with_name("rfm_segment").is_ok() {
@@ -288,76 +289,85 @@ fn first_f64(batches: &[RecordBatch], j: usize) -> Option<f64> {
     a.is_valid(0).then(|| a.value(0))
 }
 
-/// Count, min, max and mean of the finite values in one aggregate, then the
-/// bin counts in a second (group by bin): two scans, [`BINS`] rows back.
+/// The histogram of one column: [`histograms`].
+///
+/// # Errors
+/// A query failure.
 pub async fn histogram(df: DataFrame, c: &str) -> datafusion::error::Result<Histogram> {
-    let x = f64_col(c);
-    let is_finite = x.clone().is_not_null().and(isnan(x.clone()).is_false());
-    let v = when(is_finite.clone(), x.clone()).end()?;
-    let b = df
-        .clone()
-        .aggregate(
-            vec![],
-            vec![
-                count(v.clone()).alias("n"),
-                min(v.clone()).alias("lo"),
-                max(v.clone()).alias("hi"),
-                avg(v).alias("mean"),
-                count(lit(1)).alias("rows"),
-            ],
-        )?
-        .collect()
-        .await?;
-    let n = first_f64(&b, 0).unwrap_or(0.0) as u64;
-    let (lo, hi, mean) = (
-        first_f64(&b, 1).unwrap_or(f64::NAN),
-        first_f64(&b, 2).unwrap_or(f64::NAN),
-        first_f64(&b, 3).unwrap_or(f64::NAN),
-    );
-    let total = first_f64(&b, 4).unwrap_or(0.0) as u64;
-    let mut bins = vec![0u64; BINS];
-    if n > 0 {
-        let width = (hi - lo) / BINS as f64;
+    let mut h = histograms(df, &[c]).await?;
+    Ok(h.remove(0))
+}
+
+/// Histograms of `columns` in two scans of `df`: count, min, max and mean
+/// of each column's finite values in one aggregate, then every bin count
+/// of every column in a second (`sum(CASE WHEN bin = k THEN 1 END)`); one
+/// row comes back from each.
+///
+/// # Errors
+/// A query failure.
+pub async fn histograms(df: DataFrame, columns: &[&str]) -> datafusion::error::Result<Vec<Histogram>> {
+    let finite = |c: &str| {
+        let x = f64_col(c);
+        x.clone().is_not_null().and(isnan(x).is_false())
+    };
+    let mut aggs = vec![count(lit(1)).alias("__rows")];
+    for (j, c) in columns.iter().enumerate() {
+        let v = when(finite(c), f64_col(c)).end()?;
+        aggs.push(count(v.clone()).alias(format!("__n{j}")));
+        aggs.push(min(v.clone()).alias(format!("__lo{j}")));
+        aggs.push(max(v.clone()).alias(format!("__hi{j}")));
+        aggs.push(avg(v).alias(format!("__mean{j}")));
+    }
+    let b = df.clone().aggregate(vec![], aggs)?.collect().await?;
+    let total = first_f64(&b, 0).unwrap_or(0.0) as u64;
+    let mut out: Vec<Histogram> = columns
+        .iter()
+        .enumerate()
+        .map(|(j, c)| {
+            let n = first_f64(&b, 1 + 4 * j).unwrap_or(0.0) as u64;
+            Histogram {
+                column: c.to_string(),
+                count: n,
+                missing: total.saturating_sub(n),
+                min: first_f64(&b, 2 + 4 * j).unwrap_or(f64::NAN),
+                max: first_f64(&b, 3 + 4 * j).unwrap_or(f64::NAN),
+                mean: first_f64(&b, 4 + 4 * j).unwrap_or(f64::NAN),
+                bins: vec![0; BINS],
+            }
+        })
+        .collect();
+    // Each column's bin (null when not finite) in a projection, then one
+    // aggregate of `bin = k` per bin.
+    let mut projected = Vec::new();
+    let mut bin_aggs = Vec::new();
+    let mut slots = Vec::new();
+    for (j, h) in out.iter().enumerate() {
+        if h.count == 0 {
+            continue;
+        }
+        let width = (h.max - h.min) / BINS as f64;
         let bin = if width > 0.0 {
             least(vec![
-                cast_expr(floor((x - lit(lo)) / lit(width)), DataType::Int64),
+                cast_expr(floor((f64_col(&h.column) - lit(h.min)) / lit(width)), DataType::Int64),
                 lit((BINS - 1) as i64),
             ])
         } else {
             lit(0i64)
         };
-        let counted = df
-            .filter(is_finite)?
-            .select(vec![bin.alias("__bin")])?
-            .aggregate(vec![col("__bin")], vec![count(lit(1)).alias("__n")])?
-            .collect()
-            .await?;
-        for b in &counted {
-            let ids = cast(b.column(0), &DataType::Int64)?;
-            let ns = cast(b.column(1), &DataType::Int64)?;
-            let ids = ids
-                .as_any()
-                .downcast_ref::<datafusion::arrow::array::Int64Array>()
-                .expect("Int64");
-            let ns = ns
-                .as_any()
-                .downcast_ref::<datafusion::arrow::array::Int64Array>()
-                .expect("Int64");
-            for i in 0..b.num_rows() {
-                let k = ids.value(i).clamp(0, BINS as i64 - 1) as usize;
-                bins[k] += ns.value(i) as u64;
-            }
+        let name = format!("__bin{j}");
+        projected.push(when(finite(&h.column), bin).end()?.alias(&name));
+        for k in 0..BINS {
+            bin_aggs.push(sum(cast_expr(col(&name).eq(lit(k as i64)), DataType::Int64)).alias(format!("__b{j}_{k}")));
+            slots.push((j, k));
         }
     }
-    Ok(Histogram {
-        column: c.to_string(),
-        count: n,
-        missing: total.saturating_sub(n),
-        min: lo,
-        max: hi,
-        mean,
-        bins,
-    })
+    if !bin_aggs.is_empty() {
+        let b = df.select(projected)?.aggregate(vec![], bin_aggs)?.collect().await?;
+        for (i, (j, k)) in slots.into_iter().enumerate() {
+            out[j].bins[k] = first_f64(&b, i).unwrap_or(0.0) as u64;
+        }
+    }
+    Ok(out)
 }
 
 async fn rfm_grid(scored: DataFrame) -> datafusion::error::Result<Vec<(i32, i32, String, i64)>> {
@@ -464,5 +474,18 @@ mod tests {
         let mut want = vec![1u64; BINS];
         want[BINS - 1] = 2;
         assert_eq!(h.bins, want);
+        // Two columns in the same two scans; a constant column fills bin 0.
+        let df = ctx
+            .sql("SELECT CAST(v AS DOUBLE) AS x, 7.0 AS y FROM unnest(range(0, 31)) AS t(v)")
+            .await
+            .unwrap();
+        let hs = histograms(df, &["x", "y"]).await.unwrap();
+        assert_eq!(hs[0].bins, want);
+        let mut constant = vec![0u64; BINS];
+        constant[0] = 31;
+        assert_eq!(
+            (hs[1].count, hs[1].min, hs[1].max, &hs[1].bins),
+            (31, 7.0, 7.0, &constant)
+        );
     }
 }
