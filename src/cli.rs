@@ -1,5 +1,5 @@
 //! The command line, as in `PIPELINE.md`: `run`, `validate`, `plan`,
-//! `generate`, and the cluster nodes `scheduler` and `executor`. Parsed by
+//! `generate`, `gc`, and the cluster nodes `scheduler` and `executor`. Parsed by
 //! clap (derive); `main.rs` dispatches.
 
 use std::collections::BTreeMap;
@@ -39,6 +39,8 @@ pub enum Command {
     Scheduler(SchedulerArgs),
     /// Run a Ballista executor that takes tasks from a scheduler.
     Executor(ExecutorArgs),
+    /// Remove the staging that dead runs left beside the pipeline's sinks.
+    Gc(GcArgs),
 }
 
 /// The pipeline file and its vars.
@@ -77,10 +79,40 @@ pub struct RunArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 
-    /// Run only these steps (and the steps they read), and only the sinks
-    /// of their tables (repeatable).
+    /// Run only these steps and write only the sinks of their tables:
+    /// `STEP`, `+STEP` (with every step it reads), `STEP+` (with every step
+    /// that reads it); comma-separated or repeated. Unselected steps a
+    /// selected one reads are computed too, unless --defer.
     #[arg(long = "select", value_name = "STEP")]
     pub select: Vec<String>,
+
+    /// Read the tables of unselected steps that selected steps read from
+    /// their sinks' published output instead of computing them.
+    #[arg(long, requires = "select")]
+    pub defer: bool,
+
+    /// Stop at the first failing step (by default only the steps that read
+    /// it are skipped and independent ones still run).
+    #[arg(long)]
+    pub fail_fast: bool,
+
+    /// One run per value of a var, in order: `as_of=2026-11-01..2026-11-24`
+    /// (dates, both ends included).
+    #[arg(long, value_name = "VAR=FROM..TO")]
+    pub backfill: Option<String>,
+
+    /// The step between backfill values: `Nd` days or `Nmo` months.
+    #[arg(long, value_name = "1d|7d|1mo", default_value = "1d", requires = "backfill")]
+    pub every: String,
+
+    /// Backfill: rerun values whose sinks already hold this pipeline's
+    /// output for them.
+    #[arg(long, requires = "backfill")]
+    pub force: bool,
+
+    /// Backfill: go on with the next values after a value fails.
+    #[arg(long, requires = "backfill")]
+    pub keep_going: bool,
 
     /// Also write the run's results (the JSON summary) to this file.
     #[arg(long, value_name = "PATH")]
@@ -90,6 +122,22 @@ pub struct RunArgs {
     /// URL, after a success and after a failure (instead of `report:`).
     #[arg(long, value_name = "PATH.html")]
     pub report: Option<String>,
+}
+
+/// `gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+
+    /// Only staging of runs that started at least this long ago
+    /// (`30m`, `1h`, `2d`, `0s`).
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub older_than: String,
+
+    /// Print what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `generate`.

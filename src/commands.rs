@@ -10,10 +10,11 @@ use std::io::Write;
 use indicatif::ProgressBar;
 
 use crate::cli::{
-    Cli, Command, ExecutorArgs, GenerateArgs, LogFormat, PipelineArgs, RunArgs, SchedulerArgs, ValidateArgs,
+    Cli, Command, ExecutorArgs, GcArgs, GenerateArgs, LogFormat, PipelineArgs, RunArgs, SchedulerArgs, ValidateArgs,
 };
 use crate::error::{Error, Result};
-use crate::runner::{check, exec, plan, report, resolve};
+use crate::runner::{backfill, check, exec, gc, plan, report, resolve, select};
+use crate::storage::Location;
 
 /// Runs the parsed command.
 ///
@@ -28,6 +29,7 @@ pub async fn dispatch(cli: Cli, progress: ProgressBar) -> Result<()> {
         Command::Generate(args) => generate(args).await,
         Command::Scheduler(args) => scheduler(args).await,
         Command::Executor(args) => executor(args).await,
+        Command::Gc(args) => collect_garbage(args).await,
     }
 }
 
@@ -110,55 +112,66 @@ fn summary_json(summary: &report::RunSummary) -> String {
     crate::vars::mask(&json)
 }
 
-async fn run(args: RunArgs, progress: ProgressBar, text_logs: bool) -> Result<()> {
-    let mut results = args.run_results.as_deref().map(ResultsFile::open).transpose()?;
-    let run_id = crate::runner::run_id();
-    crate::logging::set_run_id(&run_id);
-    // `--report` wins over `report:`.
-    let cli_report = args
-        .report
+/// The `--report` location, parsed.
+fn cli_report(args: &RunArgs) -> Result<Option<Location>> {
+    args.report
         .as_deref()
-        .map(crate::storage::Location::parse)
+        .map(Location::parse)
         .transpose()
-        .map_err(|m| Error::Usage(format!("--report: {m}")))?;
-    let mut bad_report = false;
-    let loaded = load(&args.pipeline)
-        .and_then(|plan| {
-            if args.select.is_empty() {
-                Ok(plan)
-            } else {
-                plan::select(plan, &args.select)
-            }
-        })
-        .and_then(|mut plan| {
-            if let Some(r) = &cli_report {
-                let problems = resolve::report_problems(r, &plan.sinks);
-                if !problems.is_empty() {
-                    bad_report = true;
-                    return Err(Error::invalid(args.pipeline.pipeline.display(), problems));
-                }
-                plan.report = Some(r.clone());
-            }
-            Ok(plan)
-        });
-    let plan = match loaded {
-        Ok(plan) => plan,
-        Err(e) => {
-            let summary = invalid_summary(&args, &run_id, &e);
-            if let Some(r) = &mut results {
-                r.write(&summary_json(&summary));
-            }
-            // The report of a pipeline that does not load: the error (not
-            // where the report itself may not go).
-            if let Some(loc) = cli_report.as_ref().filter(|_| !bad_report) {
-                let html = crate::vars::mask(&crate::runner::html::render(&summary, &Default::default()));
-                let store = crate::storage::build_store(loc, &Default::default());
-                exec::write_report(loc, store, html).await;
-            }
-            return Err(e);
+        .map_err(|m| Error::Usage(format!("--report: {m}")))
+}
+
+/// Why a plan could not be prepared: the report location itself is wrong
+/// (then no report is written), or anything else.
+enum Unprepared {
+    Report(Error),
+    Other(Error),
+}
+
+impl From<Error> for Unprepared {
+    fn from(e: Error) -> Self {
+        Unprepared::Other(e)
+    }
+}
+
+impl Unprepared {
+    fn error(self) -> Error {
+        match self {
+            Unprepared::Report(e) | Unprepared::Other(e) => e,
         }
-    };
-    tracing::info!(pipeline = %plan.name, run_id = %run_id, steps = plan.steps.len(), sinks = plan.sinks.len(), "run started");
+    }
+}
+
+/// The plan of a run: resolved with `overrides`, the `--report` location
+/// (which wins over `report:`) checked against every sink of the pipeline,
+/// restricted to the selection, deferred tables checked.
+async fn prepare(
+    args: &RunArgs,
+    overrides: &std::collections::BTreeMap<String, String>,
+    report: Option<&Location>,
+) -> std::result::Result<plan::Plan, Unprepared> {
+    let spec = crate::config::load(&args.pipeline.pipeline)?;
+    let mut plan = resolve::resolve(spec, &args.pipeline.pipeline, overrides)?;
+    if let Some(r) = report {
+        let problems = resolve::report_problems(r, &plan.sinks);
+        if !problems.is_empty() {
+            return Err(Unprepared::Report(Error::invalid(
+                args.pipeline.pipeline.display(),
+                problems,
+            )));
+        }
+        plan.report = Some(r.clone());
+    }
+    if args.select.is_empty() {
+        return Ok(plan);
+    }
+    let plan = select::select(plan, &select::parse(&args.select), args.defer)?;
+    select::check_deferred(&plan).await?;
+    Ok(plan)
+}
+
+/// Fires with the signal's name on SIGINT or SIGTERM.
+fn interrupt() -> exec::Interrupt {
     let (tx, rx) = tokio::sync::watch::channel(None);
     tokio::spawn(async move {
         if let Some(signal) = wait_for_signal().await {
@@ -168,10 +181,42 @@ async fn run(args: RunArgs, progress: ProgressBar, text_logs: bool) -> Result<()
             std::future::pending::<()>().await;
         }
     });
+    rx
+}
+
+async fn run(args: RunArgs, progress: ProgressBar, text_logs: bool) -> Result<()> {
+    let mut results = args.run_results.as_deref().map(ResultsFile::open).transpose()?;
+    if let Some(spec) = args.backfill.clone() {
+        return run_backfill(args, &spec, results, progress, text_logs).await;
+    }
+    let run_id = crate::runner::run_id();
+    crate::logging::set_run_id(&run_id);
+    let report = cli_report(&args)?;
+    let plan = match prepare(&args, &args.pipeline.overrides(), report.as_ref()).await {
+        Ok(plan) => plan,
+        Err(why) => {
+            let bad_report = matches!(why, Unprepared::Report(_));
+            let e = why.error();
+            let summary = invalid_summary(&args, &run_id, &e);
+            if let Some(r) = &mut results {
+                r.write(&summary_json(&summary));
+            }
+            // The report of a pipeline that does not load: the error (not
+            // where the report itself may not go).
+            if let Some(loc) = report.as_ref().filter(|_| !bad_report) {
+                let html = crate::vars::mask(&crate::runner::html::render(&summary, &Default::default()));
+                let store = crate::storage::build_store(loc, &Default::default());
+                exec::write_report(loc, store, html).await;
+            }
+            return Err(e);
+        }
+    };
+    tracing::info!(pipeline = %plan.name, run_id = %run_id, steps = plan.steps.len(), sinks = plan.sinks.len(), "run started");
     let opts = exec::RunOptions {
         run_id,
-        interrupt: rx,
+        interrupt: interrupt(),
         progress,
+        fail_fast: args.fail_fast,
     };
     let (summary, error) = match exec::run(std::sync::Arc::new(plan), opts).await {
         Ok(s) => (s, None),
@@ -197,6 +242,146 @@ async fn run(args: RunArgs, progress: ProgressBar, text_logs: bool) -> Result<()
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// With `report:` in the pipeline, each value of a backfill writes its own
+/// report: two values may not resolve it to the same location.
+fn report_per_value(plans: &[plan::Plan], var: &str, spec: &str) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for p in plans {
+        if let Some(r) = &p.report
+            && !seen.insert(r.url().to_string())
+        {
+            return Err(Error::Usage(format!(
+                "report: {r} is the same for several values of --backfill {spec}: put ${{{var}}} in its path, \
+                 so that each value writes its own report"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn masked_json(value: &impl serde::Serialize) -> String {
+    crate::vars::mask(&serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")))
+}
+
+/// `run --backfill`: every value's plan first (an invalid one fails before
+/// anything runs), then one run per value; a JSON line per value on stdout
+/// and the backfill summary as the last line (and in `--run-results`).
+async fn run_backfill(
+    args: RunArgs,
+    spec: &str,
+    mut results: Option<ResultsFile>,
+    progress: ProgressBar,
+    text_logs: bool,
+) -> Result<()> {
+    let prepared = async {
+        if args.report.is_some() {
+            return Err(Error::Usage(format!(
+                "--report writes the report of one run and --backfill {spec} makes one run per value: give one \
+                 (a report: in the pipeline with ${{var}} in its path writes one report per value)"
+            )));
+        }
+        let range = backfill::parse(spec, &args.every)?;
+        if let Some((k, _)) = args.pipeline.vars.iter().find(|(k, _)| *k == range.var) {
+            return Err(Error::Usage(format!(
+                "--var {k} and --backfill {spec} both set \"{k}\": give one"
+            )));
+        }
+        let mut plans = Vec::new();
+        for v in &range.values {
+            let mut overrides = args.pipeline.overrides();
+            overrides.insert(range.var.clone(), v.clone());
+            plans.push(prepare(&args, &overrides, None).await.map_err(Unprepared::error)?);
+        }
+        report_per_value(&plans, &range.var, spec)?;
+        Ok((range, plans))
+    };
+    let (range, plans) = match prepared.await {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(r) = &mut results {
+                let run_id = crate::runner::run_id();
+                r.write(&summary_json(&invalid_summary(&args, &run_id, &e)));
+            }
+            return Err(e);
+        }
+    };
+    tracing::info!(var = %range.var, values = range.values.len(), every = %range.every, "backfill started");
+    let opts = backfill::Options {
+        force: args.force,
+        keep_going: args.keep_going,
+        fail_fast: args.fail_fast,
+        interrupt: interrupt(),
+        progress,
+    };
+    let var = range.var.clone();
+    let mut report_value = |v: &backfill::ValueResult, so_far: &backfill::Summary| {
+        let line = crate::vars::mask(&v.line(&var));
+        if text_logs {
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
+        } else {
+            tracing::info!(value = %v.value, status = v.status.as_str(), "{line}");
+        }
+        let _ = writeln!(std::io::stdout().lock(), "{}", masked_json(v));
+        if let Some(r) = &mut results {
+            r.write(&masked_json(so_far));
+        }
+    };
+    let (summary, error) = backfill::run(&range, plans, opts, &mut report_value).await;
+    let json = masked_json(&summary);
+    if text_logs {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "backfill {} every {}: {} in {:.2}s: {} succeeded, {} skipped, {} failed, {} not run",
+            summary.backfill,
+            summary.every,
+            summary.status.as_str(),
+            summary.seconds,
+            summary.succeeded,
+            summary.skipped,
+            summary.failed,
+            summary.not_run
+        );
+    }
+    if let Some(r) = &mut results {
+        r.write(&json);
+    }
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{json}") {
+        tracing::error!("the backfill summary could not be written to stdout: {e}");
+    }
+    match error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+async fn collect_garbage(args: GcArgs) -> Result<()> {
+    let older_than = gc::parse_duration(&args.older_than)?;
+    let plan = load(&args.pipeline)?;
+    let found = gc::gc(&plan, older_than, args.dry_run).await?;
+    let mut text = String::new();
+    for f in &found {
+        text.push_str(&f.line());
+        text.push('\n');
+    }
+    let gone = found
+        .iter()
+        .filter(|f| matches!(f.action, gc::Action::Removed | gc::Action::WouldRemove))
+        .count();
+    text.push_str(&format!(
+        "gc: {} {gone} staging directories of pipeline \"{}\" ({} kept)\n",
+        if args.dry_run { "would remove" } else { "removed" },
+        plan.name,
+        found.len() - gone
+    ));
+    std::io::stdout()
+        .lock()
+        .write_all(crate::vars::mask(&text).as_bytes())
+        .map_err(|e| Error::Output {
+            path: "stdout".into(),
+            cause: e.into(),
+        })
 }
 
 async fn validate(args: ValidateArgs) -> Result<()> {

@@ -148,6 +148,11 @@ pub enum Error {
     #[error("{}", Lines(.failures))]
     Checks { failures: Vec<String> },
 
+    /// Several steps (and possibly checks) failed in one run, each with its
+    /// message; nothing was published.
+    #[error("{}", Lines(.failures))]
+    Failures { failures: Vec<String> },
+
     /// Object storage could not be configured or reached.
     #[error("storage {url}")]
     Storage {
@@ -196,6 +201,11 @@ pub enum Error {
     #[error("engine")]
     Engine(#[source] Cause),
 
+    /// Values of a backfill failed (each value's publish is its own: the
+    /// values reported successful are published, a failed one is not).
+    #[error("{message}")]
+    Backfill { message: String, code: u8 },
+
     /// The run was interrupted by a signal; nothing half-written was published.
     #[error("interrupted by {signal}; nothing was published")]
     Interrupted { signal: &'static str },
@@ -206,6 +216,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Invalid { .. } | Error::Usage(_) | Error::RunResults { .. } => 2,
+            Error::Backfill { code, .. } => *code,
             Error::Interrupted { signal } => {
                 if *signal == "SIGTERM" {
                     143

@@ -25,8 +25,8 @@ use tracing::Instrument;
 
 use super::check;
 use super::plan::{Plan, Step, StepKind};
-use super::report::{CheckReport, RunStatus, RunSummary, SinkReport, StepReport};
-use super::story::{self, Story};
+use super::report::{CheckReport, RunStatus, RunSummary, SinkReport};
+use super::story::Story;
 use crate::checks;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -47,7 +47,10 @@ pub fn no_interrupt() -> Interrupt {
 }
 
 /// Runs `fut` unless a signal arrives first.
-async fn guarded<T>(interrupt: &mut Interrupt, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+pub(super) async fn guarded<T>(
+    interrupt: &mut Interrupt,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
     if let Some(signal) = *interrupt.borrow() {
         return Err(Error::Interrupted { signal });
     }
@@ -66,6 +69,8 @@ pub struct RunOptions {
     pub run_id: String,
     pub interrupt: Interrupt,
     pub progress: indicatif::ProgressBar,
+    /// Stop at the first failing step (else only its dependants are skipped).
+    pub fail_fast: bool,
 }
 
 /// What a run has to undo if it fails: staging registered before its first
@@ -303,61 +308,18 @@ async fn run_inner(
         pb.inc(1);
     }
 
-    for i in 0..plan.steps.len() {
-        let step = &plan.steps[i];
-        pb.set_message(format!("step {} ({})", step.name, step.kind.name()));
-        let span = tracing::info_span!("step", step = %step.name, step_kind = step.kind.name());
-        let t0 = Instant::now();
-        tracing::info!(parent: &span, step = %step.name, kind = step.kind.name(), n = i + 1, of = plan.steps.len(), "step started");
-        // On a task of its own, so that an interrupt is seen at once even
-        // while the step keeps a worker busy (a fit is CPU-bound).
-        let task = tokio::spawn({
-            let (engine, plan) = (engine.clone(), plan.clone());
-            async move { run_step(&engine, &plan, &plan.steps[i]).await }.instrument(span.clone())
-        });
-        let joined = async move {
-            task.await.map_err(|e| match e.try_into_panic() {
-                Ok(payload) => Error::step(
-                    &step.name,
-                    format!("panicked: {}", crate::error::panic_message(payload.as_ref())),
-                ),
-                Err(e) => Error::step(&step.name, e.to_string()),
-            })?
-        };
-        let rows = guarded(&mut opts.interrupt, joined).await?;
-        let seconds = t0.elapsed().as_secs_f64();
-        match rows {
-            Some(r) => tracing::info!(parent: &span, step = %step.name, rows = r, seconds, "step done"),
-            None => {
-                tracing::info!(parent: &span, step = %step.name, seconds, "step planned (a view: it streams into its consumer)")
-            }
-        }
-        summary.steps.push(StepReport {
-            name: step.name.clone(),
-            kind: step.kind.name(),
-            rows,
-            seconds,
-        });
-        // The report reads the stage's small tables and aggregates of its
-        // scored one now, while they are registered.
-        if plan.report.is_some()
-            && let StepKind::Stage(kind) = &step.kind
-        {
-            let t0 = Instant::now();
-            let told = story::collect(&engine, &step.name, kind.name(), &step.outputs).instrument(span.clone());
-            let told = guarded(&mut opts.interrupt, told.map(Ok)).await?;
-            tracing::info!(parent: &span, step = %step.name, seconds = t0.elapsed().as_secs_f64(), "read for the report");
-            undo.story.steps.push(told);
-        }
-        release_unread(&engine, plan, i);
-        pb.inc(1);
-    }
+    let steps = super::steps::run(plan, &engine, opts, summary, &mut undo.story).await?;
+    let skip_sinks = opts.fail_fast && !steps.failures.is_empty();
 
     // Write every sink to staging and check it there. Each staging location
     // is registered for removal before its first byte is written.
     let mut failures = Vec::new();
     let mut staged: Vec<Staged> = Vec::new();
-    for sink in &plan.sinks {
+    for sink in plan.sinks.iter().filter(|_| !skip_sinks) {
+        if let Some(failed) = steps.missing.get(&sink.table) {
+            tracing::warn!(sink = %sink.table, "sink not written: its table depends on failed step \"{failed}\"");
+            continue;
+        }
         pb.set_message(format!("sink {}", sink.table));
         let span = tracing::info_span!("sink", table = %sink.table);
         let t0 = Instant::now();
@@ -398,6 +360,9 @@ async fn run_inner(
         staged.push(s);
         pb.inc(1);
     }
+    if !steps.failures.is_empty() {
+        return Err(super::steps::failed(steps.failures, failures));
+    }
     if !failures.is_empty() {
         return Err(Error::Checks { failures });
     }
@@ -419,6 +384,7 @@ async fn run_inner(
     let info = publish::RunInfo {
         run_id: opts.run_id.clone(),
         pipeline: plan.name.clone(),
+        pipeline_hash: plan.hash.clone(),
         vars: plan.vars.shown(),
     };
     publish_all(staged, &info, opts, summary).await
@@ -528,7 +494,7 @@ fn heartbeat(locks: Vec<lock::Held>) -> tokio::task::JoinHandle<()> {
 /// Deregisters the tables of steps `..=done` that no later step and no
 /// sink reads, so that cached results nothing reads any more are freed (a
 /// view still read keeps what it reads alive).
-fn release_unread(engine: &Engine, plan: &Plan, done: usize) {
+pub(super) fn release_unread(engine: &Engine, plan: &Plan, done: usize) {
     let needed: std::collections::HashSet<&str> = plan.steps[done + 1..]
         .iter()
         .flat_map(|s| s.inputs.iter().map(String::as_str))
@@ -567,7 +533,7 @@ async fn staged_table(engine: &Engine, s: &Staged) -> Result<DataFrame> {
 
 /// Runs one step and registers its tables; returns its row count when it
 /// was computed (cached).
-async fn run_step(engine: &Engine, plan: &Plan, step: &Step) -> Result<Option<u64>> {
+pub(super) async fn run_step(engine: &Engine, plan: &Plan, step: &Step) -> Result<Option<u64>> {
     let name = step.name.as_str();
     let ctx = engine.context();
     crate::failpoint::hit("run::step", name)
@@ -643,6 +609,7 @@ sinks:
                 run_id: format!("20260101T00000{i}Z-0000000{i}"),
                 interrupt: no_interrupt(),
                 progress: indicatif::ProgressBar::hidden(),
+                fail_fast: false,
             };
             let summary = run(plan.clone(), opts).await.map_err(|(e, _)| e).unwrap();
             assert_eq!(summary.sinks[0].rows, 300);

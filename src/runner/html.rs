@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use super::report::{RunStatus, RunSummary};
+use super::report::{RunStatus, RunSummary, StepStatus};
 use super::story::{Cell, StepStory, Story, Table, number};
 use super::svg::{self, PALETTE, esc};
 
@@ -27,9 +27,9 @@ section.stage{background:#fff;border:1px solid #e3e5e8;border-radius:8px;padding
 table{border-collapse:collapse;font-size:13px;margin:6px 0 10px;background:#fff}
 th,td{border:1px solid #e0e0e0;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f0f2f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
-td.fail{color:#c62828;font-weight:600}td.pass{color:#1a7f37}
+td.fail{color:#c62828;font-weight:600}td.pass{color:#1a7f37}td.not-run{color:#9a6700}
 .panels{display:flex;flex-wrap:wrap;gap:0 28px;align-items:flex-start}.panel{max-width:100%;overflow-x:auto}
-.chart{max-width:100%;height:auto;display:block;margin:4px 0 8px}td{white-space:nowrap}
+.chart{max-width:100%;height:auto;display:block;margin:4px 0 8px}td{white-space:nowrap}td.why{white-space:pre-wrap}
 .chart .tick{font-size:11px;fill:#444}.chart .label{font-size:12px;fill:#222}
 .grid td{width:150px;height:44px;text-align:center;font-size:12px;color:#111}
 .note{color:#666;font-size:13px}nav a{margin-right:12px;font-size:14px}
@@ -119,16 +119,30 @@ fn steps(h: &mut String, s: &RunSummary) {
         return;
     }
     let most = s.steps.iter().map(|x| x.seconds).fold(0.0, f64::max);
-    h.push_str("<table><tr><th>step</th><th>kind</th><th>rows</th><th>seconds</th><th></th></tr>");
+    h.push_str(
+        "<table><tr><th>step</th><th>kind</th><th>status</th><th>rows</th><th>seconds</th><th></th><th>reason</th></tr>",
+    );
     for st in &s.steps {
         let w = if most > 0.0 { 160.0 * st.seconds / most } else { 0.0 };
+        let ok = st.status == StepStatus::Success;
+        let rows = match st.rows {
+            Some(r) => r.to_string(),
+            None if ok => "(view)".to_string(),
+            None => "–".to_string(),
+        };
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{:.3}</td><td><svg width=\"160\" height=\"10\"><rect width=\"{w:.1}\" height=\"10\" fill=\"#4575b4\" /></svg></td></tr>",
+            "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td class=\"n\">{rows}</td><td class=\"n\">{:.3}</td><td><svg width=\"160\" height=\"10\"><rect width=\"{w:.1}\" height=\"10\" fill=\"#4575b4\" /></svg></td><td class=\"why\">{}</td></tr>",
             esc(&st.name),
             esc(st.kind),
-            st.rows.map_or("(view)".to_string(), |r| r.to_string()),
-            st.seconds
+            match st.status {
+                StepStatus::Success => "pass",
+                StepStatus::Error => "fail",
+                StepStatus::Skipped | StepStatus::Deferred => "not-run",
+            },
+            st.status.as_str(),
+            st.seconds,
+            esc(st.reason.as_deref().unwrap_or(""))
         );
     }
     h.push_str("</table>");

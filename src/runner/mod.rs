@@ -4,12 +4,16 @@
 //! sources, runs steps and publishes sinks, and [`report`] renders what
 //! happened.
 
+pub mod backfill;
 pub mod check;
 pub mod exec;
+pub mod gc;
 pub mod html;
 pub mod plan;
 pub mod report;
 pub mod resolve;
+pub mod select;
+pub mod steps;
 pub mod story;
 pub mod svg;
 

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use crate::engine::Settings;
-use crate::error::{Error, Problem};
 use crate::sinks::Sink;
 use crate::sources::Source;
 use crate::stages::{Stage, StageKind};
@@ -31,6 +30,22 @@ pub struct Plan {
     pub sinks: Vec<Sink>,
     /// The HTML run report's location (`report:` or `--report`).
     pub report: Option<crate::storage::Location>,
+    /// A hash of the pipeline file and every step's SQL as bound: with the
+    /// vars, what a `_SUCCESS` manifest records to tell whether an output is
+    /// already up to date (`--backfill` skips such values).
+    pub hash: String,
+    /// Steps not selected whose tables are read from their sinks' published
+    /// output instead (`--defer`); those tables are in `sources`.
+    pub deferred: Vec<Deferred>,
+}
+
+/// A step read from its published output instead of computed.
+#[derive(Debug, Clone)]
+pub struct Deferred {
+    pub step: String,
+    pub kind: &'static str,
+    /// The locations its tables are read from.
+    pub urls: Vec<String>,
 }
 
 /// One step.
@@ -109,44 +124,6 @@ pub fn order(nodes: &[(String, Vec<String>)]) -> Result<Vec<usize>, Vec<String>>
         }
     }
     Ok(out)
-}
-
-/// Keeps the selected steps, the steps they read (transitively), and the
-/// sinks of the selected steps' tables; sources stay (unused ones cost a
-/// footer read).
-///
-/// # Errors
-/// [`crate::Error::Invalid`] naming a selected step that does not exist.
-pub fn select(mut plan: Plan, names: &[String]) -> crate::Result<Plan> {
-    let unknown: Vec<Problem> = names
-        .iter()
-        .filter(|n| !plan.steps.iter().any(|s| &s.name == *n))
-        .map(|n| Problem::new(format!("--select {n}"), format!("no step is named \"{n}\"")))
-        .collect();
-    if !unknown.is_empty() {
-        return Err(Error::invalid(plan.file.display(), unknown));
-    }
-    let owner: HashMap<&str, &str> = plan
-        .steps
-        .iter()
-        .flat_map(|s| s.outputs.iter().map(move |o| (o.as_str(), s.name.as_str())))
-        .collect();
-    let mut keep: BTreeSet<String> = names.iter().cloned().collect();
-    // Steps are in run order: walking backwards reaches every ancestor.
-    for s in plan.steps.iter().rev() {
-        if keep.contains(&s.name) {
-            for i in &s.inputs {
-                if let Some(o) = owner.get(i.as_str()) {
-                    keep.insert((*o).to_string());
-                }
-            }
-        }
-    }
-    let selected: BTreeSet<&str> = names.iter().map(String::as_str).collect();
-    plan.sinks
-        .retain(|k| owner.get(k.table.as_str()).is_some_and(|o| selected.contains(o)));
-    plan.steps.retain(|s| keep.contains(&s.name));
-    Ok(plan)
 }
 
 #[cfg(test)]

@@ -36,15 +36,57 @@ impl RunStatus {
     }
 }
 
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Success,
+    Error,
+    /// Not run: it reads a step that failed, or `--fail-fast` stopped the run.
+    Skipped,
+    /// Not computed: read from its sinks' published output (`--defer`).
+    Deferred,
+}
+
+impl StepStatus {
+    /// The name as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Success => "success",
+            StepStatus::Error => "error",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Deferred => "deferred",
+        }
+    }
+}
+
 /// What one step did.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
     pub name: String,
     pub kind: &'static str,
+    pub status: StepStatus,
+    /// Why, unless it succeeded: the error, `depends on failed step "x"`,
+    /// `deferred to URL`.
+    pub reason: Option<String>,
     /// Rows, when the step was computed (cached); `None` for a view that
     /// streamed into its consumers.
     pub rows: Option<u64>,
     pub seconds: f64,
+}
+
+impl StepReport {
+    /// A step that did not succeed (rows unknown).
+    pub fn not_run(name: &str, kind: &'static str, status: StepStatus, reason: String, seconds: f64) -> Self {
+        StepReport {
+            name: name.to_string(),
+            kind,
+            status,
+            reason: Some(reason),
+            rows: None,
+            seconds,
+        }
+    }
 }
 
 /// What one sink wrote.
@@ -101,8 +143,19 @@ pub fn render_summary(s: &RunSummary) -> String {
     if !s.steps.is_empty() {
         let _ = writeln!(e, "  {:<28} {:<8} {:>12} {:>9}", "step", "kind", "rows", "seconds");
         for st in &s.steps {
-            let rows = st.rows.map_or("(view)".to_string(), |r| r.to_string());
-            let _ = writeln!(e, "  {:<28} {:<8} {:>12} {:>9.3}", st.name, st.kind, rows, st.seconds);
+            let rows = match st.status {
+                StepStatus::Success => st.rows.map_or("(view)".to_string(), |r| r.to_string()),
+                other => other.as_str().to_string(),
+            };
+            let _ = write!(e, "  {:<28} {:<8} {:>12} {:>9.3}", st.name, st.kind, rows, st.seconds);
+            match &st.reason {
+                Some(r) => {
+                    let _ = writeln!(e, "  {}", r.replace('\n', " "));
+                }
+                None => {
+                    let _ = writeln!(e);
+                }
+            }
         }
     }
     if !s.sinks.is_empty() {
@@ -224,12 +277,16 @@ mod tests {
                 StepReport {
                     name: "features".into(),
                     kind: "sql",
+                    status: StepStatus::Success,
+                    reason: None,
                     rows: Some(5000),
                     seconds: 0.0494,
                 },
                 StepReport {
                     name: "segments".into(),
                     kind: "segment",
+                    status: StepStatus::Success,
+                    reason: None,
                     rows: None,
                     seconds: 0.1426,
                 },

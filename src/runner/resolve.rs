@@ -348,6 +348,7 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
             ordered.push(s);
         }
     }
+    let hash = pipeline_hash(file, &ordered);
     Ok(Plan {
         name: spec.name,
         file: file.to_path_buf(),
@@ -358,6 +359,8 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
         steps: ordered,
         sinks,
         report,
+        hash,
+        deferred: vec![],
     })
 }
 
@@ -389,8 +392,28 @@ pub fn report_problems(report: &Location, sinks: &[Sink]) -> Vec<Problem> {
     p
 }
 
+/// The pipeline's hash ([`Plan::hash`]): FNV-1a of the file's bytes and of
+/// each SQL file a step reads (so an edited SQL file counts), as written:
+/// the same for every value of the vars (the manifest has those apart).
+/// 16 hex digits.
+fn pipeline_hash(file: &Path, steps: &[Step]) -> String {
+    let mut h = crate::hash::Fnv1a::default();
+    h.write(&std::fs::read(file).unwrap_or_default());
+    for s in steps {
+        if let StepKind::Sql(sql) = &s.kind
+            && sql.origin != "inline"
+        {
+            h.write(&[0]);
+            h.write(s.name.as_bytes());
+            h.write(&[0]);
+            h.write(&std::fs::read(&sql.origin).unwrap_or_default());
+        }
+    }
+    format!("{:016x}", crate::hash::splitmix64(h.finish()))
+}
+
 /// `; did you mean "x"?` when a known name is close to `name`.
-fn did_you_mean(name: &str, known: &[&str]) -> String {
+pub(super) fn did_you_mean(name: &str, known: &[&str]) -> String {
     suggest(name, known)
         .map(|s| format!("; did you mean \"{s}\"?"))
         .unwrap_or_default()

@@ -213,6 +213,11 @@ pub async fn refresh(held: &Held) -> Result<(), String> {
         .map_err(|e| format!("cannot refresh the lock {}: {e}", held.path))
 }
 
+/// The lease of `sink`, if there is a readable one (live or not).
+pub async fn holder(store: &dyn ObjectStore, sink: &Location) -> Option<Lease> {
+    read(store, &lock_path(sink)?).await.map(|(lease, _)| lease)
+}
+
 /// Deletes the lease if it is still this run's (best effort).
 pub async fn release(held: &Held) {
     if let Some((now, _)) = read(held.store.as_ref(), &held.path).await

@@ -53,6 +53,10 @@ pub const SUCCESS: &str = "_SUCCESS";
 pub struct Manifest {
     pub run_id: String,
     pub pipeline: String,
+    /// The pipeline's hash ([`crate::runner::plan::Plan::hash`]); empty in
+    /// manifests of earlier versions.
+    #[serde(default)]
+    pub pipeline_hash: String,
     pub sink: String,
     pub mode: SinkMode,
     pub vars: BTreeMap<String, String>,
@@ -70,6 +74,7 @@ pub struct Manifest {
 pub struct RunInfo {
     pub run_id: String,
     pub pipeline: String,
+    pub pipeline_hash: String,
     /// Vars with secrets masked.
     pub vars: BTreeMap<String, String>,
 }
@@ -105,6 +110,7 @@ fn manifest(staged: &Staged, run: &RunInfo, files: Vec<StagedFile>) -> Manifest 
     Manifest {
         run_id: run.run_id.clone(),
         pipeline: run.pipeline.clone(),
+        pipeline_hash: run.pipeline_hash.clone(),
         sink: sink.table.clone(),
         mode: sink.mode,
         vars: run.vars.clone(),

@@ -172,6 +172,63 @@ pub async fn remove_leftovers(store: &dyn ObjectStore, sink: &Location, root: &L
     done
 }
 
+/// Every run's staging directory of a sink, ours or not: (location, run
+/// id), below the root and beside the sink (not the `.old` copies of a
+/// swap, which a crash may still need).
+pub async fn run_dirs(store: &dyn ObjectStore, sink: &Location, root: &Location) -> Vec<(Location, String)> {
+    let mut out = Vec::new();
+    let base = root.join(&format!("{}/", key(sink)));
+    if let Ok(listing) = store.list_with_delimiter(Some(&base.path())).await {
+        for dir in listing.common_prefixes {
+            if let Some(last) = dir.parts().next_back().map(|p| p.as_ref().to_string()) {
+                out.push((base.join(&format!("{last}/")), last));
+            }
+        }
+    }
+    let Some((parent, name)) = sink.parent_and_name() else {
+        return out;
+    };
+    let prefix = format!(".{name}.crmflow-");
+    let run_of = |file: &str| {
+        file.strip_prefix(&prefix)
+            .filter(|r| !r.ends_with(".old"))
+            .map(str::to_string)
+    };
+    if let Some(parent_dir) = parent.local_path() {
+        // Local: empty directories are not listed by the store.
+        if let Some(root_dir) = base.local_path()
+            && let Ok(entries) = std::fs::read_dir(&root_dir)
+        {
+            for e in entries.flatten() {
+                let run = e.file_name().to_string_lossy().to_string();
+                if e.path().is_dir() && !out.iter().any(|(_, r)| *r == run) {
+                    out.push((base.join(&format!("{run}/")), run));
+                }
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(&parent_dir) {
+            for e in entries.flatten() {
+                let file = e.file_name().to_string_lossy().to_string();
+                if let Some(run) = run_of(&file)
+                    && e.path().is_dir()
+                {
+                    out.push((parent.join(&format!("{file}/")), run));
+                }
+            }
+        }
+    } else if let Ok(listing) = store.list_with_delimiter(Some(&parent.path())).await {
+        for dir in listing.common_prefixes {
+            if let Some(file) = dir.parts().next_back().map(|p| p.as_ref().to_string())
+                && let Some(run) = run_of(&file)
+            {
+                out.push((parent.join(&format!("{file}/")), run));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    out
+}
+
 /// Removes a sink's local staging directories if they are empty (after a
 /// run, successful or not, so that nothing is left behind).
 pub fn tidy(sink: &Location, root: &Location) {

@@ -16,6 +16,7 @@ mod predict_sample;
 mod publish;
 mod report;
 mod rfm;
+mod run_control;
 mod s3;
 mod sources;
 mod stages;

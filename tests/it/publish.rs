@@ -391,7 +391,7 @@ fn select_runs_a_step_with_its_inputs_and_only_its_sinks() {
     assert_eq!(out.code, 2);
     assert_eq!(
         error_of(&out),
-        "invalid pipeline p.yaml: --select rihc: no step is named \"rihc\""
+        "invalid pipeline p.yaml: --select rihc: no step is named \"rihc\"; did you mean \"rich\"?"
     );
 }
 

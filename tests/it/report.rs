@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::common::{crmflow, error_of};
+use serde_json::Value;
 
 /// Parses `html` as XML (the report is well-formed: every element closed,
 /// attributes quoted, text escaped) and returns the element names in
@@ -101,8 +102,10 @@ fn the_report_is_self_contained_well_formed_and_shows_the_runs_numbers() {
     assert!(html.contains("<title>report_test — run "));
     assert!(html.contains("<span class=\"badge success\">success</span>"));
     // Steps, with the rows of the cached step; sinks; checks.
-    assert!(html.contains("<tr><td>spenders</td><td>sql</td><td class=\"n\">(view)</td>"));
-    assert!(html.contains("<tr><td>rfm</td><td>rfm</td><td class=\"n\">"));
+    assert!(
+        html.contains("<tr><td>spenders</td><td>sql</td><td class=\"pass\">success</td><td class=\"n\">(view)</td>")
+    );
+    assert!(html.contains("<tr><td>rfm</td><td>rfm</td><td class=\"pass\">success</td><td class=\"n\">"));
     assert!(html.contains("<tr><td>rfm</td><td class=\"n\">10</td><td class=\"n\">1</td>"));
     assert!(html.contains("<tr><td>spenders</td><td class=\"n\">5</td><td class=\"n\">1</td>"));
     assert!(html.contains("<td class=\"pass\">yes</td>"));
@@ -193,4 +196,143 @@ fn a_report_inside_a_sink_or_naming_a_directory_is_refused() {
             "invalid pipeline p.yaml: report: {root}/reports/ is a directory; name the file (e.g. {root}/reports/report.html)"
         )
     );
+}
+
+/// `bad` fails on the data ('x' is no number) when it is computed;
+/// `rfm_bad` reads it, `rfm` does not.
+const FAILING: &str = "name: report_fail
+sources:
+  features: {url: data/features/}
+steps:
+  - name: bad
+    cache: true
+    sql: >-
+      SELECT customer_id, recency_days, frequency,
+      monetary + CAST(CASE WHEN customer_id > 0 THEN 'x' ELSE '1' END AS DOUBLE) AS monetary FROM features
+  - name: rfm_bad
+    rfm:
+      input: bad
+  - name: rfm
+    rfm:
+      input: features
+sinks:
+  - table: rfm
+    url: out/rfm/
+";
+
+#[test]
+fn a_failed_or_skipped_step_shows_its_status_and_reason_and_has_no_story() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fixture(d);
+    std::fs::write(d.join("p.yaml"), FAILING).unwrap();
+    let out = crmflow(d, &["run", "p.yaml", "--report", "r.html"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(!d.join("out/rfm").exists());
+    let summary: Value = serde_json::from_str(out.stdout.lines().last().unwrap()).unwrap();
+    let bad = summary["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "bad")
+        .unwrap();
+    let reason = bad["reason"].as_str().unwrap();
+    assert!(reason.starts_with("step \"bad\": "), "{reason}");
+    let html = std::fs::read_to_string(d.join("r.html")).unwrap();
+    let names = well_formed(&html);
+    self_contained(&html, &names);
+    let row = |step: &str| {
+        let at = html
+            .find(&format!("<tr><td>{step}</td>"))
+            .unwrap_or_else(|| panic!("no row {step}"));
+        let row = &html[at..];
+        row[..row.find("</tr>").unwrap()].to_string()
+    };
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#39;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let bad = row("bad");
+    assert!(
+        bad.starts_with("<tr><td>bad</td><td>sql</td><td class=\"fail\">error</td><td class=\"n\">–</td>"),
+        "{bad}"
+    );
+    assert!(
+        bad.ends_with(&format!("<td class=\"why\">{}</td>", esc(reason))),
+        "{bad}"
+    );
+    assert_eq!(
+        row("rfm_bad"),
+        "<tr><td>rfm_bad</td><td>rfm</td><td class=\"not-run\">skipped</td><td class=\"n\">–</td><td class=\"n\">0.000</td><td><svg width=\"160\" height=\"10\"><rect width=\"0.0\" height=\"10\" fill=\"#4575b4\" /></svg></td><td class=\"why\">depends on failed step &quot;bad&quot;</td>"
+    );
+    let rfm = row("rfm");
+    assert!(
+        rfm.starts_with("<tr><td>rfm</td><td>rfm</td><td class=\"pass\">success</td><td class=\"n\">(view)</td>"),
+        "{rfm}"
+    );
+    assert!(rfm.ends_with("<td class=\"why\"></td>"), "{rfm}");
+    // Only the stage that succeeded is read for the report.
+    assert!(html.contains("<section class=\"stage\" id=\"stage-rfm\">"));
+    assert!(!html.contains("id=\"stage-rfm_bad\""));
+    assert!(!html.contains("id=\"stage-bad\""));
+}
+
+#[test]
+fn with_select_the_report_shows_the_selected_run_and_is_checked_against_every_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fixture(d);
+    std::fs::write(d.join("p.yaml"), PIPELINE).unwrap();
+    let out = crmflow(d, &["run", "p.yaml", "--select", "spenders"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let html = std::fs::read_to_string(d.join("out/report.html")).unwrap();
+    assert!(html.contains("<tr><td>spenders</td><td>sql</td><td class=\"pass\">success</td>"));
+    assert!(!html.contains("<tr><td>rfm</td>"));
+    assert!(!html.contains("id=\"stage-rfm\""));
+    assert!(!d.join("out/rfm").exists());
+    // The sink of the unselected rfm still guards its location.
+    let out = crmflow(
+        d,
+        &["run", "p.yaml", "--select", "spenders", "--report", "out/rfm/r.html"],
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let root = std::fs::canonicalize(d).unwrap();
+    let root = root.display();
+    assert_eq!(
+        error_of(&out),
+        format!(
+            "invalid pipeline p.yaml: report: {root}/out/rfm/r.html is inside the location of sink \"rfm\" ({root}/out/rfm/); publishing it would remove the report"
+        )
+    );
+}
+
+#[test]
+fn backfill_refuses_report_and_a_report_location_shared_by_its_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fixture(d);
+    let yaml = PIPELINE.replace("  out: out\n", "  out: out\n  as_of: \"2026-01-01\"\n");
+    std::fs::write(d.join("p.yaml"), &yaml).unwrap();
+    let backfill = ["run", "p.yaml", "--backfill", "as_of=2026-01-01..2026-01-03"];
+    let out = crmflow(d, &[&backfill[..], &["--report", "r.html"]].concat());
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(
+        error_of(&out),
+        "--report writes the report of one run and --backfill as_of=2026-01-01..2026-01-03 makes one run per value: give one (a report: in the pipeline with ${var} in its path writes one report per value)"
+    );
+    let out = crmflow(d, &backfill);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let root = std::fs::canonicalize(d).unwrap();
+    assert_eq!(
+        error_of(&out),
+        format!(
+            "report: {}/out/report.html is the same for several values of --backfill as_of=2026-01-01..2026-01-03: put ${{as_of}} in its path, so that each value writes its own report",
+            root.display()
+        )
+    );
+    assert!(!d.join("out").exists());
+    assert!(!d.join("r.html").exists());
 }
