@@ -117,6 +117,11 @@ pub struct RunArgs {
     /// Also write the run's results (the JSON summary) to this file.
     #[arg(long, value_name = "PATH")]
     pub run_results: Option<PathBuf>,
+
+    /// Write the HTML run report (one self-contained file) to this path or
+    /// URL, after a success and after a failure (instead of `report:`).
+    #[arg(long, value_name = "PATH.html")]
+    pub report: Option<String>,
 }
 
 /// `gc`.

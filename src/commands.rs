@@ -14,6 +14,7 @@ use crate::cli::{
 };
 use crate::error::{Error, Result};
 use crate::runner::{backfill, check, exec, gc, plan, report, resolve, select};
+use crate::storage::Location;
 
 /// Runs the parsed command.
 ///
@@ -112,11 +113,56 @@ fn summary_json(summary: &report::RunSummary) -> String {
     crate::vars::mask(&json)
 }
 
-/// The plan of a run: resolved with `overrides`, restricted to the
-/// selection, deferred tables checked.
-async fn prepare(args: &RunArgs, overrides: &std::collections::BTreeMap<String, String>) -> Result<plan::Plan> {
+/// The `--report` location, parsed.
+fn cli_report(args: &RunArgs) -> Result<Option<Location>> {
+    args.report
+        .as_deref()
+        .map(Location::parse)
+        .transpose()
+        .map_err(|m| Error::Usage(format!("--report: {m}")))
+}
+
+/// Why a plan could not be prepared: the report location itself is wrong
+/// (then no report is written), or anything else.
+enum Unprepared {
+    Report(Error),
+    Other(Error),
+}
+
+impl From<Error> for Unprepared {
+    fn from(e: Error) -> Self {
+        Unprepared::Other(e)
+    }
+}
+
+impl Unprepared {
+    fn error(self) -> Error {
+        match self {
+            Unprepared::Report(e) | Unprepared::Other(e) => e,
+        }
+    }
+}
+
+/// The plan of a run: resolved with `overrides`, the `--report` location
+/// (which wins over `report:`) checked against every sink of the pipeline,
+/// restricted to the selection, deferred tables checked.
+async fn prepare(
+    args: &RunArgs,
+    overrides: &std::collections::BTreeMap<String, String>,
+    report: Option<&Location>,
+) -> std::result::Result<plan::Plan, Unprepared> {
     let spec = crate::config::load(&args.pipeline.pipeline)?;
-    let plan = resolve::resolve(spec, &args.pipeline.pipeline, overrides)?;
+    let mut plan = resolve::resolve(spec, &args.pipeline.pipeline, overrides)?;
+    if let Some(r) = report {
+        let problems = resolve::report_problems(r, &plan.sinks);
+        if !problems.is_empty() {
+            return Err(Unprepared::Report(Error::invalid(
+                args.pipeline.pipeline.display(),
+                problems,
+            )));
+        }
+        plan.report = Some(r.clone());
+    }
     if args.select.is_empty() {
         return Ok(plan);
     }
@@ -146,11 +192,22 @@ async fn run(args: RunArgs, progress: ProgressBar, text_logs: bool) -> Result<()
     }
     let run_id = crate::runner::run_id();
     crate::logging::set_run_id(&run_id);
-    let plan = match prepare(&args, &args.pipeline.overrides()).await {
+    let report = cli_report(&args)?;
+    let plan = match prepare(&args, &args.pipeline.overrides(), report.as_ref()).await {
         Ok(plan) => plan,
-        Err(e) => {
+        Err(why) => {
+            let bad_report = matches!(why, Unprepared::Report(_));
+            let e = why.error();
+            let summary = invalid_summary(&args, &run_id, &e);
             if let Some(r) = &mut results {
-                r.write(&summary_json(&invalid_summary(&args, &run_id, &e)));
+                r.write(&summary_json(&summary));
+            }
+            // The report of a pipeline that does not load: the error (not
+            // where the report itself may not go).
+            if let Some(loc) = report.as_ref().filter(|_| !bad_report) {
+                let html = crate::vars::mask(&crate::runner::html::render(&summary, &Default::default()));
+                let store = crate::storage::build_store(loc, &Default::default());
+                exec::write_report(loc, store, html).await;
             }
             return Err(e);
         }
@@ -188,6 +245,23 @@ async fn run(args: RunArgs, progress: ProgressBar, text_logs: bool) -> Result<()
     }
 }
 
+/// With `report:` in the pipeline, each value of a backfill writes its own
+/// report: two values may not resolve it to the same location.
+fn report_per_value(plans: &[plan::Plan], var: &str, spec: &str) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for p in plans {
+        if let Some(r) = &p.report
+            && !seen.insert(r.url().to_string())
+        {
+            return Err(Error::Usage(format!(
+                "report: {r} is the same for several values of --backfill {spec}: put ${{{var}}} in its path, \
+                 so that each value writes its own report"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn masked_json(value: &impl serde::Serialize) -> String {
     crate::vars::mask(&serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")))
 }
@@ -203,6 +277,12 @@ async fn run_backfill(
     text_logs: bool,
 ) -> Result<()> {
     let prepared = async {
+        if args.report.is_some() {
+            return Err(Error::Usage(format!(
+                "--report writes the report of one run and --backfill {spec} makes one run per value: give one \
+                 (a report: in the pipeline with ${{var}} in its path writes one report per value)"
+            )));
+        }
         let range = backfill::parse(spec, &args.every)?;
         if let Some((k, _)) = args.pipeline.vars.iter().find(|(k, _)| *k == range.var) {
             return Err(Error::Usage(format!(
@@ -213,8 +293,9 @@ async fn run_backfill(
         for v in &range.values {
             let mut overrides = args.pipeline.overrides();
             overrides.insert(range.var.clone(), v.clone());
-            plans.push(prepare(&args, &overrides).await?);
+            plans.push(prepare(&args, &overrides, None).await.map_err(Unprepared::error)?);
         }
+        report_per_value(&plans, &range.var, spec)?;
         Ok((range, plans))
     };
     let (range, plans) = match prepared.await {

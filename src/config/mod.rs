@@ -38,6 +38,8 @@ pub struct PipelineSpec {
     pub steps: Vec<Spanned<StepSpec>>,
     #[serde(default)]
     pub sinks: Vec<Spanned<SinkSpec>>,
+    /// Where to write the HTML run report (a path or URL; `--report` wins).
+    pub report: Option<String>,
 }
 
 /// `engine:`: where the SQL runs.

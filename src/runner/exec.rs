@@ -26,6 +26,7 @@ use tracing::Instrument;
 use super::check;
 use super::plan::{Plan, Step, StepKind};
 use super::report::{CheckReport, RunStatus, RunSummary, SinkReport};
+use super::story::Story;
 use crate::checks;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -73,11 +74,14 @@ pub struct RunOptions {
 }
 
 /// What a run has to undo if it fails: staging registered before its first
-/// byte is written, and the sink locks it holds.
+/// byte is written, and the sink locks it holds. Also what the HTML report
+/// needs at the end: its store and the stage stories so far.
 #[derive(Default)]
 struct Undo {
     staging: Vec<(Arc<dyn ObjectStore>, Location)>,
     locks: Vec<lock::Held>,
+    report_store: Option<Arc<dyn ObjectStore>>,
+    story: Story,
 }
 
 impl Undo {
@@ -148,7 +152,7 @@ pub async fn run(plan: Arc<Plan>, mut opts: RunOptions) -> std::result::Result<R
     }
     summary.seconds = started.elapsed().as_secs_f64();
     opts.progress.finish_and_clear();
-    match result {
+    let result = match result {
         Ok(()) => {
             summary.status = RunStatus::Success;
             Ok(summary)
@@ -162,7 +166,52 @@ pub async fn run(plan: Arc<Plan>, mut opts: RunOptions) -> std::result::Result<R
             summary.error = Some(plan.vars.mask(&e.render()));
             Err((e, summary))
         }
+    };
+    if let Some(loc) = &plan.report {
+        let s = match &result {
+            Ok(s) | Err((_, s)) => s,
+        };
+        let html = plan.vars.mask(&super::html::render(s, &undo.story));
+        let store = match undo.report_store.take() {
+            Some(store) => Ok(store),
+            None => crate::storage::build_store(loc, &plan.storage),
+        };
+        write_report(loc, store, html).await;
     }
+    result
+}
+
+/// Writes the HTML report in one put (a local file appears whole: it is
+/// written aside and renamed; an object store replaces the object at
+/// once). A failure now is logged: the run's outcome stands.
+pub async fn write_report(loc: &Location, store: std::result::Result<Arc<dyn ObjectStore>, String>, html: String) {
+    use object_store::ObjectStoreExt;
+    let written = match store {
+        Ok(store) => store
+            .put(&loc.path(), object_store::PutPayload::from(html.into_bytes()))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    match written {
+        Ok(()) => tracing::info!(report = %loc, "report written"),
+        Err(e) => {
+            tracing::error!(report = %loc, "the report could not be written: {e}; the run's outcome is unchanged")
+        }
+    }
+}
+
+/// Puts and deletes a probe object beside the report, so that a report
+/// that cannot be written fails the run before any data is read.
+async fn probe_report(store: &Arc<dyn ObjectStore>, loc: &Location, run_id: &str) -> std::result::Result<(), String> {
+    use object_store::ObjectStoreExt;
+    let probe = object_store::path::Path::from(format!("{}.probe-{run_id}", loc.path()));
+    store
+        .put(&probe, object_store::PutPayload::from_static(b""))
+        .await
+        .map_err(|e| e.to_string())?;
+    store.delete(&probe).await.map_err(|e| e.to_string())
 }
 
 async fn run_inner(
@@ -207,6 +256,18 @@ async fn run_inner(
         }
     }
     let _heartbeat = AbortOnDrop(heartbeat(undo.locks.clone()));
+    if let Some(loc) = &plan.report {
+        let err = |m: String| Error::Storage {
+            url: loc.to_string(),
+            cause: format!("the report cannot be written there: {m}").into(),
+        };
+        let store = engine.register_store(loc).map_err(err)?;
+        guarded(&mut opts.interrupt, async {
+            probe_report(&store, loc, &opts.run_id).await.map_err(err)
+        })
+        .await?;
+        undo.report_store = Some(store);
+    }
 
     // Plan every step against the real schemas (footers only): a pipeline
     // that cannot run fails with exit 2 before any row is read.
@@ -253,7 +314,7 @@ async fn run_inner(
         pb.inc(1);
     }
 
-    let steps = super::steps::run(plan, &engine, opts, summary).await?;
+    let steps = super::steps::run(plan, &engine, opts, summary, &mut undo.story).await?;
     let skip_sinks = opts.fail_fast && !steps.failures.is_empty();
 
     // Write every sink to staging and check it there. Each staging location

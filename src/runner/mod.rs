@@ -8,12 +8,15 @@ pub mod backfill;
 pub mod check;
 pub mod exec;
 pub mod gc;
+pub mod html;
 pub mod plan;
 pub mod quarantine;
 pub mod report;
 pub mod resolve;
 pub mod select;
 pub mod steps;
+pub mod story;
+pub mod svg;
 
 /// A run id, `20261125T080000Z-3f2a9c1b`: sortable, unique enough per sink.
 pub fn run_id() -> String {

@@ -28,6 +28,8 @@ pub struct Plan {
     /// In run order: every step after the steps it reads.
     pub steps: Vec<Step>,
     pub sinks: Vec<Sink>,
+    /// The HTML run report's location (`report:` or `--report`).
+    pub report: Option<crate::storage::Location>,
     /// A hash of the pipeline file and every step's SQL as bound: with the
     /// vars, what a `_SUCCESS` manifest records to tell whether an output is
     /// already up to date (`--backfill` skips such values).

@@ -335,6 +335,19 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
         }
     };
 
+    let report = spec
+        .report
+        .as_deref()
+        .and_then(|r| match vars.interpolate(r).and_then(|u| Location::parse(&u)) {
+            Ok(l) => {
+                p.extend(report_problems(&l, &sinks));
+                Some(l)
+            }
+            Err(e) => {
+                p.push(Problem::new("report", e));
+                None
+            }
+        });
     if !p.is_empty() {
         return Err(Error::invalid(file.display(), p));
     }
@@ -376,9 +389,38 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
         sources: super::quarantine::order(sources),
         steps: ordered,
         sinks,
+        report,
         hash,
         deferred: vec![],
     })
+}
+
+/// What is wrong with writing the HTML report to `report`: a directory, or
+/// a place that a sink's publishing would replace.
+pub fn report_problems(report: &Location, sinks: &[Sink]) -> Vec<Problem> {
+    let mut p = Vec::new();
+    if report.is_dir() {
+        p.push(Problem::new(
+            "report",
+            format!(
+                "{report} is a directory; name the file (e.g. {}report.html)",
+                report.as_dir()
+            ),
+        ));
+    }
+    let at = report.url().to_string();
+    for s in sinks {
+        if at.starts_with(s.location.as_dir().url().as_str()) {
+            p.push(Problem::new(
+                "report",
+                format!(
+                    "{report} is inside the location of sink \"{}\" ({}); publishing it would remove the report",
+                    s.table, s.location
+                ),
+            ));
+        }
+    }
+    p
 }
 
 /// The pipeline's hash ([`Plan::hash`]): FNV-1a of the file's bytes and of

@@ -7,6 +7,10 @@
 //! failure. With `--fail-fast` the first failure stops the run. An invalid
 //! pipeline (exit 2) or an interrupt stops it at once either way. Deferred
 //! steps (`--defer`) are reported first: their tables are sources.
+//!
+//! With a report (`report:`/`--report`), a stage step that succeeded is read
+//! for it at once, while its tables are registered ([`story::collect`]); a
+//! skipped or failed step shows in the report by its status and reason.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,8 +19,9 @@ use std::time::Instant;
 use tracing::Instrument;
 
 use super::exec::{RunOptions, guarded, release_unread, run_step};
-use super::plan::Plan;
+use super::plan::{Plan, StepKind};
 use super::report::{RunSummary, StepReport, StepStatus};
+use super::story::{self, Story};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 
@@ -41,6 +46,7 @@ pub async fn run(
     engine: &Engine,
     opts: &mut RunOptions,
     summary: &mut RunSummary,
+    told: &mut Story,
 ) -> Result<Outcome> {
     let pb = opts.progress.clone();
     for d in &plan.deferred {
@@ -113,6 +119,17 @@ pub async fn run(
                     rows,
                     seconds,
                 });
+                // The report reads the stage's small tables and aggregates of
+                // its scored one now, while they are registered.
+                if plan.report.is_some()
+                    && let StepKind::Stage(stage) = &step.kind
+                {
+                    let t0 = Instant::now();
+                    let read = story::collect(engine, &step.name, stage.name(), &step.outputs).instrument(span.clone());
+                    let read = guarded(&mut opts.interrupt, async { Ok(read.await) }).await?;
+                    tracing::info!(parent: &span, step = %step.name, seconds = t0.elapsed().as_secs_f64(), "read for the report");
+                    told.steps.push(read);
+                }
             }
             Err(e) if e.exit_code() != 1 => return Err(e),
             Err(e) => {

@@ -1,4 +1,4 @@
-//! The analytics step kinds (`clv`, `segment`, `predict`) behind one trait,
+//! The analytics step kinds (`clv`, `segment`, `predict`, `rfm`) behind one trait,
 //! dispatched in one place.
 //!
 //! A stage reads its input tables through DataFusion, brings into memory
@@ -20,6 +20,8 @@ pub mod clv;
 pub mod features;
 pub mod kmeans;
 pub mod predict;
+pub mod rfm;
+pub mod roc;
 pub mod segment;
 
 use std::sync::Arc;
@@ -144,6 +146,7 @@ stage_kinds! {
     "clv" => Clv(clv::ClvSpec => clv::Clv),
     "segment" => Segment(segment::SegmentSpec => segment::Segment),
     "predict" => Predict(predict::PredictSpec => predict::Predict),
+    "rfm" => Rfm(rfm::RfmSpec => rfm::Rfm),
 }
 
 /// The scalar functions stage plans call, registered by name on every

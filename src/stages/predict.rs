@@ -11,7 +11,8 @@
 //!
 //! Outputs: `<step>` (`id`, `prediction`), `<step>_metrics` (metric, value)
 //! from the holdout, `<step>_model` (name, value): intercept and one
-//! coefficient per feature, in original units.
+//! coefficient per feature, in original units; for `logistic`, `<step>_roc`
+//! (threshold, tpr, fpr) on the holdout ([`super::roc`]).
 
 use std::sync::Arc;
 
@@ -183,7 +184,10 @@ impl Stage for Predict {
     }
 
     fn extra_suffixes(&self) -> &'static [&'static str] {
-        &["_metrics", "_model"]
+        match self.spec.model {
+            ModelKind::Linear => &["_metrics", "_model"],
+            ModelKind::Logistic => &["_metrics", "_model", "_roc"],
+        }
     }
 
     async fn schemas(&self, step: &str, engine: &Engine) -> std::result::Result<Vec<SchemaRef>, Vec<Problem>> {
@@ -213,7 +217,11 @@ impl Stage for Predict {
             Field::new(&s.id, id_type, true),
             Field::new("prediction", DataType::Float64, true),
         ]));
-        Ok(vec![out, name_value_schema("metric"), name_value_schema("name")])
+        let mut schemas = vec![out, name_value_schema("metric"), name_value_schema("name")];
+        if s.model == ModelKind::Logistic {
+            schemas.push(super::roc::schema());
+        }
+        Ok(schemas)
     }
 
     async fn run(&self, step: &str, engine: &Engine) -> Result<Vec<DataFrame>> {
@@ -254,11 +262,16 @@ impl Stage for Predict {
         for (f, b) in s.features.iter().zip(&model.coef) {
             model_rows.push((f.clone(), *b));
         }
-        Ok(vec![
+        let mut out = vec![
             scored,
             name_value_table(engine, step, "metric", &metrics)?,
             name_value_table(engine, step, "name", &model_rows)?,
-        ])
+        ];
+        if s.model == ModelKind::Logistic {
+            let holdout = holdout_rows(engine, step, s, &model).await?;
+            out.push(super::roc::table(engine, step, holdout).await?);
+        }
+        Ok(out)
     }
 }
 
@@ -375,6 +388,32 @@ pub fn fit(
     })
 }
 
+/// The holdout rows of the training table with the label (`__y`) and the
+/// model's prediction (`__p`), as a plan.
+///
+/// # Errors
+/// A query failure.
+pub async fn holdout_rows(engine: &Engine, step: &str, s: &PredictSpec, model: &Model) -> Result<DataFrame> {
+    let fail = |e: datafusion::error::DataFusionError| Error::step(step, e);
+    engine
+        .context()
+        .table(s.train.as_str())
+        .await
+        .map_err(fail)?
+        .filter(match &s.holdout_column {
+            Some(h) => column(h).is_true(),
+            None => holdout_expr(&s.id, s.seed, s.holdout),
+        })
+        .and_then(|d| {
+            d.select(vec![
+                f64_col(&s.label).alias("__y"),
+                model.expr(&s.features).alias("__p"),
+            ])
+        })
+        .and_then(|d| d.filter(col("__p").is_not_null()))
+        .map_err(fail)
+}
+
 /// The holdout metrics, computed inside the plan over every holdout row of
 /// the training table (the rows whose id hash falls in the first `holdout`
 /// of the range), whatever was sampled for the fit: r2, rmse, mae (linear)
@@ -391,23 +430,7 @@ pub async fn holdout_metrics(
 ) -> Result<Vec<(String, f64)>> {
     let fail = |e: datafusion::error::DataFusionError| Error::step(step, e);
     let f = |e: Expr| cast(e, DataType::Float64);
-    let holdout = engine
-        .context()
-        .table(s.train.as_str())
-        .await
-        .map_err(fail)?
-        .filter(match &s.holdout_column {
-            Some(h) => column(h).is_true(),
-            None => holdout_expr(&s.id, s.seed, s.holdout),
-        })
-        .and_then(|d| {
-            d.select(vec![
-                f64_col(&s.label).alias("__y"),
-                model.expr(&s.features).alias("__p"),
-            ])
-        })
-        .and_then(|d| d.filter(col("__p").is_not_null()))
-        .map_err(fail)?;
+    let holdout = holdout_rows(engine, step, s, model).await?;
     let (y, p) = (col("__y"), col("__p"));
     let n = f(count(lit(1))).alias("n");
     let mut names = vec!["n_test"];

@@ -29,6 +29,7 @@ use super::s3::Moto;
 const SINKS: &[&str] = &[
     "customer_scores",
     "segment_profile",
+    "rfm_profile",
     "clv_bgnbd_model",
     "revenue_forecast_metrics",
     "revenue_forecast_model",

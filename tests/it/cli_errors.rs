@@ -32,13 +32,13 @@ fn assert_invalid(name: &str, expected: &str) {
 fn unknown_key_names_line_and_key() {
     assert_invalid(
         "unknown_key",
-        "invalid pipeline {file}: line 6 column 5: unknown field `sqll`, expected one of name, sql, clv, segment, predict, cache, vars
+        "invalid pipeline {file}: line 6 column 5: unknown field `sqll`, expected one of name, sql, clv, segment, predict, rfm, cache, vars
  --> {file}:6:5
   |
 4 | steps:
 5 |   - name: features
 6 |     sqll: SELECT * FROM customers
-  |     ^ unknown field `sqll`, expected one of name, sql, clv, segment, predict, cache, vars",
+  |     ^ unknown field `sqll`, expected one of name, sql, clv, segment, predict, rfm, cache, vars",
     );
 }
 
@@ -92,13 +92,13 @@ fn unresolved_var() {
 fn step_with_two_kinds() {
     assert_invalid(
         "two_kinds",
-        "invalid pipeline {file}: line 5 column 5: step \"seg\": expected exactly one of sql, clv, segment, predict; found sql, segment
+        "invalid pipeline {file}: line 5 column 5: step \"seg\": expected exactly one of sql, clv, segment, predict, rfm; found sql, segment
  --> {file}:5:5
   |
 3 |   customers: {url: data/customers/}
 4 | steps:
 5 |   - name: seg
-  |     ^ step \"seg\": expected exactly one of sql, clv, segment, predict; found sql, segment
+  |     ^ step \"seg\": expected exactly one of sql, clv, segment, predict, rfm; found sql, segment
 6 |     sql: SELECT * FROM customers
 7 |     segment:
   |",

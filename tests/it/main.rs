@@ -18,6 +18,8 @@ mod ops;
 mod predict_sample;
 mod publish;
 mod quarantine;
+mod report;
+mod rfm;
 mod run_control;
 mod s3;
 mod sources;
