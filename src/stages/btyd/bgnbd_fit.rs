@@ -5,8 +5,9 @@
 //! shared optimizer in `optim`.
 
 use super::bgnbd::{BgNbdParams, bgnbd_log_likelihood};
-use super::data::{Fit, FitError, Rfm, bad_row, check_penalizer, distinct_index};
-use super::optim::{Objective, minimize, std_errors};
+use super::data::{Fit, FitError, Rfm, check_penalizer, checked_rfm, distinct_index};
+use super::fit::fit_objective;
+use super::optim::Objective;
 use super::special::{digamma, ln_gamma};
 
 /// One (x, t_x, T) triple: indices of T and t_x among the distinct times.
@@ -114,39 +115,8 @@ impl Objective for BgObjective {
 
 fn prepare_bgnbd(data: &[Rfm], penalizer: f64) -> Result<(BgObjective, f64), FitError> {
     check_penalizer(penalizer)?;
-    let mut kept = Vec::new();
-    for (i, d) in data.iter().enumerate() {
-        if !(d.weight.is_finite() && d.weight >= 0.0) {
-            return Err(bad_row(i, format!("weight must be finite and >= 0, got {}", d.weight)));
-        }
-        if !(d.frequency.is_finite() && (d.frequency == 0.0 || d.frequency >= 1.0)) {
-            return Err(bad_row(
-                i,
-                format!("frequency must be 0 or a count >= 1, got {}", d.frequency),
-            ));
-        }
-        if !(d.t.is_finite() && d.t > 0.0) {
-            return Err(bad_row(i, format!("T must be finite and > 0, got {}", d.t)));
-        }
-        if d.frequency > 0.0 && !(d.recency.is_finite() && d.recency >= 0.0 && d.recency <= d.t) {
-            return Err(bad_row(
-                i,
-                format!("recency must be within [0, T] = [0, {}], got {}", d.t, d.recency),
-            ));
-        }
-        if d.weight > 0.0 {
-            kept.push(*d);
-        }
-    }
-    if kept.is_empty() {
-        return Err(FitError::Empty);
-    }
-    if kept.iter().all(|d| d.frequency == 0.0) {
-        return Err(FitError::NoRepeatBuyers);
-    }
-    // Group by frequency (stable, so the summation order is the input order
-    // within a group and the result is deterministic).
-    kept.sort_by(|p, q| p.frequency.total_cmp(&q.frequency));
+    let kept = checked_rfm(data)?;
+    // Grouped by frequency: `checked_rfm` sorts by (x, t_x, T).
     let max_t = kept.iter().map(|d| d.t).fold(0.0, f64::max);
     let scale = 1.0 / max_t;
     let mut all_times: Vec<f64> = kept.iter().map(|d| d.t * scale).collect();
@@ -220,33 +190,17 @@ pub fn fit_bgnbd(data: &[Rfm], penalizer: f64) -> Result<Fit<BgNbdParams>, FitEr
         }
     }
     starts.push(vec![0.1; 4]); // lifetimes' default start
-    let opt = minimize(&obj, &starts)?;
-    let th = &opt.theta;
-    let se = std_errors(&obj, th);
-    let params = BgNbdParams {
-        r: th[0].exp(),
-        alpha: th[1].exp() / scale,
-        a: th[2].exp(),
-        b: th[3].exp(),
-    };
-    let std_errors = BgNbdParams {
-        r: se[0],
-        alpha: se[1] / scale,
-        a: se[2],
-        b: se[3],
-    };
-    let log_likelihood = bgnbd_log_likelihood(&params, data);
-    if !log_likelihood.is_finite() {
-        return Err(FitError::NonFiniteLikelihood(format!("at the optimum {params:?}")));
-    }
-    let converged = opt.converged && se.iter().all(|v| v.is_finite());
-    Ok(Fit {
-        params,
-        std_errors,
-        log_likelihood,
-        iterations: opt.iterations,
-        converged,
-    })
+    fit_objective(
+        &obj,
+        &starts,
+        |v| BgNbdParams {
+            r: v[0],
+            alpha: v[1] / scale,
+            a: v[2],
+            b: v[3],
+        },
+        |p| bgnbd_log_likelihood(p, data),
+    )
 }
 
 #[cfg(test)]

@@ -61,8 +61,11 @@
 pub mod bgnbd;
 pub mod bgnbd_fit;
 pub mod data;
+pub(crate) mod fit;
 pub mod gamma_gamma;
+pub mod mbgnbd;
 pub(crate) mod optim;
+pub mod pareto_nbd;
 pub mod special;
 #[cfg(test)]
 mod test_support;
@@ -71,3 +74,7 @@ pub use bgnbd::{BgNbdParams, expected_purchases, expected_purchases_if_alive, p_
 pub use bgnbd_fit::fit_bgnbd;
 pub use data::{Rfm, Spend};
 pub use gamma_gamma::{GammaGammaParams, expected_avg_spend, fit_gamma_gamma};
+pub use mbgnbd::fit_mbgnbd;
+pub use pareto_nbd::{ParetoNbdParams, fit_pareto_nbd};
+#[cfg(test)]
+mod pareto_mbg_tests;
