@@ -19,6 +19,8 @@
 mod calibration;
 mod discounted;
 mod models;
+#[cfg(test)]
+mod repro_tests;
 pub mod score;
 
 use std::sync::Arc;
@@ -256,7 +258,9 @@ impl ClvSpec {
                 if f <= a {
                     r.problem(format!("clv.holdout_from ({f}) must be after clv.as_of ({a})"));
                 } else if t < f {
-                    r.problem(format!("clv.holdout_to ({t}) must not be before clv.holdout_from ({f})"));
+                    r.problem(format!(
+                        "clv.holdout_to ({t}) must not be before clv.holdout_from ({f})"
+                    ));
                 } else {
                     holdout = Some((f, t));
                 }

@@ -109,7 +109,11 @@ impl Clv {
             kind.label()
         );
         if !fitted.converged {
-            tracing::warn!(step, "{} fit did not converge; parameters are the best found", kind.label());
+            tracing::warn!(
+                step,
+                "{} fit did not converge; parameters are the best found",
+                kind.label()
+            );
         }
         let repeat = rfm.clone().filter(col("frequency").gt(lit(0.0))).map_err(fail)?;
         let spends: Vec<Spend> = counted(repeat, ["frequency", "monetary_value"])
