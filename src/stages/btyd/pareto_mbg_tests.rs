@@ -827,3 +827,35 @@ fn fits_reject_bad_input_like_bgnbd() {
     );
     assert_eq!(fit_mbgnbd(&bad, -1.0).unwrap_err(), FitError::InvalidPenalizer(-1.0));
 }
+
+/// The optimum of the weighted log-likelihood on the 600-customer data set
+/// of bgnbd_fit.rs, by scipy BFGS on the script's own likelihoods
+/// (tests/reference/btyd_pareto_mbg.py `fit600`).
+#[test]
+fn fits_match_the_reference_optimum() {
+    let data = super::bgnbd_fit::tests::lifetimes_sample();
+    let fit = fit_pareto_nbd(&data, 0.0).unwrap();
+    assert!(fit.converged);
+    let p = fit.params;
+    for (got, want, name) in [
+        (p.r, 0.8240721584838162, "r"),
+        (p.alpha, 15.639243823785344, "alpha"),
+        (p.s, 1.6875504671522739, "s"),
+        (p.beta, 36.76088147839469, "beta"),
+    ] {
+        assert_rel(got, want, 1e-4, name);
+    }
+    assert_rel(fit.log_likelihood, -2243.222115166159, 1e-10, "Pareto/NBD LL");
+    let fit = fit_mbgnbd(&data, 0.0).unwrap();
+    assert!(fit.converged);
+    let p = fit.params;
+    for (got, want, name) in [
+        (p.r, 1.095870411097344, "r"),
+        (p.alpha, 10.621580341953731, "alpha"),
+        (p.a, 1.2484692542297713, "a"),
+        (p.b, 1.479672196473248, "b"),
+    ] {
+        assert_rel(got, want, 1e-4, name);
+    }
+    assert_rel(fit.log_likelihood, -2242.267982539832, 1e-10, "MBG/NBD LL");
+}
