@@ -27,7 +27,7 @@ mpmath 1.3.0, pyarrow 14.0.2; about two minutes):
         "scipy==1.11.4" mpmath==1.3.0 pyarrow==14.0.2
     target/ref-venv/bin/python tests/reference/btyd_pareto_mbg.py [section ...]
 
-Sections: values, fit600, sample, calibration.
+Sections: values, fit600, sample, sample_customers, calibration.
 """
 
 import glob
@@ -185,6 +185,7 @@ def sample_triples(as_of="2026-11-24"):
     df = pd.DataFrame({"x": g["count"] - 1.0, "tx": (g["max"] - g["min"]) / 7.0, "T": (as_of_day - g["min"]) / 7.0})
     df = df[df["T"] > 0]
     agg = df.groupby(["x", "tx", "T"]).size().reset_index(name="w")
+    sample_triples.customers = df
     return (agg.x.values, agg.tx.values, agg["T"].values, agg.w.values.astype(float)), len(df)
 
 
@@ -345,5 +346,19 @@ if __name__ == "__main__":
     if "sample" in which:
         data, n = sample_triples()
         section_fits(data, "sample")
+    if "sample_customers" in which:
+        # P(alive) and E[Y(365 days)] of a few sample customers at the optima
+        # printed by `sample` (the fits are not rerun).
+        sample_triples()
+        df = sample_triples.customers
+        h = 365.0 / 7.0
+        pnbd = (1.6133990170472703, 6.6484989548727675, 1.7813525494568188, 121.81813974819065)
+        mbg = (1.560445741572017, 5.651126532974338, 3.7650304544952515, 64.42447326044729)
+        print("== sample_customers: id, (x, t_x, T), pareto (P(alive), E[Y]), mbgnbd (P(alive), E[Y])")
+        for cid in (1, 2, 100, 4321):
+            x, tx, T = df.loc[cid, ["x", "tx", "T"]]
+            pv = pareto_values_mp(pnbd, x, tx, T, [h])
+            mv = mbg_values_mp(mbg, x, tx, T, [h])
+            print(f"({cid}, {pv[1]!r}, {pv[2]!r}, {mv[1]!r}, {mv[2]!r}),")
     if "calibration" in which:
         section_calibration()

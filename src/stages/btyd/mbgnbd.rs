@@ -84,14 +84,28 @@ pub(crate) struct MbgNbd;
 
 impl RowLikelihood for MbgNbd {
     const DIM: usize = 4;
+    /// As [`mbgnbd_log_likelihood`], with the terms that depend on x only
+    /// computed once per run of equal x (the rows come sorted by x).
     fn log_likelihood(&self, v: &[f64], rows: &[Rfm]) -> f64 {
-        let p = BgNbdParams {
-            r: v[0],
-            alpha: v[1],
-            a: v[2],
-            b: v[3],
-        };
-        mbgnbd_log_likelihood(&p, rows)
+        let (r, alpha, a, b) = (v[0], v[1], v[2], v[3]);
+        let base = ln_gamma(a + b) - ln_gamma(b) - ln_gamma(r) + r * alpha.ln();
+        let ln_a = a.ln();
+        let mut cur = f64::NAN;
+        let (mut c, mut k4) = (0.0, 0.0);
+        let mut ll = 0.0;
+        for d in rows {
+            let x = d.frequency;
+            if x != cur {
+                cur = x;
+                c = base + ln_gamma(r + x) + ln_gamma(b + x + 1.0) - ln_gamma(a + b + x + 1.0);
+                k4 = ln_a - (b + x).ln();
+            }
+            let t_x = if x > 0.0 { d.recency } else { 0.0 };
+            let a3 = -(r + x) * (alpha + d.t).ln();
+            let a4 = k4 - (r + x) * (alpha + t_x).ln();
+            ll += d.weight * (c + log_add_exp(a3, a4));
+        }
+        ll
     }
 }
 

@@ -859,3 +859,29 @@ fn fits_match_the_reference_optimum() {
     }
     assert_rel(fit.log_likelihood, -2242.267982539832, 1e-10, "MBG/NBD LL");
 }
+
+#[test]
+fn grouped_mbgnbd_objective_equals_the_row_by_row_likelihood() {
+    use super::fit::RowLikelihood;
+    let truth = BgNbdParams {
+        r: 1.5,
+        alpha: 5.2,
+        a: 3.0,
+        b: 50.0,
+    };
+    let rows = super::data::checked_rfm(&simulate_mbgnbd(3000, &truth, 7, 730)).unwrap();
+    for v in [[1.5, 5.2, 3.0, 50.0], [0.3, 0.8, 0.9, 2.0]] {
+        let p = BgNbdParams {
+            r: v[0],
+            alpha: v[1],
+            a: v[2],
+            b: v[3],
+        };
+        assert_rel(
+            MbgNbd.log_likelihood(&v, &rows),
+            mbgnbd_log_likelihood(&p, &rows),
+            1e-13,
+            "grouped LL",
+        );
+    }
+}
