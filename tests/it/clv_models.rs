@@ -229,7 +229,7 @@ sinks:
         let out = crmflow(d, &["validate", "p.yaml"]);
         assert_eq!(out.code, 2, "{clv}: {}", out.stderr);
         assert!(
-            out.stderr.contains(&format!("step \"clv\" (line 7): {want}")),
+            out.stderr.contains(&format!("step \"clv\" (line 6): {want}")),
             "{clv}: {}",
             out.stderr
         );

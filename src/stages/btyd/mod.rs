@@ -55,8 +55,14 @@
 //! * [`bgnbd`] (model and scoring) and [`bgnbd_fit`] (its objective and fit);
 //! * [`gamma_gamma`]: the Gamma-Gamma model and its fit.
 //!
-//! A further model (Pareto/NBD, MBG/NBD) adds its own file with its
-//! parameters, likelihood and an `Objective`, and fits through `optim`.
+//! * [`pareto_nbd`]: the Pareto/NBD model (likelihood, P(alive), E[Y(t)],
+//!   fit); [`mbgnbd`]: the modified BG/NBD (Batislam et al. 2007);
+//! * `fit` (crate-private): the steps every fit shares after building its
+//!   objective (`fit_objective`), and a central-difference objective over a
+//!   row likelihood for models without a written-out gradient.
+//!
+//! A further model adds its own file with its parameters, likelihood and an
+//! `Objective` (or a `RowLikelihood`), and fits through `fit_objective`.
 
 pub mod bgnbd;
 pub mod bgnbd_fit;

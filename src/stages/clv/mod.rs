@@ -15,6 +15,12 @@
 //! discounted month by month: Σⱼ (E[Y(tⱼ)] − E[Y(tⱼ₋₁)]) · E[M] / (1+i)^(tⱼ
 //! in years), tⱼ the end of month j (365.25/12 days) capped at the horizon.
 //! It is a future value and does not subtract the acquisition cost.
+//!
+//! `method: pareto_nbd` and `method: mbgnbd` do the same with the Pareto/NBD
+//! or the modified BG/NBD purchase model in place of BG/NBD ([`models`]).
+//! With `holdout_from` / `holdout_to` a model method also writes
+//! `<step>_calibration` ([`calibration`]). Sums over rows are exact
+//! ([`exact_sum`]), so every output is the same whatever the partitioning.
 
 mod calibration;
 mod discounted;
