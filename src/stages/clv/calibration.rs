@@ -21,12 +21,12 @@ use chrono::NaiveDate;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions::math::expr_fn::{abs, sqrt};
-use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{Expr, JoinType, cast as cast_expr, lit, when};
 use datafusion::prelude::{DataFrame, coalesce, col};
 
-use super::Clv;
 use super::score::ScoreModel;
+use super::{Clv, exact_sum};
 
 /// The columns of `<step>_calibration`.
 pub fn schema() -> SchemaRef {
@@ -38,11 +38,6 @@ pub fn schema() -> SchemaRef {
         Field::new("mae", DataType::Float64, true),
         Field::new("correlation", DataType::Float64, true),
     ]))
-}
-
-/// An exact sum of a Float64 expression at 18 decimal places.
-fn exact_sum18(e: Expr) -> Expr {
-    cast_expr(sum(cast_expr(e, DataType::Decimal128(38, 18))), DataType::Float64)
 }
 
 impl Clv {
@@ -94,12 +89,12 @@ impl Clv {
         let sums = || {
             vec![
                 count(lit(1)).alias("customers"),
-                exact_sum18(col("__a")).alias("__sa"),
-                exact_sum18(col("__p")).alias("__sp"),
-                exact_sum18(abs(col("__p") - col("__a"))).alias("__sd"),
-                exact_sum18(col("__a") * col("__a")).alias("__saa"),
-                exact_sum18(col("__p") * col("__p")).alias("__spp"),
-                exact_sum18(col("__a") * col("__p")).alias("__sap"),
+                exact_sum(col("__a")).alias("__sa"),
+                exact_sum(col("__p")).alias("__sp"),
+                exact_sum(abs(col("__p") - col("__a"))).alias("__sd"),
+                exact_sum(col("__a") * col("__a")).alias("__saa"),
+                exact_sum(col("__p") * col("__p")).alias("__spp"),
+                exact_sum(col("__a") * col("__p")).alias("__sap"),
             ]
         };
         let cols = ["customers", "__sa", "__sp", "__sd", "__saa", "__spp", "__sap"];

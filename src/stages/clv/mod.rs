@@ -455,10 +455,11 @@ impl Stage for Clv {
 
 /// The sum of a Float64 expression over a group, the same whatever order the
 /// rows arrive in (thread count, partitions, batch sizes): each value is
-/// rounded to 9 decimal places and summed exactly as a 128-bit decimal.
+/// rounded to 18 decimal places and summed exactly as a 128-bit decimal
+/// (sums up to 10^20 in magnitude; beyond, the query fails with an overflow).
 pub(super) fn exact_sum(e: Expr) -> Expr {
     cast_expr(
-        datafusion::functions_aggregate::expr_fn::sum(cast_expr(e, DataType::Decimal128(38, 9))),
+        datafusion::functions_aggregate::expr_fn::sum(cast_expr(e, DataType::Decimal128(38, 18))),
         DataType::Float64,
     )
 }
