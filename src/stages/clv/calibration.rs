@@ -22,7 +22,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions::math::expr_fn::{abs, sqrt};
 use datafusion::functions_aggregate::expr_fn::count;
-use datafusion::logical_expr::{Expr, JoinType, cast as cast_expr, lit, when};
+use datafusion::logical_expr::{JoinType, cast as cast_expr, lit, when};
 use datafusion::prelude::{DataFrame, coalesce, col};
 
 use super::score::ScoreModel;
