@@ -83,4 +83,6 @@ pub use gamma_gamma::{GammaGammaParams, expected_avg_spend, fit_gamma_gamma};
 pub use mbgnbd::fit_mbgnbd;
 pub use pareto_nbd::{ParetoNbdParams, fit_pareto_nbd};
 #[cfg(test)]
+mod pareto_mbg_fit_tests;
+#[cfg(test)]
 mod pareto_mbg_tests;
