@@ -7,6 +7,7 @@ mod bench_job;
 mod check_kinds;
 mod checks;
 mod cli_errors;
+mod clv_models;
 mod commands;
 mod common;
 mod faults;

@@ -5,8 +5,9 @@
 //! shared optimizer in `optim`.
 
 use super::bgnbd::{BgNbdParams, bgnbd_log_likelihood};
-use super::data::{Fit, FitError, Rfm, bad_row, check_penalizer, distinct_index};
-use super::optim::{Objective, minimize, std_errors};
+use super::data::{Fit, FitError, Rfm, check_penalizer, checked_rfm, distinct_index};
+use super::fit::fit_objective;
+use super::optim::Objective;
 use super::special::{digamma, ln_gamma};
 
 /// One (x, t_x, T) triple: indices of T and t_x among the distinct times.
@@ -114,39 +115,8 @@ impl Objective for BgObjective {
 
 fn prepare_bgnbd(data: &[Rfm], penalizer: f64) -> Result<(BgObjective, f64), FitError> {
     check_penalizer(penalizer)?;
-    let mut kept = Vec::new();
-    for (i, d) in data.iter().enumerate() {
-        if !(d.weight.is_finite() && d.weight >= 0.0) {
-            return Err(bad_row(i, format!("weight must be finite and >= 0, got {}", d.weight)));
-        }
-        if !(d.frequency.is_finite() && (d.frequency == 0.0 || d.frequency >= 1.0)) {
-            return Err(bad_row(
-                i,
-                format!("frequency must be 0 or a count >= 1, got {}", d.frequency),
-            ));
-        }
-        if !(d.t.is_finite() && d.t > 0.0) {
-            return Err(bad_row(i, format!("T must be finite and > 0, got {}", d.t)));
-        }
-        if d.frequency > 0.0 && !(d.recency.is_finite() && d.recency >= 0.0 && d.recency <= d.t) {
-            return Err(bad_row(
-                i,
-                format!("recency must be within [0, T] = [0, {}], got {}", d.t, d.recency),
-            ));
-        }
-        if d.weight > 0.0 {
-            kept.push(*d);
-        }
-    }
-    if kept.is_empty() {
-        return Err(FitError::Empty);
-    }
-    if kept.iter().all(|d| d.frequency == 0.0) {
-        return Err(FitError::NoRepeatBuyers);
-    }
-    // Group by frequency (stable, so the summation order is the input order
-    // within a group and the result is deterministic).
-    kept.sort_by(|p, q| p.frequency.total_cmp(&q.frequency));
+    let kept = checked_rfm(data)?;
+    // Grouped by frequency: `checked_rfm` sorts by (x, t_x, T).
     let max_t = kept.iter().map(|d| d.t).fold(0.0, f64::max);
     let scale = 1.0 / max_t;
     let mut all_times: Vec<f64> = kept.iter().map(|d| d.t * scale).collect();
@@ -220,38 +190,22 @@ pub fn fit_bgnbd(data: &[Rfm], penalizer: f64) -> Result<Fit<BgNbdParams>, FitEr
         }
     }
     starts.push(vec![0.1; 4]); // lifetimes' default start
-    let opt = minimize(&obj, &starts)?;
-    let th = &opt.theta;
-    let se = std_errors(&obj, th);
-    let params = BgNbdParams {
-        r: th[0].exp(),
-        alpha: th[1].exp() / scale,
-        a: th[2].exp(),
-        b: th[3].exp(),
-    };
-    let std_errors = BgNbdParams {
-        r: se[0],
-        alpha: se[1] / scale,
-        a: se[2],
-        b: se[3],
-    };
-    let log_likelihood = bgnbd_log_likelihood(&params, data);
-    if !log_likelihood.is_finite() {
-        return Err(FitError::NonFiniteLikelihood(format!("at the optimum {params:?}")));
-    }
-    let converged = opt.converged && se.iter().all(|v| v.is_finite());
-    Ok(Fit {
-        params,
-        std_errors,
-        log_likelihood,
-        iterations: opt.iterations,
-        converged,
-    })
+    fit_objective(
+        &obj,
+        &starts,
+        |v| BgNbdParams {
+            r: v[0],
+            alpha: v[1] / scale,
+            a: v[2],
+            b: v[3],
+        },
+        |p| bgnbd_log_likelihood(p, data),
+    )
 }
 
 #[cfg(test)]
 #[allow(clippy::excessive_precision)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::stages::btyd::test_support::{CDNOW, CUSTOMERS, assert_rel, check_gradient, rfm, simulate_bgnbd};
 
@@ -284,7 +238,7 @@ mod tests {
     // (BetaGeoFitter(penalizer_coef=pen).fit(f, rec, T, weights=w) gives the same to ~1e-6.)
     const LIFETIMES_SAMPLE: &str = "0,0,20,128;0,0,30,117;0,0,40,109;1,1,20,3;1,1,30,6;1,1,40,3;1,2,20,7;1,2,30,3;1,2,40,2;1,3,20,8;1,3,30,2;1,3,40,4;1,4,20,2;1,4,30,3;1,4,40,4;1,5,20,4;1,5,30,1;1,5,40,1;1,6,20,2;1,6,40,2;1,7,20,1;1,7,30,3;1,7,40,2;1,8,20,5;1,8,30,3;1,8,40,1;1,9,20,4;1,9,40,3;1,10,20,1;1,10,30,2;1,10,40,1;1,11,20,2;1,12,30,1;1,12,40,2;1,13,30,2;1,13,40,1;1,14,20,1;1,15,20,4;1,15,40,1;1,16,20,1;1,16,30,1;1,17,40,1;1,18,40,2;1,19,20,1;1,19,30,1;1,20,30,1;1,21,40,1;1,22,30,1;1,23,30,1;1,23,40,1;1,24,40,1;1,26,30,2;1,26,40,1;1,27,30,1;1,27,40,1;1,29,40,2;1,30,30,2;1,37,40,1;1,38,40,2;1,40,40,1;2,2,20,2;2,4,20,3;2,5,40,3;2,6,30,3;2,9,30,1;2,10,20,1;2,10,40,2;2,12,20,1;2,12,30,2;2,12,40,2;2,13,20,1;2,13,30,1;2,14,20,1;2,15,30,2;2,16,20,1;2,17,20,1;2,17,30,2;2,18,20,2;2,20,20,1;2,20,40,2;2,24,30,1;2,24,40,1;2,25,30,3;2,25,40,1;2,27,30,1;2,28,30,2;2,29,30,2;2,31,40,1;2,33,40,1;2,34,40,1;2,36,40,1;2,38,40,1;2,40,40,1;3,3,40,1;3,6,20,1;3,8,30,2;3,10,20,1;3,11,20,1;3,11,40,1;3,12,30,1;3,13,20,1;3,15,20,1;3,16,30,1;3,17,20,1;3,17,30,2;3,17,40,1;3,18,20,2;3,19,20,2;3,20,20,1;3,20,40,2;3,21,30,1;3,21,40,2;3,27,30,1;3,28,30,1;3,28,40,1;3,32,40,1;3,33,40,2;3,34,40,1;3,35,40,2;3,38,40,1;4,5,20,1;4,5,40,1;4,10,20,1;4,12,20,1;4,12,30,1;4,15,20,1;4,15,40,1;4,16,20,1;4,23,30,1;4,23,40,1;4,25,40,1;4,29,40,1;4,30,30,1;5,14,20,1;5,19,20,1;5,19,30,1;5,20,20,2;5,24,30,1;5,27,40,1;5,30,30,1;5,33,40,1;5,37,40,1;6,8,30,1;6,16,20,1;6,21,40,1;6,26,30,1;6,26,40,1;7,22,40,1;7,37,40,1;8,16,40,1;9,25,30,1;9,29,30,1;11,18,20,1;11,28,40,1;11,40,40,1;12,29,30,1";
 
-    fn lifetimes_sample() -> Vec<Rfm> {
+    pub(crate) fn lifetimes_sample() -> Vec<Rfm> {
         LIFETIMES_SAMPLE
             .split(';')
             .map(|row| {

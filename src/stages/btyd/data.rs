@@ -110,3 +110,50 @@ pub(crate) fn distinct_index(values: &[f64]) -> (Vec<f64>, Vec<u32>) {
         .collect();
     (sorted, idx)
 }
+
+/// The rows of a purchase model's input with a positive weight, checked
+/// (weight finite and >= 0, frequency 0 or a count >= 1, T finite and > 0,
+/// recency within [0, T] for repeat buyers) and sorted by (x, t_x, T,
+/// weight), so that a fit sums in the same order whatever order the rows
+/// arrive in. Errors on the first invalid row, on no row with a positive
+/// weight, and on no repeat buyer.
+pub(crate) fn checked_rfm(data: &[Rfm]) -> Result<Vec<Rfm>, FitError> {
+    let mut kept = Vec::new();
+    for (i, d) in data.iter().enumerate() {
+        if !(d.weight.is_finite() && d.weight >= 0.0) {
+            return Err(bad_row(i, format!("weight must be finite and >= 0, got {}", d.weight)));
+        }
+        if !(d.frequency.is_finite() && (d.frequency == 0.0 || d.frequency >= 1.0)) {
+            return Err(bad_row(
+                i,
+                format!("frequency must be 0 or a count >= 1, got {}", d.frequency),
+            ));
+        }
+        if !(d.t.is_finite() && d.t > 0.0) {
+            return Err(bad_row(i, format!("T must be finite and > 0, got {}", d.t)));
+        }
+        if d.frequency > 0.0 && !(d.recency.is_finite() && d.recency >= 0.0 && d.recency <= d.t) {
+            return Err(bad_row(
+                i,
+                format!("recency must be within [0, T] = [0, {}], got {}", d.t, d.recency),
+            ));
+        }
+        if d.weight > 0.0 {
+            kept.push(*d);
+        }
+    }
+    if kept.is_empty() {
+        return Err(FitError::Empty);
+    }
+    if kept.iter().all(|d| d.frequency == 0.0) {
+        return Err(FitError::NoRepeatBuyers);
+    }
+    kept.sort_by(|p, q| {
+        p.frequency
+            .total_cmp(&q.frequency)
+            .then(p.recency.total_cmp(&q.recency))
+            .then(p.t.total_cmp(&q.t))
+            .then(p.weight.total_cmp(&q.weight))
+    });
+    Ok(kept)
+}

@@ -4,7 +4,8 @@
 //! `lifetimes.GammaGammaFitter` does, with the shared optimizer in `optim`.
 
 use super::data::{Fit, FitError, Spend, bad_row, check_penalizer, distinct_index};
-use super::optim::{Objective, minimize, std_errors};
+use super::fit::fit_objective;
+use super::optim::Objective;
 use super::special::{digamma, ln_gamma};
 
 /// Gamma-Gamma parameters: a customer's transaction values are
@@ -158,6 +159,13 @@ fn prepare_gg(data: &[Spend], penalizer: f64) -> Result<GgObjective, FitError> {
     if kept.is_empty() {
         return Err(FitError::NoRepeatBuyers);
     }
+    // Summed in a fixed order, whatever order the rows arrive in.
+    kept.sort_by(|a, b| {
+        a.frequency
+            .total_cmp(&b.frequency)
+            .then(a.monetary_value.total_cmp(&b.monetary_value))
+            .then(a.weight.total_cmp(&b.weight))
+    });
     let wsum: f64 = kept.iter().map(|d| d.weight).sum();
     let m_scale = kept.iter().map(|d| d.weight * d.monetary_value).sum::<f64>() / wsum;
     let freqs: Vec<f64> = kept.iter().map(|d| d.frequency).collect();
@@ -202,32 +210,17 @@ pub fn fit_gamma_gamma(data: &[Spend], penalizer: f64) -> Result<Fit<GammaGammaP
         }
     }
     starts.push(vec![0.1, 0.1, 0.1 - obj.m_scale.ln()]); // lifetimes' default start
-    let opt = minimize(&obj, &starts)?;
-    let th = &opt.theta;
-    let se = std_errors(&obj, th);
     let ms = obj.m_scale;
-    let params = GammaGammaParams {
-        p: th[0].exp(),
-        q: th[1].exp(),
-        v: th[2].exp() * ms,
-    };
-    let std_errors = GammaGammaParams {
-        p: se[0],
-        q: se[1],
-        v: se[2] * ms,
-    };
-    let log_likelihood = gamma_gamma_log_likelihood(&params, data);
-    if !log_likelihood.is_finite() {
-        return Err(FitError::NonFiniteLikelihood(format!("at the optimum {params:?}")));
-    }
-    let converged = opt.converged && se.iter().all(|v| v.is_finite());
-    Ok(Fit {
-        params,
-        std_errors,
-        log_likelihood,
-        iterations: opt.iterations,
-        converged,
-    })
+    fit_objective(
+        &obj,
+        &starts,
+        |v| GammaGammaParams {
+            p: v[0],
+            q: v[1],
+            v: v[2] * ms,
+        },
+        |p| gamma_gamma_log_likelihood(p, data),
+    )
 }
 
 #[cfg(test)]

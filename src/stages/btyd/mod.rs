@@ -55,14 +55,23 @@
 //! * [`bgnbd`] (model and scoring) and [`bgnbd_fit`] (its objective and fit);
 //! * [`gamma_gamma`]: the Gamma-Gamma model and its fit.
 //!
-//! A further model (Pareto/NBD, MBG/NBD) adds its own file with its
-//! parameters, likelihood and an `Objective`, and fits through `optim`.
+//! * [`pareto_nbd`]: the Pareto/NBD model (likelihood, P(alive), E[Y(t)],
+//!   fit); [`mbgnbd`]: the modified BG/NBD (Batislam et al. 2007);
+//! * `fit` (crate-private): the steps every fit shares after building its
+//!   objective (`fit_objective`), and a central-difference objective over a
+//!   row likelihood for models without a written-out gradient.
+//!
+//! A further model adds its own file with its parameters, likelihood and an
+//! `Objective` (or a `RowLikelihood`), and fits through `fit_objective`.
 
 pub mod bgnbd;
 pub mod bgnbd_fit;
 pub mod data;
+pub(crate) mod fit;
 pub mod gamma_gamma;
+pub mod mbgnbd;
 pub(crate) mod optim;
+pub mod pareto_nbd;
 pub mod special;
 #[cfg(test)]
 mod test_support;
@@ -71,3 +80,9 @@ pub use bgnbd::{BgNbdParams, expected_purchases, expected_purchases_if_alive, p_
 pub use bgnbd_fit::fit_bgnbd;
 pub use data::{Rfm, Spend};
 pub use gamma_gamma::{GammaGammaParams, expected_avg_spend, fit_gamma_gamma};
+pub use mbgnbd::fit_mbgnbd;
+pub use pareto_nbd::{ParetoNbdParams, fit_pareto_nbd};
+#[cfg(test)]
+mod pareto_mbg_fit_tests;
+#[cfg(test)]
+mod pareto_mbg_tests;

@@ -110,6 +110,90 @@ pub(crate) fn simulate_bgnbd(n: usize, truth: &BgNbdParams, seed: u64, max_days:
         .collect()
 }
 
+/// (x, t_x, T) in days -> weighted rows in weeks.
+fn weekly(counts: BTreeMap<(u64, u64, u64), f64>) -> Vec<Rfm> {
+    counts
+        .into_iter()
+        .map(|((x, txd, td), w)| Rfm {
+            frequency: x as f64,
+            recency: txd as f64 / 7.0,
+            t: td as f64 / 7.0,
+            weight: w,
+        })
+        .collect()
+}
+
+/// The last purchase time in days, rounded to the nearest day (0 for x = 0).
+fn day_of(x: u64, tx_weeks: f64, t_days: u64) -> u64 {
+    if x > 0 {
+        ((tx_weeks * 7.0).round() as u64).min(t_days)
+    } else {
+        0
+    }
+}
+
+/// MBG/NBD simulation as [`simulate_bgnbd`], except that the customer may
+/// also drop out (probability p) right after the first purchase at 0.
+pub(crate) fn simulate_mbgnbd(n: usize, truth: &BgNbdParams, seed: u64, max_days: u64) -> Vec<Rfm> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let gamma = Gamma::new(truth.r, 1.0 / truth.alpha).unwrap();
+    let beta = Beta::new(truth.a, truth.b).unwrap();
+    let mut counts: BTreeMap<(u64, u64, u64), f64> = BTreeMap::new();
+    for _ in 0..n {
+        let lambda: f64 = gamma.sample(&mut rng);
+        let p: f64 = beta.sample(&mut rng);
+        let t_days: u64 = rng.gen_range(30..=max_days);
+        let t_weeks = t_days as f64 / 7.0;
+        let (mut t, mut x, mut tx) = (0.0f64, 0u64, 0.0f64);
+        while rng.r#gen::<f64>() >= p {
+            let u: f64 = rng.r#gen();
+            t += -(-u).ln_1p() / lambda;
+            if t > t_weeks {
+                break;
+            }
+            x += 1;
+            tx = t;
+        }
+        *counts.entry((x, day_of(x, tx, t_days), t_days)).or_default() += 1.0;
+    }
+    weekly(counts)
+}
+
+/// Pareto/NBD simulation: λ ~ Gamma(r, 1/α), μ ~ Gamma(s, 1/β) per week; a
+/// lifetime τ ~ Exponential(μ) from the first purchase at 0, purchases a
+/// Poisson process at rate λ until min(τ, T); T and t_x in days as in
+/// [`simulate_bgnbd`].
+pub(crate) fn simulate_pareto_nbd(
+    n: usize,
+    truth: &super::pareto_nbd::ParetoNbdParams,
+    seed: u64,
+    max_days: u64,
+) -> Vec<Rfm> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let gamma_l = Gamma::new(truth.r, 1.0 / truth.alpha).unwrap();
+    let gamma_m = Gamma::new(truth.s, 1.0 / truth.beta).unwrap();
+    let mut counts: BTreeMap<(u64, u64, u64), f64> = BTreeMap::new();
+    for _ in 0..n {
+        let lambda: f64 = gamma_l.sample(&mut rng);
+        let mu: f64 = gamma_m.sample(&mut rng);
+        let t_days: u64 = rng.gen_range(30..=max_days);
+        let u: f64 = rng.r#gen();
+        let end = (-(-u).ln_1p() / mu).min(t_days as f64 / 7.0);
+        let (mut t, mut x, mut tx) = (0.0f64, 0u64, 0.0f64);
+        loop {
+            let u: f64 = rng.r#gen();
+            t += -(-u).ln_1p() / lambda;
+            if t > end {
+                break;
+            }
+            x += 1;
+            tx = t;
+        }
+        *counts.entry((x, day_of(x, tx, t_days), t_days)).or_default() += 1.0;
+    }
+    weekly(counts)
+}
+
 /// Asserts that the analytic gradient of `obj` at `theta` matches central
 /// differences of its value.
 pub(crate) fn check_gradient<O: Objective>(obj: &O, theta: &[f64]) {

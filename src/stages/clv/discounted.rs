@@ -3,11 +3,10 @@
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::functions::math::expr_fn::{floor, power};
-use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::logical_expr::{Expr, JoinType, cast as cast_expr, lit};
 use datafusion::prelude::{DataFrame, coalesce, col};
 
-use super::{Clv, CostSpec};
+use super::{Clv, CostSpec, exact_sum};
 use crate::engine::Engine;
 use crate::engine::expr::{column, f64_col};
 use crate::error::{Error, Result};
@@ -60,7 +59,8 @@ impl Clv {
             .aggregate(
                 vec![col("__id")],
                 vec![
-                    sum(col("__amount") * power(lit(1.0 + s.discount_rate), lit(0.0) - col("__year"))).alias("__disc"),
+                    exact_sum(col("__amount") * power(lit(1.0 + s.discount_rate), lit(0.0) - col("__year")))
+                        .alias("__disc"),
                 ],
             )
             .map_err(fail)?;

@@ -15,9 +15,18 @@
 //! discounted month by month: Σⱼ (E[Y(tⱼ)] − E[Y(tⱼ₋₁)]) · E[M] / (1+i)^(tⱼ
 //! in years), tⱼ the end of month j (365.25/12 days) capped at the horizon.
 //! It is a future value and does not subtract the acquisition cost.
+//!
+//! `method: pareto_nbd` and `method: mbgnbd` do the same with the Pareto/NBD
+//! or the modified BG/NBD purchase model in place of BG/NBD ([`models`]).
+//! With `holdout_from` / `holdout_to` a model method also writes
+//! `<step>_calibration` ([`calibration`]). Sums over rows are exact
+//! ([`exact_sum`]), so every output is the same whatever the partitioning.
 
-mod bgnbd;
+mod calibration;
 mod discounted;
+mod models;
+#[cfg(test)]
+mod repro_tests;
 pub mod score;
 
 use std::sync::Arc;
@@ -68,6 +77,10 @@ pub struct ClvSpec {
     pub horizon: Option<f64>,
     /// `bgnbd`: L2 penalty on the parameters (default 0).
     pub penalizer: Option<f64>,
+    /// Model methods: the first day of the holdout period (after `as_of`).
+    pub holdout_from: Option<String>,
+    /// Model methods: the last day of the holdout period.
+    pub holdout_to: Option<String>,
 }
 
 fn default_transactions() -> String {
@@ -96,6 +109,20 @@ pub enum Method {
     #[default]
     Discounted,
     Bgnbd,
+    ParetoNbd,
+    Mbgnbd,
+}
+
+impl Method {
+    /// The purchase model of a model method (None for `discounted`).
+    pub fn model(self) -> Option<score::Kind> {
+        match self {
+            Method::Discounted => None,
+            Method::Bgnbd => Some(score::Kind::BgNbd),
+            Method::ParetoNbd => Some(score::Kind::ParetoNbd),
+            Method::Mbgnbd => Some(score::Kind::MbgNbd),
+        }
+    }
 }
 
 /// `time_unit:` of BG/NBD.
@@ -141,6 +168,8 @@ pub struct Clv {
     pub horizon: f64,
     /// `bgnbd`: the L2 penalty (default 0).
     pub penalizer: f64,
+    /// Model methods: the holdout period (first and last day), if any.
+    pub holdout: Option<(NaiveDate, NaiveDate)>,
 }
 
 impl ClvSpec {
@@ -159,6 +188,14 @@ impl ClvSpec {
         r.one("clv.signup", &mut self.signup);
         if let CostSpec::Column(c) = &mut self.cost {
             r.one("clv.cost", c);
+        }
+        for (key, v) in [
+            ("clv.holdout_from", &mut self.holdout_from),
+            ("clv.holdout_to", &mut self.holdout_to),
+        ] {
+            if let Some(v) = v {
+                r.one(key, v);
+            }
         }
         let interpolated = r.problems.is_empty();
         let as_of = match NaiveDate::parse_from_str(&self.as_of, "%Y-%m-%d") {
@@ -181,10 +218,12 @@ impl ClvSpec {
                     ("time_unit", self.time_unit.is_some()),
                     ("horizon", self.horizon.is_some()),
                     ("penalizer", self.penalizer.is_some()),
+                    ("holdout_from", self.holdout_from.is_some()),
+                    ("holdout_to", self.holdout_to.is_some()),
                 ] {
                     if set {
                         r.problem(format!(
-                            "clv.{key} applies to method: bgnbd only (use horizon_years with discounted)"
+                            "clv.{key} applies to methods bgnbd, pareto_nbd and mbgnbd only (use horizon_years with discounted)"
                         ));
                     }
                 }
@@ -192,7 +231,7 @@ impl ClvSpec {
                     r.problem("clv.horizon_years must be at least 1".to_string());
                 }
             }
-            Method::Bgnbd => {
+            Method::Bgnbd | Method::ParetoNbd | Method::Mbgnbd => {
                 if self.horizon_years.is_some() {
                     r.problem(
                         "clv.horizon_years applies to method: discounted only (use horizon, in time_unit periods)"
@@ -211,8 +250,33 @@ impl ClvSpec {
                 }
             }
         }
+        let mut holdout = None;
+        if interpolated && let (Some(from), Some(to)) = (&self.holdout_from, &self.holdout_to) {
+            let date = |key: &str, v: &str, r: &mut Resolver| match NaiveDate::parse_from_str(v, "%Y-%m-%d") {
+                Ok(d) => Some(d),
+                Err(_) => {
+                    r.problem(format!("clv.{key} \"{v}\" is not a date (YYYY-MM-DD)"));
+                    None
+                }
+            };
+            let (from_d, to_d) = (date("holdout_from", from, &mut r), date("holdout_to", to, &mut r));
+            if let (Some(f), Some(t), Some(a)) = (from_d, to_d, as_of) {
+                if f <= a {
+                    r.problem(format!("clv.holdout_from ({f}) must be after clv.as_of ({a})"));
+                } else if t < f {
+                    r.problem(format!(
+                        "clv.holdout_to ({t}) must not be before clv.holdout_from ({f})"
+                    ));
+                } else {
+                    holdout = Some((f, t));
+                }
+            }
+        } else if self.holdout_from.is_some() != self.holdout_to.is_some() {
+            r.problem("clv.holdout_from and clv.holdout_to go together: set both or neither".to_string());
+        }
         let unit = self.time_unit.unwrap_or(TimeUnit::Weeks);
         let clv = |as_of| Clv {
+            holdout,
             as_of,
             unit,
             horizon: self.horizon.unwrap_or(365.0 / unit.days()),
@@ -237,32 +301,53 @@ impl Clv {
     }
 
     /// Transactions up to and including `as_of`: id, day (Date32), amount.
+    fn transactions(&self, tx: DataFrame) -> datafusion::error::Result<DataFrame> {
+        self.transactions_between(tx, None, self.as_of)
+    }
+
+    /// Transactions on the days `from` (if given) to `to`, inclusive: id,
+    /// day (Date32), amount.
     ///
     /// For naive and UTC timestamps the day is integer arithmetic on the
-    /// stored value and the bound a timestamp literal (pushed into the
+    /// stored value and the bounds timestamp literals (pushed into the
     /// Parquet scan); other columns are cast to a date row by row.
-    fn transactions(&self, tx: DataFrame) -> datafusion::error::Result<DataFrame> {
+    fn transactions_between(
+        &self,
+        tx: DataFrame,
+        from: Option<NaiveDate>,
+        to: NaiveDate,
+    ) -> datafusion::error::Result<DataFrame> {
         let s = &self.spec;
+        let epoch = |d: NaiveDate| (d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days();
         let ts_type = tx
             .schema()
             .field_with_unqualified_name(&s.timestamp)?
             .data_type()
             .clone();
         let Some(per_day) = utc_ticks_per_day(&ts_type) else {
+            let day = |d: NaiveDate| lit(ScalarValue::Date32(Some(epoch(d) as i32)));
+            let mut keep = col("__day").lt_eq(day(to));
+            if let Some(f) = from {
+                keep = keep.and(col("__day").gt_eq(day(f)));
+            }
             return tx
                 .select(vec![
                     column(&s.id).alias("__id"),
                     cast_expr(column(&s.timestamp), DataType::Date32).alias("__day"),
                     f64_col(&s.amount).alias("__amount"),
                 ])?
-                .filter(col("__day").lt_eq(self.as_of_lit()));
+                .filter(keep);
         };
-        let end = ScalarValue::Int64(Some((i64::from(self.as_of_days()) + 1) * per_day)).cast_to(&ts_type)?;
+        let bound = |days: i64| ScalarValue::Int64(Some(days * per_day)).cast_to(&ts_type);
+        let mut keep = column(&s.timestamp).lt(lit(bound(epoch(to) + 1)?));
+        if let Some(f) = from {
+            keep = keep.and(column(&s.timestamp).gt_eq(lit(bound(epoch(f))?)));
+        }
         let raw = cast_expr(column(&s.timestamp), DataType::Int64);
         // Floor division (timestamps before 1970 are negative).
         let days = datafusion::logical_expr::when(raw.clone().gt_eq(lit(0i64)), raw.clone() / lit(per_day))
             .otherwise((raw - lit(per_day - 1)) / lit(per_day))?;
-        tx.filter(column(&s.timestamp).lt(lit(end)))?.select(vec![
+        tx.filter(keep)?.select(vec![
             column(&s.id).alias("__id"),
             cast_expr(cast_expr(days, DataType::Int32), DataType::Date32).alias("__day"),
             f64_col(&s.amount).alias("__amount"),
@@ -298,12 +383,16 @@ impl Stage for Clv {
     fn inputs(&self) -> Vec<String> {
         match self.spec.method {
             Method::Discounted => vec![self.spec.transactions.clone(), self.spec.customers.clone()],
-            Method::Bgnbd => vec![self.spec.transactions.clone()],
+            _ => vec![self.spec.transactions.clone()],
         }
     }
 
     fn extra_suffixes(&self) -> &'static [&'static str] {
-        &["_model"]
+        if self.holdout.is_some() {
+            &["_model", "_calibration"]
+        } else {
+            &["_model"]
+        }
     }
 
     async fn schemas(&self, step: &str, engine: &Engine) -> std::result::Result<Vec<SchemaRef>, Vec<Problem>> {
@@ -334,7 +423,7 @@ impl Stage for Clv {
                     Field::new("clv", DataType::Float64, true),
                 ])
             }
-            Method::Bgnbd => {
+            Method::Bgnbd | Method::ParetoNbd | Method::Mbgnbd => {
                 let mut fields = vec![Field::new(&s.id, id_type, true)];
                 for f in ["frequency", "recency", "t", "monetary_value"]
                     .iter()
@@ -348,16 +437,31 @@ impl Stage for Clv {
         if !p.is_empty() {
             return Err(p);
         }
-        Ok(vec![Arc::new(out), name_value_schema("name")])
+        let mut schemas = vec![Arc::new(out), name_value_schema("name")];
+        if self.holdout.is_some() {
+            schemas.push(calibration::schema());
+        }
+        Ok(schemas)
     }
 
     async fn run(&self, step: &str, engine: &Engine) -> Result<Vec<DataFrame>> {
         self.check_amounts(step, engine.context()).await?;
-        match self.spec.method {
-            Method::Discounted => self.run_discounted(step, engine).await,
-            Method::Bgnbd => self.run_bgnbd(step, engine).await,
+        match self.spec.method.model() {
+            None => self.run_discounted(step, engine).await,
+            Some(kind) => self.run_model(kind, step, engine).await,
         }
     }
+}
+
+/// The sum of a Float64 expression over a group, the same whatever order the
+/// rows arrive in (thread count, partitions, batch sizes): each value is
+/// rounded to 18 decimal places and summed exactly as a 128-bit decimal
+/// (sums up to 10^20 in magnitude; beyond, the query fails with an overflow).
+pub(super) fn exact_sum(e: Expr) -> Expr {
+    cast_expr(
+        datafusion::functions_aggregate::expr_fn::sum(cast_expr(e, DataType::Decimal128(38, 18))),
+        DataType::Float64,
+    )
 }
 
 /// Ticks per day of a timestamp type whose calendar day is its stored
@@ -385,7 +489,10 @@ fn utc_ticks_per_day(t: &DataType) -> Option<i64> {
 
 /// The scalar functions CLV plans call.
 pub fn functions() -> Vec<ScalarUDF> {
-    vec![score::udf()]
+    [score::Kind::BgNbd, score::Kind::ParetoNbd, score::Kind::MbgNbd]
+        .into_iter()
+        .map(score::udf)
+        .collect()
 }
 
 #[cfg(test)]
@@ -430,6 +537,8 @@ mod tests {
             time_unit: None,
             horizon: None,
             penalizer: None,
+            holdout_from: None,
+            holdout_to: None,
         };
         let clv = spec.resolve("clv", &Vars::default()).unwrap();
         for tz in [None, Some("UTC"), Some("+01:00")] {

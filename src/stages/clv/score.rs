@@ -1,11 +1,14 @@
-//! Scoring a fitted BG/NBD + Gamma-Gamma model inside the plan: the
-//! stateless scalar function `crmflow_bgnbd_score`, registered by name on
-//! every engine, with the fitted parameters passed as literal arguments so
-//! that a plan calling it serializes:
+//! Scoring a fitted purchase model (BG/NBD, Pareto/NBD or MBG/NBD) with
+//! Gamma-Gamma spend inside the plan: the stateless scalar functions
+//! `crmflow_bgnbd_score`, `crmflow_pareto_nbd_score` and
+//! `crmflow_mbgnbd_score`, registered by name on every engine, with the
+//! fitted parameters passed as literal arguments so that a plan calling one
+//! serializes:
 //!
-//! `crmflow_bgnbd_score(r, alpha, a, b, p, q, v, horizon_days, unit_days,
+//! `crmflow_<model>_score(p1, p2, p3, p4, p, q, v, horizon_days, unit_days,
 //! discount_rate, frequency, recency, t, monetary_value)` → struct
-//! `{p_alive, expected_purchases, expected_avg_spend, clv}`.
+//! `{p_alive, expected_purchases, expected_avg_spend, clv}`, with (p1..p4)
+//! = (r, α, a, b) for BG/NBD and MBG/NBD and (r, α, s, β) for Pareto/NBD.
 
 use std::sync::Arc;
 
@@ -15,21 +18,102 @@ use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, lit,
 };
 
-use crate::stages::btyd::{self, BgNbdParams, GammaGammaParams};
+use crate::stages::btyd::{self, BgNbdParams, GammaGammaParams, ParetoNbdParams, mbgnbd, pareto_nbd};
 
 /// The fields of the score struct, in order.
 pub const FIELDS: [&str; 4] = ["p_alive", "expected_purchases", "expected_avg_spend", "clv"];
 
-/// The function's name in the engine's registry.
+/// The BG/NBD function's name in the engine's registry.
 pub const NAME: &str = "crmflow_bgnbd_score";
 
 /// Parameters before the four per-customer columns.
 const PARAMS: usize = 10;
 
+/// Which purchase model a score function evaluates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    BgNbd,
+    ParetoNbd,
+    MbgNbd,
+}
+
+impl Kind {
+    /// The registered function's name.
+    pub fn function_name(self) -> &'static str {
+        match self {
+            Kind::BgNbd => NAME,
+            Kind::ParetoNbd => "crmflow_pareto_nbd_score",
+            Kind::MbgNbd => "crmflow_mbgnbd_score",
+        }
+    }
+}
+
+/// A fitted purchase model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Purchase {
+    BgNbd(BgNbdParams),
+    ParetoNbd(ParetoNbdParams),
+    MbgNbd(BgNbdParams),
+}
+
+impl Purchase {
+    fn kind(&self) -> Kind {
+        match self {
+            Purchase::BgNbd(_) => Kind::BgNbd,
+            Purchase::ParetoNbd(_) => Kind::ParetoNbd,
+            Purchase::MbgNbd(_) => Kind::MbgNbd,
+        }
+    }
+
+    fn params(&self) -> [f64; 4] {
+        match self {
+            Purchase::BgNbd(p) | Purchase::MbgNbd(p) => [p.r, p.alpha, p.a, p.b],
+            Purchase::ParetoNbd(p) => [p.r, p.alpha, p.s, p.beta],
+        }
+    }
+
+    fn from_params(kind: Kind, v: &[f64]) -> Purchase {
+        let bg = BgNbdParams {
+            r: v[0],
+            alpha: v[1],
+            a: v[2],
+            b: v[3],
+        };
+        match kind {
+            Kind::BgNbd => Purchase::BgNbd(bg),
+            Kind::MbgNbd => Purchase::MbgNbd(bg),
+            Kind::ParetoNbd => Purchase::ParetoNbd(ParetoNbdParams {
+                r: v[0],
+                alpha: v[1],
+                s: v[2],
+                beta: v[3],
+            }),
+        }
+    }
+
+    /// P(alive | x, t_x, T).
+    pub fn p_alive(&self, x: f64, t_x: f64, t: f64) -> f64 {
+        match self {
+            Purchase::BgNbd(p) => btyd::p_alive(p, x, t_x, t),
+            Purchase::ParetoNbd(p) => pareto_nbd::pareto_nbd_p_alive(p, x, t_x, t),
+            Purchase::MbgNbd(p) => mbgnbd::mbgnbd_p_alive(p, x, t_x, t),
+        }
+    }
+
+    /// E[Y(horizon)] of a customer alive at T (horizon in time units).
+    pub fn if_alive(&self, horizon: f64, x: f64, t_x: f64, t: f64) -> f64 {
+        match self {
+            Purchase::BgNbd(p) => btyd::expected_purchases_if_alive(p, horizon, x, t_x, t),
+            Purchase::ParetoNbd(p) => pareto_nbd::pareto_nbd_expected_purchases_if_alive(p, horizon, x, t_x, t),
+            Purchase::MbgNbd(p) => mbgnbd::mbgnbd_expected_purchases_if_alive(p, horizon, x, t_x, t),
+        }
+    }
+}
+
 /// Everything scoring needs besides the customer's RFM values.
 #[derive(Debug, Clone)]
 pub struct ScoreModel {
-    pub bg: BgNbdParams,
+    pub purchase: Purchase,
     pub gg: GammaGammaParams,
     pub horizon_days: f64,
     pub unit_days: f64,
@@ -38,11 +122,12 @@ pub struct ScoreModel {
 
 impl ScoreModel {
     fn params(&self) -> [f64; PARAMS] {
+        let b = self.purchase.params();
         [
-            self.bg.r,
-            self.bg.alpha,
-            self.bg.a,
-            self.bg.b,
+            b[0],
+            b[1],
+            b[2],
+            b[3],
             self.gg.p,
             self.gg.q,
             self.gg.v,
@@ -52,14 +137,9 @@ impl ScoreModel {
         ]
     }
 
-    fn from_params(v: &[f64; PARAMS]) -> ScoreModel {
+    fn from_params(kind: Kind, v: &[f64; PARAMS]) -> ScoreModel {
         ScoreModel {
-            bg: BgNbdParams {
-                r: v[0],
-                alpha: v[1],
-                a: v[2],
-                b: v[3],
-            },
+            purchase: Purchase::from_params(kind, &v[..4]),
             gg: GammaGammaParams {
                 p: v[4],
                 q: v[5],
@@ -75,7 +155,7 @@ impl ScoreModel {
     pub fn expr(&self, frequency: Expr, recency: Expr, t: Expr, monetary_value: Expr) -> Expr {
         let mut args: Vec<Expr> = self.params().iter().map(|v| lit(*v)).collect();
         args.extend([frequency, recency, t, monetary_value]);
-        udf().call(args)
+        udf(self.purchase.kind()).call(args)
     }
 
     /// p_alive, expected purchases over the horizon, expected average spend,
@@ -89,8 +169,8 @@ impl ScoreModel {
     /// one the horizon itself).
     fn purchases(&self, x: f64, t_x: f64, t: f64) -> (f64, Vec<f64>) {
         // p_alive is the same for every horizon: E[Y(h)] = p_alive · E[Y(h) | alive].
-        let p_alive = btyd::p_alive(&self.bg, x, t_x, t);
-        let if_alive = |days: f64| btyd::expected_purchases_if_alive(&self.bg, days / self.unit_days, x, t_x, t);
+        let p_alive = self.purchase.p_alive(x, t_x, t);
+        let if_alive = |days: f64| self.purchase.if_alive(days / self.unit_days, x, t_x, t);
         let expected = p_alive * if_alive(self.horizon_days);
         let steps = self.steps();
         let month = 365.25 / 12.0;
@@ -125,16 +205,18 @@ impl ScoreModel {
     }
 }
 
-/// The registered function.
-pub fn udf() -> ScalarUDF {
-    ScalarUDF::from(BgNbdScore {
+/// The registered function of a purchase model.
+pub fn udf(kind: Kind) -> ScalarUDF {
+    ScalarUDF::from(ModelScore {
+        kind,
         signature: Signature::exact(vec![DataType::Float64; PARAMS + 4], Volatility::Immutable),
     })
 }
 
 /// The stateless implementation behind [`udf`].
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct BgNbdScore {
+struct ModelScore {
+    kind: Kind,
     signature: Signature,
 }
 
@@ -147,9 +229,9 @@ fn fields() -> Fields {
     )
 }
 
-impl ScalarUDFImpl for BgNbdScore {
+impl ScalarUDFImpl for ModelScore {
     fn name(&self) -> &str {
-        NAME
+        self.kind.function_name()
     }
 
     fn signature(&self) -> &Signature {
@@ -180,7 +262,7 @@ impl ScalarUDFImpl for BgNbdScore {
                 .as_ref()
                 .is_none_or(|(p, _)| p.map(f64::to_bits) != params.map(f64::to_bits))
             {
-                model = Some((params, ScoreModel::from_params(&params)));
+                model = Some((params, ScoreModel::from_params(self.kind, &params)));
             }
             let Some((_, m)) = model.as_ref() else { continue };
             let (x, t_x, t) = (
@@ -217,12 +299,12 @@ mod tests {
 
     fn model(discount_rate: f64, horizon_days: f64) -> ScoreModel {
         ScoreModel {
-            bg: BgNbdParams {
+            purchase: Purchase::BgNbd(BgNbdParams {
                 r: 0.243,
                 alpha: 4.414,
                 a: 0.793,
                 b: 2.426,
-            },
+            }),
             gg: GammaGammaParams {
                 p: 6.25,
                 q: 3.74,
@@ -231,6 +313,13 @@ mod tests {
             horizon_days,
             unit_days: 7.0,
             discount_rate,
+        }
+    }
+
+    fn bg(m: &ScoreModel) -> BgNbdParams {
+        match m.purchase {
+            Purchase::BgNbd(p) => p,
+            _ => unreachable!(),
         }
     }
 
@@ -261,7 +350,7 @@ mod tests {
         let mut prev = 0.0;
         let mut total = 0.0;
         for end in ends {
-            let e = btyd::expected_purchases(&m.bg, end / m.unit_days, x, t_x, t);
+            let e = btyd::expected_purchases(&bg(m), end / m.unit_days, x, t_x, t);
             total += (e - prev) * spend * (1.0 + m.discount_rate).powf(-end / 365.25);
             prev = e;
         }
@@ -274,8 +363,8 @@ mod tests {
             for (x, t_x, t) in CUSTOMERS {
                 let m = model(0.1, horizon);
                 let [p_alive, expected, spend, clv] = m.score(x, t_x, t, 20.0);
-                assert_eq!(p_alive, btyd::p_alive(&m.bg, x, t_x, t));
-                let direct = btyd::expected_purchases(&m.bg, horizon / 7.0, x, t_x, t);
+                assert_eq!(p_alive, btyd::p_alive(&bg(&m), x, t_x, t));
+                let direct = btyd::expected_purchases(&bg(&m), horizon / 7.0, x, t_x, t);
                 assert!(
                     (expected - direct).abs() <= 1e-12 * direct.abs().max(1e-300),
                     "{expected} vs {direct}"
@@ -293,7 +382,7 @@ mod tests {
     #[tokio::test]
     async fn the_registered_function_takes_parameters_as_arguments() {
         let ctx = SessionContext::new();
-        ctx.register_udf(udf());
+        ctx.register_udf(udf(Kind::BgNbd));
         let schema = Arc::new(Schema::new(
             ["frequency", "recency", "t", "monetary_value"]
                 .map(|n| Field::new(n, DataType::Float64, true))

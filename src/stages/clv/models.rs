@@ -1,19 +1,21 @@
-//! `method: bgnbd`: the RFM summary (DataFusion), the BG/NBD and
-//! Gamma-Gamma fits on its distinct rows with their counts, and scoring by
-//! the stateless function of [`super::score`] (see the parent module).
+//! `method: bgnbd | pareto_nbd | mbgnbd`: the RFM summary (DataFusion), the
+//! purchase-model and Gamma-Gamma fits on its distinct rows with their
+//! counts, scoring by the stateless functions of [`super::score`], and the
+//! calibration table of [`super::calibration`] (see the parent module).
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::functions::core::expr_fn::get_field;
-use datafusion::functions_aggregate::expr_fn::{count, first_value, max, min, sum};
+use datafusion::functions_aggregate::expr_fn::{count, first_value, max, min};
 use datafusion::logical_expr::{Expr, cast as cast_expr, lit, when};
 use datafusion::prelude::{DataFrame, col};
 
-use super::Clv;
-use super::score::{self, ScoreModel};
+use super::score::{self, Kind, Purchase, ScoreModel};
+use super::{Clv, exact_sum};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::stages::btyd::{self, Rfm, Spend};
+use crate::stages::btyd::data::Fit;
+use crate::stages::btyd::{self, BgNbdParams, Rfm, Spend};
 use crate::stages::name_value_table;
 
 impl Clv {
@@ -25,7 +27,7 @@ impl Clv {
             .transactions(tx)?
             .aggregate(
                 vec![col("__id"), col("__day")],
-                vec![sum(col("__amount")).alias("__spend")],
+                vec![exact_sum(col("__amount")).alias("__spend")],
             )?
             .select(vec![
                 col("__id"),
@@ -39,7 +41,7 @@ impl Clv {
                     min(col("__d")).alias("__first"),
                     max(col("__d")).alias("__last"),
                     count(lit(1)).alias("__n"),
-                    sum(col("__spend")).alias("__total"),
+                    exact_sum(col("__spend")).alias("__total"),
                     first_value(col("__spend"), vec![col("__d").sort(true, false)]).alias("__first_spend"),
                 ],
             )?
@@ -57,7 +59,7 @@ impl Clv {
             ])
     }
 
-    pub(super) async fn run_bgnbd(&self, step: &str, engine: &Engine) -> Result<Vec<DataFrame>> {
+    pub(super) async fn run_model(&self, kind: Kind, step: &str, engine: &Engine) -> Result<Vec<DataFrame>> {
         let s = &self.spec;
         let ctx = engine.context();
         let fail = |e: datafusion::error::DataFusionError| Error::step(step, e);
@@ -91,22 +93,27 @@ impl Clv {
             ));
         }
         let penalizer = self.penalizer;
-        let bg = btyd::fit_bgnbd(&data, penalizer).map_err(|e| Error::step(step, format!("BG/NBD fit: {e}")))?;
+        let started = std::time::Instant::now();
+        let fitted = fit_purchase(kind, &data, penalizer).map_err(|e| Error::step(step, e))?;
         tracing::info!(
             step,
-            r = bg.params.r,
-            alpha = bg.params.alpha,
-            a = bg.params.a,
-            b = bg.params.b,
-            log_likelihood = bg.log_likelihood,
-            iterations = bg.iterations,
-            converged = bg.converged,
+            model = kind.label(),
+            params = ?fitted.params,
+            log_likelihood = fitted.log_likelihood,
+            iterations = fitted.iterations,
+            converged = fitted.converged,
             triples = data.len(),
             customers,
-            "BG/NBD fitted"
+            seconds = started.elapsed().as_secs_f64(),
+            "{} fitted",
+            kind.label()
         );
-        if !bg.converged {
-            tracing::warn!(step, "BG/NBD fit did not converge; parameters are the best found");
+        if !fitted.converged {
+            tracing::warn!(
+                step,
+                "{} fit did not converge; parameters are the best found",
+                kind.label()
+            );
         }
         let repeat = rfm.clone().filter(col("frequency").gt(lit(0.0))).map_err(fail)?;
         let spends: Vec<Spend> = counted(repeat, ["frequency", "monetary_value"])
@@ -144,8 +151,8 @@ impl Clv {
         );
 
         let model = ScoreModel {
-            bg: bg.params.clone(),
-            gg: gg.params.clone(),
+            purchase: fitted.params,
+            gg: gg.params,
             horizon_days: self.horizon * self.unit.days(),
             unit_days: self.unit.days(),
             discount_rate: s.discount_rate,
@@ -161,21 +168,21 @@ impl Clv {
         for f in score::FIELDS {
             out.push(get_field(col("__score"), f).alias(f));
         }
-        let scored = rfm.select(first).and_then(|d| d.select(out)).map_err(fail)?;
-        let (p, se) = (&bg.params, &bg.std_errors);
+        let scored = rfm.clone().select(first).and_then(|d| d.select(out)).map_err(fail)?;
+        let prefix = kind.prefix();
+        let names = kind.param_names();
+        let mut rows: Vec<(String, f64)> = Vec::new();
+        for (n, v) in names.iter().zip(fitted.values) {
+            rows.push(((*n).to_string(), v));
+        }
+        for (n, v) in names.iter().zip(fitted.std_errors) {
+            rows.push((format!("{n}_se"), v));
+        }
         let (g, gse) = (&gg.params, &gg.std_errors);
-        let rows = vec![
-            ("r".to_string(), p.r),
-            ("alpha".into(), p.alpha),
-            ("a".into(), p.a),
-            ("b".into(), p.b),
-            ("r_se".into(), se.r),
-            ("alpha_se".into(), se.alpha),
-            ("a_se".into(), se.a),
-            ("b_se".into(), se.b),
-            ("bgnbd_log_likelihood".into(), bg.log_likelihood),
-            ("bgnbd_iterations".into(), bg.iterations as f64),
-            ("bgnbd_converged".into(), if bg.converged { 1.0 } else { 0.0 }),
+        rows.extend([
+            (format!("{prefix}_log_likelihood"), fitted.log_likelihood),
+            (format!("{prefix}_iterations"), fitted.iterations as f64),
+            (format!("{prefix}_converged"), if fitted.converged { 1.0 } else { 0.0 }),
             ("p".into(), g.p),
             ("q".into(), g.q),
             ("v".into(), g.v),
@@ -191,9 +198,82 @@ impl Clv {
             ("time_unit_days".into(), self.unit.days()),
             ("horizon".into(), self.horizon),
             ("discount_rate".into(), s.discount_rate),
-        ];
-        Ok(vec![scored, name_value_table(engine, step, "name", &rows)?])
+        ]);
+        let mut outputs = vec![scored, name_value_table(engine, step, "name", &rows)?];
+        if let Some(holdout) = self.holdout {
+            let tx = ctx.table(s.transactions.as_str()).await.map_err(fail)?;
+            outputs.push(self.calibration(rfm, tx, &model, holdout).map_err(fail)?);
+        }
+        Ok(outputs)
     }
+}
+
+/// A fitted purchase model, its parameters as a list too.
+struct Fitted {
+    params: Purchase,
+    values: [f64; 4],
+    std_errors: [f64; 4],
+    log_likelihood: f64,
+    iterations: u64,
+    converged: bool,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::BgNbd => "BG/NBD",
+            Kind::ParetoNbd => "Pareto/NBD",
+            Kind::MbgNbd => "MBG/NBD",
+        }
+    }
+
+    /// The prefix of the fit's rows in `<step>_model`.
+    fn prefix(self) -> &'static str {
+        match self {
+            Kind::BgNbd => "bgnbd",
+            Kind::ParetoNbd => "pareto_nbd",
+            Kind::MbgNbd => "mbgnbd",
+        }
+    }
+
+    fn param_names(self) -> [&'static str; 4] {
+        match self {
+            Kind::BgNbd | Kind::MbgNbd => ["r", "alpha", "a", "b"],
+            Kind::ParetoNbd => ["r", "alpha", "s", "beta"],
+        }
+    }
+}
+
+fn fit_purchase(kind: Kind, data: &[Rfm], penalizer: f64) -> std::result::Result<Fitted, String> {
+    let bg = |f: Fit<BgNbdParams>, wrap: fn(BgNbdParams) -> Purchase| {
+        let (p, se) = (f.params, f.std_errors);
+        Fitted {
+            params: wrap(p),
+            values: [p.r, p.alpha, p.a, p.b],
+            std_errors: [se.r, se.alpha, se.a, se.b],
+            log_likelihood: f.log_likelihood,
+            iterations: f.iterations,
+            converged: f.converged,
+        }
+    };
+    let label = kind.label();
+    let err = |e: btyd::data::FitError| format!("{label} fit: {e}");
+    Ok(match kind {
+        Kind::BgNbd => bg(btyd::fit_bgnbd(data, penalizer).map_err(err)?, Purchase::BgNbd),
+        Kind::MbgNbd => bg(btyd::fit_mbgnbd(data, penalizer).map_err(err)?, Purchase::MbgNbd),
+        Kind::ParetoNbd => {
+            let f = btyd::fit_pareto_nbd(data, penalizer).map_err(err)?;
+            let (p, se) = (f.params, f.std_errors);
+            Fitted {
+                params: Purchase::ParetoNbd(p),
+                values: [p.r, p.alpha, p.s, p.beta],
+                std_errors: [se.r, se.alpha, se.s, se.beta],
+                log_likelihood: f.log_likelihood,
+                iterations: f.iterations,
+                converged: f.converged,
+            }
+        }
+    })
 }
 
 /// The distinct rows of `columns` (Float64) in `df` with how often each
