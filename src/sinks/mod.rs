@@ -185,6 +185,11 @@ pub async fn stage(engine: &Engine, sink: &Sink, staging: &Location) -> Result<S
         |v: usize| datafusion::common::config::ConfigNonZeroUsize::try_new(v.max(1)).map_err(|e| err(e.to_string()));
     exec.minimum_parallel_output_files = n(1)?;
     exec.soft_max_rows_per_output_file = n(rows_per_file)?;
+    // A file is closed after the batch that reaches its rows: batches that
+    // divide it keep files to whole row groups (8192 divides the default).
+    if sink.layout.row_group_rows < exec.batch_size.get() {
+        exec.batch_size = n(sink.layout.row_group_rows)?;
+    }
     let df = DataFrame::new(state, plan);
     let result = df.write_parquet(staging.url().as_str(), write, Some(opts)).await;
     if let Err(e) = result {

@@ -12,6 +12,7 @@ mod faults;
 mod features;
 mod generate;
 mod ops;
+mod outputs;
 mod predict_sample;
 mod publish;
 mod s3;
