@@ -422,11 +422,16 @@ pub async fn commit(p: &Prepared) -> std::result::Result<(), CommitError> {
             manifest,
         } => {
             swap(staging, target).await.map_err(|m| fail(false, m))?;
-            crate::failpoint::hit("publish::committed", &sink.table)
+            // Between the exchange and the manifest's rename (repaired by
+            // the next run: [`recover_manifest`]).
+            crate::failpoint::hit("publish::swapped", &sink.table)
                 .await
                 .map_err(|e| fail(true, e.to_string()))?;
             std::fs::rename(pending, manifest)
                 .map_err(|e| fail(true, format!("cannot move the manifest into place: {e}")))?;
+            crate::failpoint::hit("publish::committed", &sink.table)
+                .await
+                .map_err(|e| fail(true, e.to_string()))?;
             // The previous output is now at the staging path.
             std::fs::remove_dir_all(staging)
                 .or_else(|e| {

@@ -408,3 +408,55 @@ fn layout_columns_are_checked_against_the_table() {
         out.stderr
     );
 }
+
+#[test]
+fn a_swap_killed_before_its_manifest_moved_is_repaired_by_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fixture(d, 4);
+    pipeline(d, "p.yaml", "SELECT customer_id, region FROM c", "");
+    run_ok(d, "p.yaml");
+    let first = manifest(d)["run_id"].as_str().unwrap().to_string();
+    // Killed between the directory exchange and the manifest's rename: the
+    // directory is the new output, the manifest still the old one's.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crmflow"))
+        .args(["run", "p.yaml"])
+        .current_dir(d)
+        .env("CRMFLOW_LOG", "warn")
+        .env("CRMFLOW_FAILPOINTS", "publish::swapped:t=abort")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), None, "killed");
+    assert_eq!(manifest(d)["run_id"].as_str().unwrap(), first);
+    let pending: Vec<String> = names(&d.join("out"))
+        .into_iter()
+        .filter(|n| n.starts_with(".t.crmflow-manifest-"))
+        .collect();
+    assert_eq!(pending.len(), 1, "{:?}", names(&d.join("out")));
+    let second = pending[0]
+        .strip_prefix(".t.crmflow-manifest-")
+        .unwrap()
+        .strip_suffix(".json")
+        .unwrap()
+        .to_string();
+    assert!(data_files(&d.join("out/t"))[0].contains(&second));
+    // The next run, even one that fails in its first step, repairs it first.
+    pipeline(
+        d,
+        "bad.yaml",
+        "SELECT customer_id, 1 / (customer_id - customer_id) AS boom FROM c",
+        "",
+    );
+    let out = crmflow(d, &["run", "bad.yaml"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(names(&d.join("out")), vec![".t.crmflow-manifest.json", "t"]);
+    let m = manifest(d);
+    assert_eq!(m["run_id"].as_str().unwrap(), second);
+    let listed: Vec<String> = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, data_files(&d.join("out/t")));
+}
