@@ -153,8 +153,13 @@ pub fn validate(layout: &Layout, partition_by: &[String], schema: &Schema, table
 
 /// The columns the rows are sorted by: `sort_by`, then every other
 /// sortable column that is not a partition column (ties broken, so the
-/// order, and with it the files, depend only on the rows).
+/// order, and with it the files, depend only on the rows). Nothing without
+/// `sort_by`: the write streams (a sort holds the whole table, spilling
+/// only under a memory limit).
 pub fn sort_columns(layout: &Layout, partition_by: &[String], schema: &Schema) -> Vec<String> {
+    if layout.sort_by.is_empty() {
+        return Vec::new();
+    }
     let mut cols: Vec<String> = layout.sort_by.clone();
     for f in schema.fields() {
         let n = f.name();
