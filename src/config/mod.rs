@@ -235,6 +235,17 @@ pub struct SinkSpec {
     pub mode: SinkMode,
     #[serde(default)]
     pub checks: Vec<CheckSpec>,
+    /// Layout (see `sinks::layout`): sort order, sizes, bloom filters,
+    /// column descriptions.
+    #[serde(default)]
+    pub sort_by: Vec<String>,
+    /// e.g. `512MiB`.
+    pub target_file_size: Option<String>,
+    pub row_group_rows: Option<usize>,
+    #[serde(default)]
+    pub bloom_filters: Vec<String>,
+    #[serde(default)]
+    pub descriptions: std::collections::BTreeMap<String, String>,
 }
 
 /// Reads and parses a pipeline file.

@@ -159,6 +159,9 @@ async fn walk(plan: &Plan, engine: &Engine, mut problems: Vec<Problem>, before_r
                 ));
             }
         }
+        for m in crate::sinks::layout::validate(&sink.layout, &sink.partition_by, &t.schema, &sink.table) {
+            problems.push(Problem::new(&subject, m));
+        }
         problems.extend(checks::validate_against(&subject, &sink.checks, &t.schema));
     }
     // `relationships` targets: sources for a source's checks (they run

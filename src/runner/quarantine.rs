@@ -116,6 +116,7 @@ pub fn sinks(
                 mode: SinkMode::Overwrite,
                 checks: vec![],
                 quarantine_of: Some(s.name.clone()),
+                layout: Default::default(),
             });
         }
     }

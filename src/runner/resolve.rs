@@ -261,6 +261,31 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
                 continue;
             }
         };
+        let mut layout = crate::sinks::Layout {
+            sort_by: s.sort_by,
+            bloom_filters: s.bloom_filters,
+            descriptions: s.descriptions,
+            ..Default::default()
+        };
+        if let Some(size) = &s.target_file_size {
+            match parse_bytes(size) {
+                Ok(b) => layout.target_file_size = b,
+                Err(e) => p.push(problem(format!("target_file_size: {e}"))),
+            }
+        }
+        match s.row_group_rows {
+            Some(0) => p.push(problem("row_group_rows must be at least 1".to_string())),
+            Some(n) => layout.row_group_rows = n,
+            None => {}
+        }
+        for (what, cols) in [("sort_by", &layout.sort_by), ("bloom_filters", &layout.bloom_filters)] {
+            let mut seen = BTreeSet::new();
+            for c in cols {
+                if !seen.insert(c) {
+                    p.push(problem(format!("{what} lists \"{c}\" twice")));
+                }
+            }
+        }
         sinks.push(Sink {
             table: s.table,
             staging_root: location.clone(),
@@ -269,6 +294,7 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
             mode: s.mode,
             checks,
             quarantine_of: None,
+            layout,
         });
         sink_lines.push(line);
     }

@@ -9,17 +9,22 @@
 //! Output is BI-safe ([`bi_safe`]): timestamps as microseconds UTC, no
 //! unsigned integers, plain UTF-8 strings, zstd, page statistics.
 
+pub mod convert;
+pub mod layout;
 pub mod lock;
 pub mod publish;
 pub mod staging;
 
+pub use convert::{bi_safe, safe_type};
+pub use layout::Layout;
+
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::config::TableParquetOptions;
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
-use datafusion::logical_expr::{Expr, cast};
+use datafusion::logical_expr::{Expr, SortExpr, cast};
 use datafusion::prelude::DataFrame;
 use futures::TryStreamExt;
 use object_store::ObjectStore;
@@ -44,6 +49,7 @@ pub struct Sink {
     /// The source whose quarantined rows this sink holds (`quarantine:` on
     /// a source); `None` for the pipeline's own sinks.
     pub quarantine_of: Option<String>,
+    pub layout: Layout,
 }
 
 /// How a sink replaces what is already at its location.
@@ -69,10 +75,6 @@ impl SinkMode {
         }
     }
 }
-
-/// Rows per Parquet row group: large enough for scans, small enough for
-/// BI tools that read a row group at a time.
-pub const ROW_GROUP_ROWS: usize = 256 * 1024;
 
 /// A sink's output, written and waiting to be published.
 #[derive(Debug)]
@@ -130,12 +132,32 @@ pub async fn stage(engine: &Engine, sink: &Sink, staging: &Location) -> Result<S
             )));
         }
     }
+    let problems = layout::validate(&sink.layout, &sink.partition_by, df.schema().as_arrow(), &sink.table);
+    if let Some(p) = problems.into_iter().next() {
+        return Err(err(p));
+    }
     let df = bi_safe(df).map_err(|e| err(e.to_string()))?;
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let typed = df.schema().as_arrow().clone();
+    let df = prepare_columns(df, sink).map_err(|e| err(e.to_string()))?;
+    // The table's schema as written (descriptions included), with the
+    // partition columns' own types (their directory values are strings).
+    let fields: Vec<Field> = df
+        .schema()
+        .fields()
+        .iter()
+        .zip(typed.fields())
+        .map(|(w, t)| {
+            if sink.partition_by.contains(t.name()) {
+                t.as_ref().clone()
+            } else {
+                w.as_ref().clone()
+            }
+        })
+        .collect();
+    let schema: SchemaRef = Arc::new(Schema::new(fields));
     let mut opts = TableParquetOptions::default();
     opts.global.compression = Some("zstd(3)".into());
     opts.global.statistics_enabled = Some("page".into());
-    opts.global.max_row_group_size = ROW_GROUP_ROWS;
     // Float columns are nearly all distinct values: building a dictionary
     // for them only costs time before the writer falls back to plain.
     for f in schema.fields() {
@@ -144,16 +166,42 @@ pub async fn stage(engine: &Engine, sink: &Sink, staging: &Location) -> Result<S
             c.dictionary_enabled = Some(false);
         }
     }
+    layout::apply(&sink.layout, &mut opts);
     opts.global.created_by = format!(
         "crmflow {} (datafusion {})",
         env!("CARGO_PKG_VERSION"),
         datafusion::DATAFUSION_VERSION
     );
-    let write = DataFrameWriteOptions::new().with_partition_by(sink.partition_by.clone());
+    let sort: Vec<SortExpr> = layout::sort_columns(&sink.layout, &sink.partition_by, &schema)
+        .iter()
+        .map(|c| column(c).sort(true, false))
+        .collect();
+    let write = DataFrameWriteOptions::new()
+        .with_partition_by(sink.partition_by.clone())
+        .with_sort_by(sort);
+    // One file at a time, each up to the target size (DataFusion's default
+    // opens a file per core, whatever the table's size).
+    let rows_per_file = layout::rows_per_file(&sink.layout, &schema, &sink.partition_by);
+    let (mut state, plan) = df.into_parts();
+    let exec = &mut state.config_mut().options_mut().execution;
+    let n =
+        |v: usize| datafusion::common::config::ConfigNonZeroUsize::try_new(v.max(1)).map_err(|e| err(e.to_string()));
+    exec.minimum_parallel_output_files = n(1)?;
+    exec.soft_max_rows_per_output_file = n(rows_per_file)?;
+    // A file is closed after the batch that reaches its rows: batches that
+    // divide it keep files to whole row groups (8192 divides the default).
+    if sink.layout.row_group_rows < exec.batch_size.get() {
+        exec.batch_size = n(sink.layout.row_group_rows)?;
+    }
+    let df = DataFrame::new(state, plan);
     let result = df.write_parquet(staging.url().as_str(), write, Some(opts)).await;
     if let Err(e) = result {
         remove_prefix(store.as_ref(), &staging).await;
-        return Err(err(format!("writing {staging} failed: {e}")));
+        return Err(err(match e.find_root() {
+            // A value that does not fit (named by `convert`).
+            datafusion::error::DataFusionError::Execution(m) if m.starts_with("column \"") => m.clone(),
+            _ => format!("writing {staging} failed: {e}"),
+        }));
     }
     let mut files = match describe(store.clone(), &staging).await {
         Ok(f) => f,
@@ -283,57 +331,46 @@ pub async fn remove_prefix(store: &dyn ObjectStore, dir: &Location) {
     }
 }
 
-/// Casts columns to the types BI readers handle everywhere: timestamps to
-/// microseconds UTC (DataFusion SQL makes nanoseconds; naive timestamps are
-/// taken as UTC), unsigned to signed integers, string/binary views and large
-/// variants to plain, dictionaries to their values, Date64 to Date32,
-/// Float16 to Float32.
-///
-/// # Errors
-/// A cast DataFusion cannot plan.
-pub fn bi_safe(df: DataFrame) -> datafusion::error::Result<DataFrame> {
-    let fields: Vec<Field> = df.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-    if fields.iter().all(|f| safe_type(f.data_type()) == *f.data_type()) {
+/// Column descriptions as field metadata, partition values as Hive
+/// directory values ([`layout::hive_escape`]).
+fn prepare_columns(df: DataFrame, sink: &Sink) -> datafusion::error::Result<DataFrame> {
+    if sink.partition_by.is_empty() && sink.layout.descriptions.is_empty() {
         return Ok(df);
     }
-    let exprs: Vec<Expr> = fields
+    let exprs: Vec<Expr> = df
+        .schema()
+        .fields()
         .iter()
         .map(|f| {
-            let want = safe_type(f.data_type());
-            if want == *f.data_type() {
-                column(f.name())
+            let name = f.name();
+            if sink.partition_by.contains(name) {
+                layout::hive_value_udf()
+                    .call(vec![cast(column(name), DataType::Utf8)])
+                    .alias(name)
+            } else if let Some(d) = sink.layout.descriptions.get(name) {
+                let mut md = f.metadata().clone();
+                md.insert("description".to_string(), d.clone());
+                column(name).alias_with_metadata(name, Some(md.into()))
             } else {
-                cast(column(f.name()), want).alias(f.name())
+                column(name)
             }
         })
         .collect();
     df.select(exprs)
 }
 
-/// The BI-safe type for a column type (see [`bi_safe`]).
-pub fn safe_type(t: &DataType) -> DataType {
-    use DataType::*;
-    match t {
-        Timestamp(_, _) => Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        UInt8 => Int16,
-        UInt16 => Int32,
-        UInt32 | UInt64 => Int64,
-        Utf8View | LargeUtf8 => Utf8,
-        BinaryView | LargeBinary => Binary,
-        Dictionary(_, v) => safe_type(v),
-        Date64 => Date32,
-        Float16 => Float32,
-        other => other.clone(),
-    }
-}
-
-/// Schema as JSON for manifests: name, type, nullable.
-pub fn schema_json(schema: &Schema) -> serde_json::Value {
-    serde_json::Value::Array(
-        schema
-            .fields()
-            .iter()
-            .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable()}))
-            .collect(),
-    )
+/// Schema as JSON for manifests: name, type, nullable (and description),
+/// partition columns last, in `partition_by` order, as readers show them.
+pub fn schema_json(schema: &Schema, partition_by: &[String]) -> serde_json::Value {
+    let json = |f: &Field| {
+        let mut v =
+            serde_json::json!({"name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable()});
+        if let Some(d) = f.metadata().get("description") {
+            v["description"] = serde_json::Value::String(d.clone());
+        }
+        v
+    };
+    let data = schema.fields().iter().filter(|f| !partition_by.contains(f.name()));
+    let parts = partition_by.iter().filter_map(|p| schema.field_with_name(p).ok());
+    serde_json::Value::Array(data.map(|f| json(f)).chain(parts.map(json)).collect())
 }

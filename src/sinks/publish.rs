@@ -11,21 +11,36 @@
 //! **Phase two, [`commit`]**, sink by sink, makes each output visible in one
 //! atomic step, then cleans up:
 //!
+//! The **manifest** (JSON: run id, pipeline, vars, files with rows and
+//! bytes, schema, version, finish time) is the commit record. It lives
+//! beside the sink, `<parent>/.<name>.crmflow-manifest.json` ([`read_manifest`]),
+//! not in it: Polars refuses a directory holding any non-empty file that
+//! is not Parquet. The sink directory holds the data files and an empty
+//! `_SUCCESS` (Hadoop's marker, for tools that wait on it), nothing else.
+//!
 //! * **manifest protocol** (object stores, and `overwrite_partitions` /
-//!   `append` everywhere): put the new `_SUCCESS` manifest (JSON: run id,
-//!   pipeline, vars, files with rows and bytes, schema, version, finish
-//!   time), which replaces the old one in a single put; then delete the files
-//!   the new output replaces and any file no manifest lists (leftovers of
-//!   dead runs); then the staging. Whenever `_SUCCESS` exists it lists
-//!   exactly a complete output; files it does not list may exist for a moment
-//!   (this run's new files before its put, replaced files after it).
-//! * **directory swap** (local disk, `mode: overwrite`): one
-//!   `renameat2(RENAME_EXCHANGE)` of the staged directory and the sink, so
-//!   the sink path always exists and holds the old or the new complete
-//!   output; then the old one (now at the staging path) is removed. Where
-//!   the exchange is unsupported: the old directory is renamed aside to a
-//!   hidden `.old` sibling and the new one into place; if the process dies
-//!   between the two renames, the next run puts the `.old` back first.
+//!   `append` everywhere): put the new manifest, which replaces the old one
+//!   in a single put; put the empty `_SUCCESS`; then delete the files the
+//!   new output replaces and any file no manifest lists (leftovers of dead
+//!   runs); then the staging. Whenever the manifest exists it lists exactly
+//!   a complete output; files it does not list may exist for a moment (this
+//!   run's new files before its put, replaced files after it).
+//! * **directory swap** (local disk, `mode: overwrite`): phase one writes
+//!   the manifest to a pending `.<name>.crmflow-manifest-<run id>.json`;
+//!   one `renameat2(RENAME_EXCHANGE)` of the staged directory and the sink,
+//!   so the sink path always exists and holds the old or the new complete
+//!   output; then the pending manifest is renamed over the manifest and the
+//!   old output (now at the staging path) is removed. A crash between the
+//!   exchange and that rename is repaired by the next run
+//!   ([`recover_manifest`]). Where the exchange is unsupported: the old
+//!   directory is renamed aside to a hidden `.old` sibling and the new one
+//!   into place; if the process dies between the two renames, the next run
+//!   puts the `.old` back first.
+//!
+//! Published files are named `part-<run id or append tag>-NNNNN.parquet`
+//! under their partition directories, whose names are Hive's
+//! (`region=50%25`: [`super::layout::hive_escape`]) byte for byte, on disk
+//! and in object keys.
 //!
 //! A commit that fails leaves that sink's previous output in place; the run
 //! reports the sinks it published and the ones it did not, and the next run
@@ -45,10 +60,11 @@ use super::{Staged, StagedFile, footer_rows, list_data, remove_prefix};
 use crate::error::Error;
 use crate::storage::Location;
 
-/// The name of the marker and manifest written last.
+/// Hadoop's marker in the sink directory: an empty file, written with
+/// each commit (readers skip it; tools that wait for it keep working).
 pub const SUCCESS: &str = "_SUCCESS";
 
-/// The `_SUCCESS` manifest.
+/// The manifest of a sink: the commit record, beside the sink.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     pub run_id: String,
@@ -89,8 +105,14 @@ pub struct Prepared {
 
 #[derive(Debug)]
 enum Kind {
-    /// Local `overwrite`: the staged directory replaces the sink.
-    Swap { staging: PathBuf, target: PathBuf },
+    /// Local `overwrite`: the staged directory replaces the sink, then the
+    /// pending manifest replaces the manifest.
+    Swap {
+        staging: PathBuf,
+        target: PathBuf,
+        pending: PathBuf,
+        manifest: PathBuf,
+    },
     /// The manifest protocol: files added in phase one, and the files to
     /// delete once the manifest is committed.
     Files { added: Vec<String>, obsolete: Vec<String> },
@@ -117,7 +139,7 @@ fn manifest(staged: &Staged, run: &RunInfo, files: Vec<StagedFile>) -> Manifest 
         crmflow_version: env!("CARGO_PKG_VERSION").to_string(),
         finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         partition_by: sink.partition_by.clone(),
-        schema: super::schema_json(&staged.schema),
+        schema: super::schema_json(&staged.schema, &sink.partition_by),
         rows: files.iter().map(|f| f.rows).sum(),
         files,
     }
@@ -135,10 +157,7 @@ pub async fn prepare(staged: Staged, run: &RunInfo) -> std::result::Result<Prepa
         return Err((err(e.to_string()), staged));
     }
     let result = match (sink.location.local_path(), staged.staging.local_path(), sink.mode) {
-        (Some(target), Some(staging), SinkMode::Overwrite) => {
-            let m = manifest(&staged, run, staged.files.clone());
-            write_local_manifest(&staging, &m).map(|()| (m, Kind::Swap { staging, target }))
-        }
+        (Some(target), Some(staging), SinkMode::Overwrite) => prepare_swap(&staged, run, staging, target),
         _ => prepare_files(&staged, run).await,
     };
     match result {
@@ -147,17 +166,125 @@ pub async fn prepare(staged: Staged, run: &RunInfo) -> std::result::Result<Prepa
     }
 }
 
-fn write_local_manifest(staging: &std::path::Path, manifest: &Manifest) -> std::result::Result<(), String> {
-    let json = serde_json::to_vec_pretty(manifest).map_err(|e| e.to_string())?;
-    std::fs::write(staging.join(SUCCESS), json)
-        .map_err(|e| format!("cannot write {}/{SUCCESS}: {e}", staging.display()))
+/// The manifest's store path for a sink (beside it), and, with a run id,
+/// the pending one of a directory swap.
+pub fn manifest_path(sink: &Location, pending_run: Option<&str>) -> StorePath {
+    let (parent, name) = sink
+        .parent_and_name()
+        .unwrap_or_else(|| (sink.store_root(), "output".to_string()));
+    match pending_run {
+        None => parent.child_path(&format!(".{name}.crmflow-manifest.json")),
+        Some(run) => parent.child_path(&format!(".{name}.crmflow-manifest-{run}.json")),
+    }
+}
+
+fn local_path(sink: &Location, path: &StorePath) -> Option<PathBuf> {
+    sink.store_root().local_path().map(|root| root.join(path.as_ref()))
+}
+
+/// Local `overwrite`: the staged files take their published names inside
+/// the staged directory, which gets the `_SUCCESS` marker; the manifest is
+/// written pending.
+fn prepare_swap(
+    staged: &Staged,
+    run: &RunInfo,
+    staging: PathBuf,
+    target: PathBuf,
+) -> std::result::Result<(Manifest, Kind), String> {
+    let sink = &staged.sink;
+    let mut files = Vec::new();
+    let mut old_dirs = BTreeSet::new();
+    for (f, name) in published_names(&staged.files, &run.run_id) {
+        let (from, to) = (staging.join(&f.path), staging.join(&name));
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        std::fs::rename(&from, &to).map_err(|e| format!("cannot rename {} in staging: {e}", f.path))?;
+        if let Some(dir) = from.parent() {
+            old_dirs.insert(dir.to_path_buf());
+        }
+        files.push(StagedFile {
+            path: name,
+            rows: f.rows,
+            bytes: f.bytes,
+        });
+    }
+    for dir in old_dirs.iter().rev() {
+        // Emptied directories of DataFusion's names (still full where the
+        // name did not change).
+        let _ = std::fs::remove_dir(dir);
+    }
+    std::fs::write(staging.join(SUCCESS), b"").map_err(|e| format!("cannot write {SUCCESS} in staging: {e}"))?;
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let m = manifest(staged, run, files);
+    let pending = local_path(&sink.location, &manifest_path(&sink.location, Some(&run.run_id)))
+        .ok_or("the sink is not on local disk")?;
+    let manifest_file =
+        local_path(&sink.location, &manifest_path(&sink.location, None)).ok_or("the sink is not on local disk")?;
+    if let Some(dir) = pending.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let json = serde_json::to_vec_pretty(&m).map_err(|e| e.to_string())?;
+    std::fs::write(&pending, json).map_err(|e| format!("cannot write {}: {e}", pending.display()))?;
+    Ok((
+        m,
+        Kind::Swap {
+            staging,
+            target,
+            pending,
+            manifest: manifest_file,
+        },
+    ))
+}
+
+/// Decodes object_store's percent-encoding of a path part (DataFusion's
+/// writer encodes the `key=value` directory names it makes; the values are
+/// already Hive-escaped).
+fn decode_part(part: &str) -> String {
+    let b = part.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&part[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| part.to_string())
+}
+
+/// The published name of each staged file: its partition directories as
+/// Hive names them, `part-<tag>-NNNNN.parquet` numbered per directory in
+/// staged order.
+fn published_names(staged: &[StagedFile], tag: &str) -> Vec<(StagedFile, String)> {
+    let mut counters: BTreeMap<String, usize> = BTreeMap::new();
+    staged
+        .iter()
+        .map(|f| {
+            let dir = f
+                .path
+                .rsplit_once('/')
+                .map(|(d, _)| d.split('/').map(decode_part).map(|p| p + "/").collect::<String>())
+                .unwrap_or_default();
+            let n = counters.entry(dir.clone()).or_default();
+            let name = format!("{dir}part-{tag}-{n:05}.parquet");
+            *n += 1;
+            (f.clone(), name)
+        })
+        .collect()
 }
 
 async fn prepare_files(staged: &Staged, run: &RunInfo) -> std::result::Result<(Manifest, Kind), String> {
     let sink = &staged.sink;
     let store = staged.store.clone();
     let target = sink.location.as_dir();
-    let previous = read_manifest(store.as_ref(), &target.child_path(SUCCESS)).await;
+    let previous = read_manifest(store.as_ref(), &sink.location).await;
     let listed: BTreeMap<String, u64> = list_data(store.as_ref(), &target).await?.into_iter().collect();
     // The current output: what the manifest lists (files no manifest lists
     // are leftovers of dead runs), or, before any manifest, every file.
@@ -174,20 +301,7 @@ async fn prepare_files(staged: &Staged, run: &RunInfo) -> std::result::Result<(M
         SinkMode::Append => append_tag(run, &sink.table),
         _ => run.run_id.clone(),
     };
-    // New names, per partition directory, numbered in staged order.
-    let mut new_files = Vec::new();
-    let mut counters: BTreeMap<String, usize> = BTreeMap::new();
-    for f in &staged.files {
-        let dir = f
-            .path
-            .rsplit_once('/')
-            .map(|(d, _)| format!("{d}/"))
-            .unwrap_or_default();
-        let n = counters.entry(dir.clone()).or_default();
-        let name = format!("{dir}part-{tag}-{n:05}.parquet");
-        *n += 1;
-        new_files.push((f.clone(), name));
-    }
+    let new_files = published_names(&staged.files, &tag);
     let new_names: BTreeSet<&str> = new_files.iter().map(|(_, n)| n.as_str()).collect();
     let new_dirs: BTreeSet<String> = new_files
         .iter()
@@ -282,8 +396,11 @@ async fn delete_all(store: &dyn ObjectStore, dir: &Location, paths: &[String]) {
 /// Undoes phase one of a prepared sink: removes the files it added and the
 /// staging (best effort).
 pub async fn abort(p: Prepared) {
-    if let Kind::Files { added, .. } = &p.kind {
-        delete_all(p.staged.store.as_ref(), &p.staged.sink.location.as_dir(), added).await;
+    match &p.kind {
+        Kind::Files { added, .. } => delete_all(p.staged.store.as_ref(), &p.staged.sink.location.as_dir(), added).await,
+        Kind::Swap { pending, .. } => {
+            let _ = std::fs::remove_file(pending);
+        }
     }
     remove_prefix(p.staged.store.as_ref(), &p.staged.staging).await;
 }
@@ -304,8 +421,20 @@ pub async fn commit(p: &Prepared) -> std::result::Result<(), CommitError> {
         .map_err(|e| fail(false, e.to_string()))?;
     let store = p.staged.store.as_ref();
     match &p.kind {
-        Kind::Swap { staging, target } => {
+        Kind::Swap {
+            staging,
+            target,
+            pending,
+            manifest,
+        } => {
             swap(staging, target).await.map_err(|m| fail(false, m))?;
+            // Between the exchange and the manifest's rename (repaired by
+            // the next run: [`recover_manifest`]).
+            crate::failpoint::hit("publish::swapped", &sink.table)
+                .await
+                .map_err(|e| fail(true, e.to_string()))?;
+            std::fs::rename(pending, manifest)
+                .map_err(|e| fail(true, format!("cannot move the manifest into place: {e}")))?;
             crate::failpoint::hit("publish::committed", &sink.table)
                 .await
                 .map_err(|e| fail(true, e.to_string()))?;
@@ -329,12 +458,16 @@ pub async fn commit(p: &Prepared) -> std::result::Result<(), CommitError> {
             let target = sink.location.as_dir();
             let json = serde_json::to_vec_pretty(&p.manifest).map_err(|e| fail(false, e.to_string()))?;
             store
-                .put(&target.child_path(SUCCESS), PutPayload::from(json))
+                .put(&manifest_path(&sink.location, None), PutPayload::from(json))
                 .await
-                .map_err(|e| fail(false, format!("cannot write {SUCCESS}: {e}")))?;
+                .map_err(|e| fail(false, format!("cannot write the manifest: {e}")))?;
             crate::failpoint::hit("publish::committed", &sink.table)
                 .await
                 .map_err(|e| fail(true, e.to_string()))?;
+            store
+                .put(&target.child_path(SUCCESS), PutPayload::from_static(b""))
+                .await
+                .map_err(|e| fail(true, format!("cannot write {SUCCESS}: {e}")))?;
             for path in obsolete {
                 match store.delete(&target.child_path(path)).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -414,10 +547,63 @@ fn exchange(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
     }
 }
 
-/// The manifest at `path`, if there is a readable one.
-pub async fn read_manifest(store: &dyn ObjectStore, path: &StorePath) -> Option<Manifest> {
-    let bytes = store.get(path).await.ok()?.bytes().await.ok()?;
-    serde_json::from_slice(&bytes).ok()
+/// The manifest of the output at `sink`, if there is a readable one: the
+/// one place that reads manifests. Outputs of crmflow before 0.2 kept it
+/// in `_SUCCESS`, which is read when there is no manifest beside the sink.
+pub async fn read_manifest(store: &dyn ObjectStore, sink: &Location) -> Option<Manifest> {
+    let get = |path: StorePath| async move {
+        let bytes = store.get(&path).await.ok()?.bytes().await.ok()?;
+        serde_json::from_slice::<Manifest>(&bytes).ok()
+    };
+    match get(manifest_path(sink, None)).await {
+        Some(m) => Some(m),
+        None => get(sink.as_dir().child_path(SUCCESS)).await,
+    }
+}
+
+/// Repairs a directory swap that died between the exchange and the
+/// manifest's rename: a pending manifest of another run whose files are
+/// exactly the sink's becomes the manifest; other pending ones are removed.
+/// Local disk only; call only while holding the sink's lock. Returns what
+/// it did, for the log.
+pub async fn recover_manifest(store: &dyn ObjectStore, sink: &Location, run_id: &str) -> Vec<String> {
+    let mut done = Vec::new();
+    let (Some((parent, name)), Some(_)) = (sink.parent_and_name(), sink.local_path()) else {
+        return done;
+    };
+    let Some(parent_dir) = parent.local_path() else {
+        return done;
+    };
+    let prefix = format!(".{name}.crmflow-manifest-");
+    let Ok(entries) = std::fs::read_dir(&parent_dir) else {
+        return done;
+    };
+    let listed: Option<BTreeSet<String>> = list_data(store, &sink.as_dir())
+        .await
+        .ok()
+        .map(|l| l.into_iter().map(|(p, _)| p).collect());
+    let manifest = local_path(sink, &manifest_path(sink, None));
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().to_string();
+        if !file.starts_with(&prefix) || file.contains(run_id) {
+            continue;
+        }
+        let pending: Option<Manifest> = std::fs::read(e.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let matches = match (&pending, &listed) {
+            (Some(m), Some(l)) => m.files.iter().map(|f| f.path.clone()).collect::<BTreeSet<_>>() == *l,
+            _ => false,
+        };
+        if matches && let Some(to) = &manifest {
+            if std::fs::rename(e.path(), to).is_ok() {
+                done.push(format!("restored the manifest of {sink} from {}", e.path().display()));
+            }
+        } else if std::fs::remove_file(e.path()).is_ok() {
+            done.push(format!("removed {}", e.path().display()));
+        }
+    }
+    done
 }
 
 /// The file tag of `mode: append`: the same for the same pipeline, sink and
@@ -439,5 +625,5 @@ fn append_tag(run: &RunInfo, sink: &str) -> String {
 
 /// A shared handle for tests and tools that inspect outputs.
 pub async fn manifest_of(store: Arc<dyn ObjectStore>, sink: &Location) -> Option<Manifest> {
-    read_manifest(store.as_ref(), &sink.as_dir().child_path(SUCCESS)).await
+    read_manifest(store.as_ref(), sink).await
 }

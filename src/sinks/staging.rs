@@ -128,7 +128,11 @@ pub async fn remove_leftovers(store: &dyn ObjectStore, sink: &Location, root: &L
         if let Ok(entries) = std::fs::read_dir(&parent_dir) {
             for e in entries.flatten() {
                 let file = e.file_name().to_string_lossy().to_string();
-                if file.starts_with(&prefix) && file.ends_with(".old") {
+                if file.starts_with(&prefix) && file.contains('#') && e.path().is_file() {
+                    // The manifest's upload temp file of a killed put.
+                    let _ = std::fs::remove_file(e.path());
+                    done.push(format!("removed {}", e.path().display()));
+                } else if file.starts_with(&prefix) && file.ends_with(".old") {
                     olds.push(e.path());
                 } else if file.starts_with(&prefix) && !file.contains(run_id) && e.path().is_dir() {
                     let _ = std::fs::remove_dir_all(e.path());
@@ -148,6 +152,7 @@ pub async fn remove_leftovers(store: &dyn ObjectStore, sink: &Location, root: &L
             let _ = std::fs::remove_dir_all(&old);
             done.push(format!("removed {}", old.display()));
         }
+        done.extend(super::publish::recover_manifest(store, sink, run_id).await);
         // Upload temp files (`_SUCCESS#3`, `x.parquet#1`) of a killed put.
         if let Ok(entries) = std::fs::read_dir(&target) {
             for e in entries.flatten() {

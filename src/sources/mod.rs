@@ -69,8 +69,9 @@ pub async fn register(engine: &Engine, source: &Source) -> Result<SchemaRef> {
             return Err(err(&shown, message));
         }
     };
+    let table = hive_nulls(ctx, table, &listing.partition_cols).map_err(|e| err(&shown, e.to_string()))?;
     let schema = table.schema();
-    ctx.register_table(source.name.as_str(), Arc::new(table))
+    ctx.register_table(source.name.as_str(), table)
         .map_err(|e| err(&shown, e.to_string()))?;
     Ok(schema)
 }
@@ -108,6 +109,42 @@ pub async fn listing_table(ctx: &SessionContext, listing: &Listing) -> datafusio
         .infer_schema(&ctx.state())
         .await?;
     ListingTable::try_new(config)
+}
+
+/// The table with Hive's NULL partition value, `__HIVE_DEFAULT_PARTITION__`,
+/// read as NULL (DataFusion already percent-decodes the directory values,
+/// which for Hive's escaping is its unescaping).
+fn hive_nulls(
+    ctx: &SessionContext,
+    table: ListingTable,
+    partition_cols: &[String],
+) -> datafusion::error::Result<Arc<dyn TableProvider>> {
+    use datafusion::logical_expr::{Expr, lit, when};
+    let table: Arc<dyn TableProvider> = Arc::new(table);
+    if partition_cols.is_empty() {
+        return Ok(table);
+    }
+    let df = ctx.read_table(table)?;
+    let exprs: Vec<Expr> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let c = crate::engine::expr::column(f.name());
+            if partition_cols.contains(f.name()) {
+                when(
+                    c.clone().eq(lit(crate::sinks::layout::HIVE_DEFAULT_PARTITION)),
+                    lit(datafusion::common::ScalarValue::Utf8(None)),
+                )
+                .otherwise(c)
+                .map(|e| e.alias(f.name()))
+            } else {
+                Ok(c)
+            }
+        })
+        .collect::<datafusion::error::Result<_>>()?;
+    let plan = df.select(exprs)?.into_unoptimized_plan();
+    Ok(Arc::new(datafusion::catalog::view::ViewTable::new(plan, None)))
 }
 
 /// Lists the Parquet files of a location (a file or a directory).

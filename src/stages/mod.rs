@@ -154,6 +154,9 @@ stage_kinds! {
 pub fn functions() -> Vec<ScalarUDF> {
     let mut f = clv::functions();
     f.push(features::key_hash_udf());
+    // What sinks call while writing (here so that Ballista executors know them).
+    f.push(crate::sinks::convert::bi_cast_udf());
+    f.push(crate::sinks::layout::hive_value_udf());
     f
 }
 

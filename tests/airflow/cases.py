@@ -65,7 +65,8 @@ def xcom(dag_id: str, run_id: str, key: str, task_id: str = "crm"):
 
 
 def manifest(sink: str, out: str = "out") -> dict:
-    return json.loads((WORK / out / sink / "_SUCCESS").read_text())
+    # The commit record beside the sink (the sink holds an empty _SUCCESS).
+    return json.loads((WORK / out / f".{sink}.crmflow-manifest.json").read_text())
 
 
 def data_files(sink: str, out: str = "out") -> dict[str, bytes]:

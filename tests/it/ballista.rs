@@ -297,13 +297,15 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// The rows of a published sink (the files its `_SUCCESS` lists), as one
-/// batch sorted by every column that is not a float.
+/// The rows of a published sink (the files its manifest, beside it,
+/// lists), as one batch sorted by every column that is not a float.
 async fn published(store: &dyn ObjectStore, prefix: &str) -> RecordBatch {
+    let (parent, name) = prefix.rsplit_once('/').unwrap();
+    let key = format!("{parent}/.{name}.crmflow-manifest.json");
     let m = store
-        .get(&StorePath::from(format!("{prefix}/_SUCCESS")))
+        .get(&StorePath::from(key.as_str()))
         .await
-        .unwrap_or_else(|e| panic!("{prefix}/_SUCCESS: {e}"))
+        .unwrap_or_else(|e| panic!("{key}: {e}"))
         .bytes()
         .await
         .unwrap();

@@ -84,17 +84,20 @@ impl Target {
         }
     }
 
-    /// A sink's manifest, if any.
+    /// A sink's manifest (beside the sink), if any.
     fn manifest(&self, d: &Path, sink: &str) -> Option<serde_json::Value> {
         let bytes = match self {
-            Target::Local => std::fs::read(d.join(format!("out/{sink}/_SUCCESS"))).ok()?,
+            Target::Local => std::fs::read(d.join(format!("out/.{sink}.crmflow-manifest.json"))).ok()?,
             Target::S3 { store, .. } => {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .unwrap();
                 rt.block_on(async {
-                    let got = store.get(&StorePath::from(format!("out/{sink}/_SUCCESS"))).await.ok()?;
+                    let got = store
+                        .get(&StorePath::from(format!("out/.{sink}.crmflow-manifest.json")))
+                        .await
+                        .ok()?;
                     Some(got.bytes().await.ok()?.to_vec())
                 })?
             }
@@ -139,7 +142,7 @@ sinks:
 fn seen(t: &Target, d: &Path, sink: &str, exact: bool) -> String {
     let m = t
         .manifest(d, sink)
-        .unwrap_or_else(|| panic!("sink {sink} has no _SUCCESS: {:?}", t.files(d)));
+        .unwrap_or_else(|| panic!("sink {sink} has no manifest: {:?}", t.files(d)));
     let listed: BTreeSet<String> = m["files"]
         .as_array()
         .unwrap()
@@ -161,15 +164,19 @@ fn seen(t: &Target, d: &Path, sink: &str, exact: bool) -> String {
     m["vars"]["v"].as_str().unwrap().to_string()
 }
 
-/// After a clean run: the output files, the manifests, and nothing else
-/// (no staging, no lock, no `.old`, no temp file).
+/// After a clean run: the output files, the empty `_SUCCESS` markers, the
+/// manifests, and nothing else (no staging, no lock, no `.old`, no pending
+/// manifest, no temp file).
 fn clean(t: &Target, d: &Path, v: u32) {
     assert_eq!(seen(t, d, "a", true), v.to_string());
     assert_eq!(seen(t, d, "b", true), v.to_string());
     let stray: Vec<String> = t
         .files(d)
         .into_iter()
-        .filter(|f| !(f.ends_with(".parquet") || f.ends_with("/_SUCCESS")) || f.contains("crmflow"))
+        .filter(|f| {
+            let manifest = f == "out/.a.crmflow-manifest.json" || f == "out/.b.crmflow-manifest.json";
+            !manifest && (!(f.ends_with(".parquet") || f.ends_with("/_SUCCESS")) || f.contains("crmflow"))
+        })
         .collect();
     assert_eq!(stray, Vec::<String>::new(), "leftovers");
 }
@@ -270,7 +277,11 @@ fn faults_on(t: Target, mode: &str) {
             assert_eq!(seen(&t, d, sink, f.code == 1), want.to_string(), "{case}: sink {sink}");
         }
         if f.code == 1 {
-            let stray: Vec<String> = t.files(d).into_iter().filter(|f| f.contains("crmflow")).collect();
+            let stray: Vec<String> = t
+                .files(d)
+                .into_iter()
+                .filter(|f| f.contains("crmflow") && !f.ends_with(".crmflow-manifest.json"))
+                .collect();
             assert_eq!(
                 stray,
                 Vec::<String>::new(),
@@ -460,6 +471,7 @@ sinks:
     assert_eq!(super::common::snapshot(&vol.join("out/big")), before);
     let mut left = BTreeSet::new();
     walk(&vol, &vol, &mut left);
-    let before_names: BTreeSet<String> = before.iter().map(|(p, _)| format!("out/big/{p}")).collect();
+    let mut before_names: BTreeSet<String> = before.iter().map(|(p, _)| format!("out/big/{p}")).collect();
+    before_names.insert("out/.big.crmflow-manifest.json".to_string());
     assert_eq!(left, before_names, "something was left on the full disk");
 }

@@ -16,6 +16,7 @@ mod gcs;
 mod generate;
 mod memory;
 mod ops;
+mod outputs;
 mod predict_sample;
 mod publish;
 mod quarantine;

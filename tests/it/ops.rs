@@ -147,7 +147,8 @@ fn hidden(dir: &Path) -> Vec<String> {
     let mut out: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
+        // The sinks' manifests (beside them) are published output, not leftovers.
+        .filter(|n| n.starts_with('.') && !n.ends_with(".crmflow-manifest.json"))
         .collect();
     out.sort();
     out

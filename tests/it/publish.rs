@@ -65,7 +65,12 @@ fn a_failed_run_leaves_the_previous_output_untouched() {
     assert_eq!(snapshot(&d.join("out")), before, "the previous output changed");
     assert_eq!(
         names(&d.join("out")),
-        vec!["customers_copy", "totals"],
+        vec![
+            ".customers_copy.crmflow-manifest.json",
+            ".totals.crmflow-manifest.json",
+            "customers_copy",
+            "totals"
+        ],
         "staging left behind"
     );
 
@@ -79,7 +84,15 @@ fn a_failed_run_leaves_the_previous_output_untouched() {
         "sink \"customers_copy\": check row_count(min 10) failed: the table has 4 rows"
     );
     assert_eq!(snapshot(&d.join("out")), before);
-    assert_eq!(names(&d.join("out")), vec!["customers_copy", "totals"]);
+    assert_eq!(
+        names(&d.join("out")),
+        vec![
+            ".customers_copy.crmflow-manifest.json",
+            ".totals.crmflow-manifest.json",
+            "customers_copy",
+            "totals"
+        ]
+    );
 
     // The JSON summary on stdout says what happened.
     let summary: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
@@ -111,8 +124,13 @@ fn reruns_replace_and_output_is_bi_safe() {
         assert_eq!(out.code, 0, "{}", out.stderr);
     }
     // Hive partitions, one set of rows, no staging left.
-    assert_eq!(names(&d.join("out")), vec!["totals"]);
+    assert_eq!(names(&d.join("out")), vec![".totals.crmflow-manifest.json", "totals"]);
     assert_eq!(names(&d.join("out/totals")), vec!["_SUCCESS", "country=US"]);
+    assert_eq!(
+        std::fs::read(d.join("out/totals/_SUCCESS")).unwrap(),
+        b"",
+        "an empty marker"
+    );
     let batches = read_dir(&d.join("out/totals"));
     let mut ids: Vec<f64> = f64s(&batches, "customer_id").into_iter().map(Option::unwrap).collect();
     ids.sort_by(f64::total_cmp);
@@ -164,7 +182,8 @@ fn reruns_replace_and_output_is_bi_safe() {
     );
 
     // The manifest lists exactly the files there, with their rows.
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("out/totals/_SUCCESS")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("out/.totals.crmflow-manifest.json")).unwrap()).unwrap();
     assert_eq!(m["pipeline"], "pub_test");
     assert_eq!(m["rows"], 4);
     assert_eq!(m["vars"]["out"], "out");
@@ -273,7 +292,11 @@ fn interrupt_while_staging(signal: &str, code: i32, staging_removed: bool) {
         names(&d.join("out/totals"))
     );
     if staging_removed {
-        assert_eq!(names(&d.join("out")), vec!["totals"], "a leftover beside the output");
+        assert_eq!(
+            names(&d.join("out")),
+            vec![".totals.crmflow-manifest.json", "totals"],
+            "a leftover beside the output"
+        );
         assert!(
             !d.join(".crmflow-staging").exists(),
             "staging left behind: {:?}",
@@ -340,7 +363,7 @@ sinks:
     let (code, stdout, stderr) = run(&["run", "p.yaml", "--run-results", "results.json"]);
     assert_eq!(code, Some(0), "{stderr}");
     let results = std::fs::read_to_string(d.join("results.json")).unwrap();
-    let manifest = std::fs::read_to_string(d.join("out/tok-98765/c/_SUCCESS")).unwrap();
+    let manifest = std::fs::read_to_string(d.join("out/tok-98765/.c.crmflow-manifest.json")).unwrap();
     let (_, plan, plan_err) = run(&["plan", "p.yaml"]);
     for (what, text) in [
         ("stdout", &stdout),
@@ -377,7 +400,7 @@ fn select_runs_a_step_with_its_inputs_and_only_its_sinks() {
     write(d, "p.yaml", &steps, sinks);
     let out = crmflow(d, &["run", "p.yaml", "--select", "rich"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(names(&d.join("out")), vec!["rich"]);
+    assert_eq!(names(&d.join("out")), vec![".rich.crmflow-manifest.json", "rich"]);
     let summary: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
     let steps: Vec<&str> = summary["steps"]
         .as_array()
@@ -619,7 +642,10 @@ fn read_dir_file(f: &Path) -> Vec<datafusion::arrow::array::RecordBatch> {
 }
 
 fn manifest(dir: &Path) -> (serde_json::Value, Vec<String>) {
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("_SUCCESS")).unwrap()).unwrap();
+    // The manifest is beside the sink directory.
+    let name = dir.file_name().unwrap().to_string_lossy();
+    let path = dir.parent().unwrap().join(format!(".{name}.crmflow-manifest.json"));
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     let files = m["files"]
         .as_array()
         .unwrap()
@@ -674,7 +700,11 @@ fn overwrite_partitions_on_local_disk_replaces_only_the_rerun_partition() {
     assert_eq!(m["rows"], 8);
     assert_eq!(m["mode"], "overwrite_partitions");
     assert_eq!(m["run_id"].as_str().unwrap(), third);
-    assert_eq!(names(&d.join("out")), vec!["daily"], "staging left behind");
+    assert_eq!(
+        names(&d.join("out")),
+        vec![".daily.crmflow-manifest.json", "daily"],
+        "staging left behind"
+    );
     assert_eq!(names(&sink), vec!["_SUCCESS", "as_of=2026-03-01", "as_of=2026-11-24"]);
 }
 
@@ -707,7 +737,16 @@ fn append_on_local_disk_adds_new_vars_and_replaces_a_rerun() {
     let mut ids: Vec<i64> = rows.iter().map(|r| r.1).collect();
     ids.sort();
     assert_eq!(ids, vec![1, 1, 2, 2, 3, 3, 4, 4]);
-    assert_eq!(names(&d.join("out")), vec!["daily", "flat"], "staging left behind");
+    assert_eq!(
+        names(&d.join("out")),
+        vec![
+            ".daily.crmflow-manifest.json",
+            ".flat.crmflow-manifest.json",
+            "daily",
+            "flat"
+        ],
+        "staging left behind"
+    );
 }
 
 #[test]
@@ -746,7 +785,11 @@ fn a_run_removes_what_dead_runs_left_of_its_sinks_at_once() {
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert_eq!(
         names(&d.join("out")),
-        vec![".other.crmflow-20261201T000003Z-feedface", "totals"]
+        vec![
+            ".other.crmflow-20261201T000003Z-feedface",
+            ".totals.crmflow-manifest.json",
+            "totals"
+        ]
     );
     assert!(!d.join(".crmflow-staging").exists());
     let mut cleaned = before.clone();
@@ -755,7 +798,11 @@ fn a_run_removes_what_dead_runs_left_of_its_sinks_at_once() {
     assert_eq!(crmflow(d, &["run", "p.yaml"]).code, 0);
     assert_eq!(
         names(&d.join("out")),
-        vec![".other.crmflow-20261201T000003Z-feedface", "totals"]
+        vec![
+            ".other.crmflow-20261201T000003Z-feedface",
+            ".totals.crmflow-manifest.json",
+            "totals"
+        ]
     );
 }
 
@@ -791,11 +838,11 @@ fn a_missing_sink_is_restored_from_its_old_copy_before_anything_else() {
     write(d, "bad.yaml", &failing, "  - table: totals\n    url: ${out}/totals/\n");
     assert_eq!(crmflow(d, &["run", "bad.yaml"]).code, 1);
     assert_eq!(snapshot(&d.join("out/totals")), before);
-    assert_eq!(names(&d.join("out")), vec!["totals"]);
+    assert_eq!(names(&d.join("out")), vec![".totals.crmflow-manifest.json", "totals"]);
 }
 
 #[test]
-fn row_groups_hold_262144_rows() {
+fn row_groups_hold_131072_rows() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     tiny(&d.join("data"));
@@ -811,8 +858,8 @@ fn row_groups_hold_262144_rows() {
         let reader = SerializedFileReader::new(std::fs::File::open(&f).unwrap()).unwrap();
         let sizes: Vec<i64> = reader.metadata().row_groups().iter().map(|rg| rg.num_rows()).collect();
         let (last, rest) = sizes.split_last().unwrap();
-        assert!(rest.iter().all(|&n| n == 262_144), "{f:?}: {sizes:?}");
-        assert!(*last > 0 && *last <= 262_144, "{f:?}: {sizes:?}");
+        assert!(rest.iter().all(|&n| n == 131_072), "{f:?}: {sizes:?}");
+        assert!(*last > 0 && *last <= 131_072, "{f:?}: {sizes:?}");
         full += rest.len();
         total += sizes.iter().sum::<i64>();
     }
@@ -843,12 +890,13 @@ fn partition_values_with_special_characters_publish_and_match_their_manifest() {
     );
     let out = crmflow(d, &["run", "p.yaml"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("out/t/_SUCCESS")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("out/.t.crmflow-manifest.json")).unwrap()).unwrap();
     assert_eq!(m["rows"], 4);
     let listed = m["files"].as_array().unwrap();
     assert_eq!(listed.len(), 4);
     for f in listed {
-        // The manifest names each file as the store does (encoded): it exists.
+        // The manifest names each file as Hive does: it exists.
         let p = f["path"].as_str().unwrap();
         assert!(
             d.join("out/t").join(p).exists(),

@@ -16,7 +16,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use super::common::{Output, error_of, tiny};
+use super::common::{Output, error_of, read_dir, tiny};
 
 /// The moto server binary, installed on first use if missing.
 fn moto_server() -> PathBuf {
@@ -183,15 +183,15 @@ pub async fn objects(store: &dyn ObjectStore, prefix: &str) -> Vec<(String, Vec<
 }
 
 /// Row count and sum of `value` over the Parquet objects below `prefix`
-/// that the `_SUCCESS` manifest lists.
+/// that the manifest (beside the sink) lists.
 pub async fn manifest_rows(store: &dyn ObjectStore, prefix: &str) -> (serde_json::Value, Vec<String>) {
-    let m = store
-        .get(&StorePath::from(format!("{prefix}/_SUCCESS")))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let (parent, name) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+    let key = if parent.is_empty() {
+        format!(".{name}.crmflow-manifest.json")
+    } else {
+        format!("{parent}/.{name}.crmflow-manifest.json")
+    };
+    let m = store.get(&StorePath::from(key)).await.unwrap().bytes().await.unwrap();
     let m: serde_json::Value = serde_json::from_slice(&m).unwrap();
     let files = m["files"]
         .as_array()
@@ -257,10 +257,15 @@ fn publish_modes_on_s3_replace_never_duplicate() {
     assert_eq!(m["rows"], 4);
     let mut listed: Vec<String> = files.iter().map(|f| format!("out/daily/{f}")).collect();
     listed.push("out/daily/_SUCCESS".into());
+    listed.push("out/.daily.crmflow-manifest.json".into());
     listed.sort();
     assert_eq!(
         names, listed,
-        "only the manifest's files and _SUCCESS are there (no staging, no old files)"
+        "only the manifest's files, _SUCCESS and the manifest are there (no staging, no old files)"
+    );
+    assert!(
+        objs.iter().any(|(n, b)| n == "out/daily/_SUCCESS" && b.is_empty()),
+        "an empty _SUCCESS"
     );
     assert!(
         files.iter().all(|f| f.starts_with("as_of=2026-11-24/part-")),
@@ -399,6 +404,10 @@ steps:
 sinks:
   - table: big
     url: s3://crm/out/big/
+    # Several files (a small table is one file): some are complete in
+    # staging when the server goes away mid-upload.
+    target_file_size: 2MiB
+    row_group_rows: 65536
 ";
 
 #[test]
@@ -443,7 +452,7 @@ fn server_dying_mid_upload_leaves_the_previous_output() {
     let everything = |rt: &tokio::runtime::Runtime| -> Vec<(String, Vec<u8>)> {
         rt.block_on(objects(store.as_ref(), ""))
             .into_iter()
-            .filter(|(k, _)| !k.starts_with("out/big/"))
+            .filter(|(k, _)| !k.starts_with("out/big/") && k != "out/.big.crmflow-manifest.json")
             .collect()
     };
     let left = everything(&rt);
@@ -628,4 +637,72 @@ fn validate_check_storage_on_s3_leaves_no_probe() {
     let store = moto.store("crm");
     let left = rt().block_on(objects(store.as_ref(), ""));
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn partition_keys_on_s3_are_hive_names_byte_for_byte_and_read_back() {
+    let moto = Moto::start();
+    moto.bucket("crm");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny(&d.join("data"));
+    let yaml = "name: hive
+storage:
+  retry_max: \"2\"
+sources:
+  customers: {url: data/customers/}
+steps:
+  - name: t
+    sql: |
+      SELECT * FROM (VALUES (1, 'München'), (2, 'a/b'), (3, '50%'), (4, 'a=b'), (5, ''), (6, CAST(NULL AS VARCHAR)))
+        AS v(customer_id, region)
+sinks:
+  - table: t
+    url: s3://crm/out/t/
+    partition_by: [region]
+";
+    std::fs::write(d.join("p.yaml"), yaml).unwrap();
+    let out = crmflow_s3(d, moto.port, &["run", "p.yaml"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let store = moto.store("crm");
+    let rt = rt();
+    // The keys as S3 stores them (object_store's Path is the raw key).
+    let mut dirs: Vec<String> = rt
+        .block_on(objects(store.as_ref(), "out/t"))
+        .into_iter()
+        .filter_map(|(k, _)| k.strip_prefix("out/t/")?.split_once('/').map(|(d, _)| d.to_string()))
+        .collect();
+    dirs.dedup();
+    assert_eq!(
+        dirs,
+        vec![
+            "region=50%25",
+            "region=München",
+            "region=__HIVE_DEFAULT_PARTITION__",
+            "region=a%2Fb",
+            "region=a%3Db"
+        ]
+    );
+    let back = "name: back
+storage:
+  retry_max: \"2\"
+sources:
+  t: {url: s3://crm/out/t/}
+steps:
+  - name: b
+    sql: SELECT customer_id, coalesce(region, '<null>') AS region FROM t
+sinks:
+  - table: b
+    url: back/b/
+    sort_by: [customer_id]
+";
+    std::fs::write(d.join("back.yaml"), back).unwrap();
+    let out = crmflow_s3(d, moto.port, &["run", "back.yaml"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = rows_as_text(&read_dir(&d.join("back/b")));
+    assert_eq!(
+        rows,
+        vec!["1|München", "2|a/b", "3|50%", "4|a=b", "5|<null>", "6|<null>"],
+        "{rows:?}"
+    );
 }
