@@ -199,7 +199,8 @@ fn the_demo_pipeline_reads_its_sources_from_gcs() {
         5000
     );
     let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(d.join("from-gcs/customer_scores/_SUCCESS")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(d.join("from-gcs/.customer_scores.crmflow-manifest.json")).unwrap())
+            .unwrap();
     assert_eq!(manifest["vars"]["data"], "gs://crm/data");
 }
 

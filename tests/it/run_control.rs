@@ -53,6 +53,8 @@ fn outputs(d: &Path) -> Vec<String> {
     let mut v: Vec<String> = match std::fs::read_dir(d.join("out")) {
         Ok(r) => r
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            // The manifests beside the sinks are their commit records.
+            .filter(|n| !n.ends_with(".crmflow-manifest.json"))
             .collect(),
         Err(_) => vec![],
     };
@@ -406,7 +408,7 @@ fn want_totals(day: &str) -> Vec<(i64, f64)> {
 }
 
 fn manifest(d: &Path, day: &str) -> Value {
-    let path = d.join(format!("out/{day}/totals/_SUCCESS"));
+    let path = d.join(format!("out/{day}/.totals.crmflow-manifest.json"));
     serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
 
