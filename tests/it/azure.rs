@@ -9,12 +9,11 @@
 //! and `AZURITE_BLOB_STORAGE_URL=http://127.0.0.1:PORT`, account
 //! `devstoreaccount1` with Azurite's well-known key.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use base64::Engine as _;
 use object_store::ObjectStore;
@@ -90,36 +89,11 @@ impl Azurite {
             .stderr(Stdio::null())
             .spawn()
             .expect("azurite-blob starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            let mut tx = Some(tx);
-            // Keep reading after the port: Azurite logs requests there.
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(t) = &tx {
-                    if let Some(port) = line
-                        .split("listens on http://127.0.0.1:")
-                        .nth(1)
-                        .and_then(|rest| rest.trim().parse::<u16>().ok())
-                    {
-                        let _ = t.send(Ok(port));
-                        tx = None;
-                    } else {
-                        seen.push(line);
-                    }
-                }
-            }
-            if let Some(t) = tx {
-                let _ = t.send(Err(seen.join("\n")));
-            }
-        });
-        let port = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Ok(port)) => port,
-            Ok(Err(log)) => panic!("azurite-blob exited without listening:\n{log}"),
-            Err(e) => panic!("azurite-blob did not report its port: {e}"),
-        };
+        let port = super::common::announced_port(
+            child.stdout.take().unwrap(),
+            "listens on http://127.0.0.1:",
+            "azurite-blob",
+        );
         Some(Azurite { child, port })
     }
 

@@ -244,3 +244,41 @@ pub fn close(got: f64, want: f64, rel: f64) {
     let tol = rel * want.abs().max(1e-12 / rel);
     assert!((got - want).abs() <= tol, "got {got}, want {want} (rel {rel})");
 }
+
+/// The port a test server announces on `log` (its stdout or stderr) in a
+/// line containing `marker` followed by the port (e.g. `Running on
+/// http://127.0.0.1:`). Keeps draining the log afterwards (servers log every
+/// request there, and a full pipe would block them); panics with what the
+/// server said if it exits first or stays silent for a minute.
+pub fn announced_port(log: impl std::io::Read + Send + 'static, marker: &'static str, server: &str) -> u16 {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(log).lines() {
+            let Ok(line) = line else { break };
+            if let Some(t) = &tx {
+                match line
+                    .split(marker)
+                    .nth(1)
+                    .and_then(|rest| rest.trim().parse::<u16>().ok())
+                {
+                    Some(port) => {
+                        let _ = t.send(Ok(port));
+                        tx = None;
+                    }
+                    None => seen.push(line),
+                }
+            }
+        }
+        if let Some(t) = tx {
+            let _ = t.send(Err(seen.join("\n")));
+        }
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(Ok(port)) => port,
+        Ok(Err(log)) => panic!("{server} exited without listening:\n{log}"),
+        Err(e) => panic!("{server} did not report its port: {e}"),
+    }
+}

@@ -3,7 +3,7 @@
 //! it; on a machine without it the harness installs it into
 //! `target/moto-venv` (set CRMFLOW_MOTO_SERVER to use another binary).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -70,37 +70,12 @@ impl Moto {
             .stderr(Stdio::piped())
             .spawn()
             .expect("moto_server starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            // Werkzeug logs ` * Running on http://127.0.0.1:PORT` on stderr;
-            // keep reading after it, moto logs every request there.
-            let mut seen = Vec::new();
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(t) = &tx {
-                    if let Some(port) = line
-                        .split("Running on http://127.0.0.1:")
-                        .nth(1)
-                        .and_then(|rest| rest.trim().parse::<u16>().ok())
-                    {
-                        let _ = t.send(Ok(port));
-                        tx = None;
-                    } else {
-                        seen.push(line);
-                    }
-                }
-            }
-            if let Some(t) = tx {
-                let _ = t.send(Err(seen.join("\n")));
-            }
-        });
-        let port = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Ok(port)) => port,
-            Ok(Err(log)) => panic!("moto_server exited without listening:\n{log}"),
-            Err(e) => panic!("moto_server did not report its port: {e}"),
-        };
+        // Werkzeug logs ` * Running on http://127.0.0.1:PORT` on stderr.
+        let port = super::common::announced_port(
+            child.stderr.take().unwrap(),
+            "Running on http://127.0.0.1:",
+            "moto_server",
+        );
         let t0 = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
