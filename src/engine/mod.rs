@@ -20,6 +20,7 @@
 
 pub mod ballista;
 pub mod expr;
+pub mod profile;
 pub mod spill;
 
 use std::collections::BTreeMap;
@@ -319,7 +320,8 @@ impl Engine {
         let task = Arc::new(df.task_ctx());
         let physical = df.create_physical_plan().await?;
         let schema = physical.schema();
-        let parts = collect_partitioned(physical, task).await?;
+        let parts = collect_partitioned(physical.clone(), task).await?;
+        profile::log("materialized table", &physical);
         let rows = parts.iter().flatten().map(|b| b.num_rows() as u64).sum();
         Ok((Arc::new(MemTable::try_new(schema, parts)?), rows))
     }

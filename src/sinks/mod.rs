@@ -22,9 +22,10 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::config::TableParquetOptions;
-use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::datasource::file_format::format_as_file_type;
+use datafusion::datasource::file_format::parquet::ParquetFormatFactory;
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
-use datafusion::logical_expr::{Expr, SortExpr, cast};
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, SortExpr, cast};
 use datafusion::prelude::DataFrame;
 use futures::TryStreamExt;
 use object_store::ObjectStore;
@@ -176,9 +177,6 @@ pub async fn stage(engine: &Engine, sink: &Sink, staging: &Location) -> Result<S
         .iter()
         .map(|c| column(c).sort(true, false))
         .collect();
-    let write = DataFrameWriteOptions::new()
-        .with_partition_by(sink.partition_by.clone())
-        .with_sort_by(sort);
     // One file at a time, each up to the target size (DataFusion's default
     // opens a file per core, whatever the table's size).
     let rows_per_file = layout::rows_per_file(&sink.layout, &schema, &sink.partition_by);
@@ -194,7 +192,7 @@ pub async fn stage(engine: &Engine, sink: &Sink, staging: &Location) -> Result<S
         exec.batch_size = n(sink.layout.row_group_rows)?;
     }
     let df = DataFrame::new(state, plan);
-    let result = df.write_parquet(staging.url().as_str(), write, Some(opts)).await;
+    let result = write_parquet(df, staging.url().as_str(), &sink.partition_by, sort, opts, &sink.table).await;
     if let Err(e) = result {
         remove_prefix(store.as_ref(), &staging).await;
         return Err(err(match e.find_root() {
@@ -231,6 +229,33 @@ pub async fn stage(engine: &Engine, sink: &Sink, staging: &Location) -> Result<S
         rows,
         schema,
     })
+}
+
+/// `DataFrame::write_parquet` (a `COPY TO` plan, sorted by `sort` first),
+/// keeping the physical plan to log it with its metrics
+/// ([`crate::engine::profile`]).
+async fn write_parquet(
+    df: DataFrame,
+    url: &str,
+    partition_by: &[String],
+    sort: Vec<SortExpr>,
+    opts: TableParquetOptions,
+    table: &str,
+) -> datafusion::error::Result<()> {
+    let (state, plan) = df.into_parts();
+    let plan = if sort.is_empty() {
+        plan
+    } else {
+        LogicalPlanBuilder::from(plan).sort(sort)?.build()?
+    };
+    let format = format_as_file_type(Arc::new(ParquetFormatFactory::new_with_options(opts)));
+    let plan = LogicalPlanBuilder::copy_to(plan, url.into(), format, Default::default(), partition_by.to_vec())?.build()?;
+    let df = DataFrame::new(state, plan);
+    let task = Arc::new(df.task_ctx());
+    let physical = df.create_physical_plan().await?;
+    datafusion::physical_plan::collect(physical.clone(), task).await?;
+    crate::engine::profile::log(&format!("sink \"{table}\""), &physical);
+    Ok(())
 }
 
 /// The staging of a table without rows: a Parquet file with the schema
