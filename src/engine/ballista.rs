@@ -151,7 +151,9 @@ pub fn cluster_state(config: SessionConfig, runtime: Arc<RuntimeEnv>, functions:
         .with_default_features()
         .with_config(config)
         .with_runtime_env(runtime)
-        .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules())
+        .with_optimizer_rules(super::optimizer_rules(
+            ballista_core::optimizer::ballista_default_optimizer_rules(),
+        ))
         .with_scalar_functions(scalars)
         .with_aggregate_functions(ballista_aggregate_functions())
         .with_window_functions(ballista_window_functions())

@@ -143,9 +143,21 @@ impl std::fmt::Debug for Engine {
 /// storage options to every node).
 fn session_config(settings: &Settings, storage: &BTreeMap<String, String>) -> SessionConfig {
     let mut config = match settings.kind {
-        EngineKind::Local => SessionConfig::new()
-            .with_information_schema(false)
-            .with_create_default_catalog_and_schema(true),
+        EngineKind::Local => {
+            let mut config = SessionConfig::new()
+                .with_information_schema(false)
+                .with_create_default_catalog_and_schema(true);
+            // Plain UTF-8 strings, as on Ballista. With string views a chain
+            // of hash joins multiplies each string column's buffer list by
+            // the number of batches at every join (the build side is one
+            // concatenated batch and every output batch taken from it keeps
+            // all of its buffers): the demo's seven-way customer_scores
+            // join took 145 s at 1M customers instead of a few.
+            let options = config.options_mut();
+            options.execution.parquet.schema_force_view_types = false;
+            options.sql_parser.map_string_types_to_utf8view = false;
+            config
+        }
         EngineKind::Ballista => {
             ballista::base_config().with_option_extension(ballista::StorageOptions(storage.clone()))
         }
@@ -162,6 +174,23 @@ fn session_config(settings: &Settings, storage: &BTreeMap<String, String>) -> Se
         config.options_mut().execution.sort_spill_reservation_bytes = reserve as usize;
     }
     config
+}
+
+/// DataFusion's logical optimizer rules that crmflow leaves out: the
+/// pushdown of struct field access towards the scans. It moves
+/// `get_field(score, 'clv')` below the projection that computes `score`,
+/// so a scoring function returning a struct ran once per field read (three
+/// times in the demo's customer_scores, 25 s of its 1M-row sink).
+pub const SKIPPED_OPTIMIZER_RULES: [&str; 2] = ["extract_leaf_expressions", "push_down_leaf_projections"];
+
+/// `rules` without [`SKIPPED_OPTIMIZER_RULES`], in their order.
+pub fn optimizer_rules(
+    rules: Vec<Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>>,
+) -> Vec<Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>> {
+    rules
+        .into_iter()
+        .filter(|r| !SKIPPED_OPTIMIZER_RULES.contains(&r.name()))
+        .collect()
 }
 
 impl Engine {
@@ -197,6 +226,7 @@ impl Engine {
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
+            .with_optimizer_rules(optimizer_rules(datafusion::optimizer::Optimizer::new().rules))
             .with_physical_optimizer_rule(Arc::new(spill::MeterRule(meter.clone())))
             .build();
         let ctx = SessionContext::new_with_state(state);
@@ -347,7 +377,8 @@ impl Engine {
             .flat_map(|c| c.iter().flatten())
             .sum();
         let url = ListingTableUrl::parse(dir.url().as_str())?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let format = ParquetFormat::default().with_options(self.ctx.state().table_options().parquet.clone());
+        let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
         let config = ListingTableConfig::new(url)
             .with_listing_options(options)
             .with_schema(schema);

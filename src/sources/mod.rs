@@ -93,7 +93,8 @@ pub async fn listing_table(ctx: &SessionContext, listing: &Listing) -> datafusio
     } else {
         ListingTableUrl::parse(listing.location.url().as_str())?
     };
-    let format = ParquetFormat::default();
+    // The session's Parquet options (plain strings, not views: see the engine's config).
+    let format = ParquetFormat::default().with_options(ctx.state().table_options().parquet.clone());
     let mut options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
     if !listing.partition_cols.is_empty() {
         options = options.with_table_partition_cols(
