@@ -576,4 +576,104 @@ mod tests {
         engine.finish().await;
         assert!(!run_dir.exists());
     }
+
+    /// A struct-valued function counting its calls, for the test below.
+    #[derive(Debug, PartialEq, Eq, Hash)]
+    struct Pair {
+        signature: datafusion::logical_expr::Signature,
+    }
+
+    static PAIR_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    impl datafusion::logical_expr::ScalarUDFImpl for Pair {
+        fn name(&self) -> &str {
+            "test_pair"
+        }
+        fn signature(&self) -> &datafusion::logical_expr::Signature {
+            &self.signature
+        }
+        fn return_type(&self, _: &[DataType]) -> datafusion::error::Result<DataType> {
+            Ok(DataType::Struct(pair_fields()))
+        }
+        fn invoke_with_args(
+            &self,
+            args: datafusion::logical_expr::ScalarFunctionArgs,
+        ) -> datafusion::error::Result<datafusion::logical_expr::ColumnarValue> {
+            use datafusion::arrow::array::{ArrayRef, AsArray, StructArray};
+            PAIR_CALLS.fetch_add(1, Ordering::SeqCst);
+            let a = datafusion::logical_expr::ColumnarValue::values_to_arrays(&args.args)?;
+            let x = a[0].as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+            let plus: Float64Array = x.unary(|v| v + 1.0);
+            let twice: Float64Array = x.unary(|v| v * 2.0);
+            let s = StructArray::try_new(pair_fields(), vec![Arc::new(plus) as ArrayRef, Arc::new(twice)], None)?;
+            Ok(datafusion::logical_expr::ColumnarValue::Array(Arc::new(s)))
+        }
+    }
+
+    fn pair_fields() -> datafusion::arrow::datatypes::Fields {
+        vec![
+            Field::new("plus", DataType::Float64, true),
+            Field::new("twice", DataType::Float64, true),
+        ]
+        .into()
+    }
+
+    /// A struct computed once and read field by field is computed once per
+    /// batch, however many fields are read (DataFusion's struct-field
+    /// pushdown would inline it into each field read).
+    #[tokio::test]
+    async fn a_struct_valued_function_runs_once_for_all_its_fields() {
+        use datafusion::functions::core::expr_fn::get_field;
+        let pair = ScalarUDF::from(Pair {
+            signature: datafusion::logical_expr::Signature::exact(
+                vec![DataType::Float64],
+                datafusion::logical_expr::Volatility::Immutable,
+            ),
+        });
+        let engine = Engine::new(&Settings::default(), BTreeMap::new(), vec![pair.clone()]).unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, false)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Float64Array::from(vec![1.0, 2.5]))]).unwrap();
+        let df = engine
+            .values(&batch)
+            .unwrap()
+            .select(vec![expr::column("x"), pair.call(vec![expr::column("x")]).alias("s")])
+            .unwrap()
+            .select(vec![
+                get_field(expr::column("s"), "plus").alias("plus"),
+                get_field(expr::column("s"), "twice").alias("twice"),
+            ])
+            .unwrap();
+        PAIR_CALLS.store(0, Ordering::SeqCst);
+        let got = df.collect().await.unwrap();
+        let got = datafusion::arrow::compute::concat_batches(&got[0].schema(), &got).unwrap();
+        assert_eq!(PAIR_CALLS.load(Ordering::SeqCst), 1);
+        let col = |i: usize| {
+            got.column(i)
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        };
+        assert_eq!(col(0), vec![2.0, 3.5]);
+        assert_eq!(col(1), vec![2.0, 5.0]);
+    }
+
+    /// Strings are plain UTF-8 in SQL casts and materialized tables on the
+    /// local engine (string views multiply buffer lists through chains of
+    /// joins); sources: `sources::tests`.
+    #[tokio::test]
+    async fn strings_are_plain_utf8_in_sql_and_materialized_tables() {
+        let engine = Engine::new(&Settings::default(), BTreeMap::new(), vec![]).unwrap();
+        let df = engine
+            .context()
+            .sql("SELECT CAST(12 AS VARCHAR) AS n, 'United Kingdom' AS country")
+            .await
+            .unwrap();
+        let types: Vec<DataType> = df.schema().fields().iter().map(|f| f.data_type().clone()).collect();
+        assert_eq!(types, vec![DataType::Utf8, DataType::Utf8]);
+        let (t, rows) = engine.materialize(df).await.unwrap();
+        assert_eq!(rows, 1);
+        assert_eq!(t.schema().field(0).data_type(), &DataType::Utf8);
+    }
 }

@@ -249,7 +249,8 @@ async fn write_parquet(
         LogicalPlanBuilder::from(plan).sort(sort)?.build()?
     };
     let format = format_as_file_type(Arc::new(ParquetFormatFactory::new_with_options(opts)));
-    let plan = LogicalPlanBuilder::copy_to(plan, url.into(), format, Default::default(), partition_by.to_vec())?.build()?;
+    let plan =
+        LogicalPlanBuilder::copy_to(plan, url.into(), format, Default::default(), partition_by.to_vec())?.build()?;
     let df = DataFrame::new(state, plan);
     let task = Arc::new(df.task_ctx());
     let physical = df.create_physical_plan().await?;
