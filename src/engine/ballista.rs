@@ -373,6 +373,12 @@ impl Cluster {
                 tracing::error!("the in-process Ballista executor stopped: {e}");
             }
         });
+        // Both are spawned: the first query must not reach a port before it
+        // listens (connection refused under load, push scheduling sends
+        // tasks to the executor's gRPC port as soon as it has registered).
+        for port in [scheduler_port, flight_port, grpc_port] {
+            listening(SocketAddr::new(local, port), std::time::Duration::from_secs(60)).await?;
+        }
         let state = client_state(config, runtime);
         let url = format!("df://127.0.0.1:{scheduler_port}");
         let ctx = SessionContext::remote_with_state(&url, state)
@@ -383,6 +389,23 @@ impl Cluster {
             ctx,
             _work_dir: Some(work_dir),
         })
+    }
+}
+
+/// Waits until `addr` accepts connections, at most `limit`.
+async fn listening(addr: SocketAddr, limit: std::time::Duration) -> Result<(), String> {
+    let start = std::time::Instant::now();
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            return Err(format!(
+                "the in-process cluster did not listen on {addr} within {} s",
+                limit.as_secs()
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 

@@ -19,6 +19,7 @@
 //! table and removed by [`Engine::finish`].
 
 pub mod ballista;
+pub mod dates;
 pub mod expr;
 pub mod profile;
 pub mod spill;
@@ -36,9 +37,9 @@ use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::{FunctionRegistry, SessionStateBuilder};
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, ScalarUDF, lit};
 use datafusion::physical_plan::collect_partitioned;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
@@ -230,6 +231,10 @@ impl Engine {
             .with_physical_optimizer_rule(Arc::new(spill::MeterRule(meter.clone())))
             .build();
         let ctx = SessionContext::new_with_state(state);
+        ctx.state_ref()
+            .write()
+            .register_function_rewrite(Arc::new(dates::UtcDate))
+            .map_err(|e| Error::Engine(e.into()))?;
         for f in &functions {
             ctx.register_udf(f.clone());
         }
