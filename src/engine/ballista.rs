@@ -147,7 +147,7 @@ pub fn base_config() -> SessionConfig {
 pub fn cluster_state(config: SessionConfig, runtime: Arc<RuntimeEnv>, functions: &[ScalarUDF]) -> SessionState {
     let mut scalars = ballista_scalar_functions();
     scalars.extend(functions.iter().cloned().map(Arc::new));
-    SessionStateBuilder::new()
+    let state = SessionStateBuilder::new()
         .with_default_features()
         .with_config(config)
         .with_runtime_env(runtime)
@@ -157,7 +157,17 @@ pub fn cluster_state(config: SessionConfig, runtime: Arc<RuntimeEnv>, functions:
         .with_scalar_functions(scalars)
         .with_aggregate_functions(ballista_aggregate_functions())
         .with_window_functions(ballista_window_functions())
-        .build()
+        .build();
+    with_rewrites(state)
+}
+
+/// `state` with crmflow's expression rewrites ([`super::dates::UtcDate`]).
+fn with_rewrites(mut state: SessionState) -> SessionState {
+    use datafusion::execution::FunctionRegistry;
+    // Registering a rewrite cannot fail (the trait's default is an error
+    // only for registries without an analyzer).
+    let _ = state.register_function_rewrite(Arc::new(super::dates::UtcDate));
+    state
 }
 
 /// The functions an executor decodes plans with: Ballista's and crmflow's.
@@ -426,11 +436,13 @@ fn free_ports<const N: usize>() -> Result<[u16; N], String> {
 /// The client's state before Ballista upgrades it (which replaces its
 /// scalar functions: crmflow's are registered again after, [`register`]).
 fn client_state(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionState {
-    SessionStateBuilder::new()
+    let state = SessionStateBuilder::new()
         .with_default_features()
         .with_config(config)
         .with_runtime_env(runtime)
-        .build()
+        .with_optimizer_rules(super::optimizer_rules(datafusion::optimizer::Optimizer::new().rules))
+        .build();
+    with_rewrites(state)
 }
 
 fn register(ctx: &SessionContext, functions: &[ScalarUDF]) {
