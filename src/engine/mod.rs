@@ -144,21 +144,9 @@ impl std::fmt::Debug for Engine {
 /// storage options to every node).
 fn session_config(settings: &Settings, storage: &BTreeMap<String, String>) -> SessionConfig {
     let mut config = match settings.kind {
-        EngineKind::Local => {
-            let mut config = SessionConfig::new()
-                .with_information_schema(false)
-                .with_create_default_catalog_and_schema(true);
-            // Plain UTF-8 strings, as on Ballista. With string views a chain
-            // of hash joins multiplies each string column's buffer list by
-            // the number of batches at every join (the build side is one
-            // concatenated batch and every output batch taken from it keeps
-            // all of its buffers): the demo's seven-way customer_scores
-            // join took 145 s at 1M customers instead of a few.
-            let options = config.options_mut();
-            options.execution.parquet.schema_force_view_types = false;
-            options.sql_parser.map_string_types_to_utf8view = false;
-            config
-        }
+        EngineKind::Local => SessionConfig::new()
+            .with_information_schema(false)
+            .with_create_default_catalog_and_schema(true),
         EngineKind::Ballista => {
             ballista::base_config().with_option_extension(ballista::StorageOptions(storage.clone()))
         }
@@ -175,6 +163,44 @@ fn session_config(settings: &Settings, storage: &BTreeMap<String, String>) -> Se
         config.options_mut().execution.sort_spill_reservation_bytes = reserve as usize;
     }
     config
+}
+
+/// `df` with its string-view columns cast to plain UTF-8 (binary views to
+/// binary), names kept: what a materialized table holds. Parquet sources are
+/// read as string views (DataFusion's default, fast to scan and sort), but
+/// a view array taken from a hash join's build side (one concatenated batch)
+/// keeps every buffer of it, so through a chain of joins on a table read
+/// many times the buffer lists multiply by the batch count at each join: the
+/// demo's seven-way `customer_scores` join at 1M customers spent 229 s there.
+///
+/// # Errors
+/// DataFusion's, if the projection cannot be built.
+pub fn plain_strings(df: DataFrame) -> datafusion::error::Result<DataFrame> {
+    use datafusion::arrow::datatypes::DataType;
+    let fields = df.schema().fields().clone();
+    if !fields
+        .iter()
+        .any(|f| matches!(f.data_type(), DataType::Utf8View | DataType::BinaryView))
+    {
+        return Ok(df);
+    }
+    let exprs: Vec<Expr> = df
+        .schema()
+        .iter()
+        .map(|(q, f)| {
+            let c = Expr::Column(Column::new(q.cloned(), f.name()));
+            match f.data_type() {
+                DataType::Utf8View => {
+                    datafusion::logical_expr::cast(c, DataType::Utf8).alias_qualified(q.cloned(), f.name())
+                }
+                DataType::BinaryView => {
+                    datafusion::logical_expr::cast(c, DataType::Binary).alias_qualified(q.cloned(), f.name())
+                }
+                _ => c,
+            }
+        })
+        .collect();
+    df.select(exprs)
 }
 
 /// DataFusion's logical optimizer rules that crmflow leaves out: the
@@ -352,6 +378,7 @@ impl Engine {
         if let Some(scratch) = &self.scratch {
             return self.materialize_parquet(scratch, df).await;
         }
+        let df = plain_strings(df)?;
         let task = Arc::new(df.task_ctx());
         let physical = df.create_physical_plan().await?;
         let schema = physical.schema();
@@ -664,21 +691,40 @@ mod tests {
         assert_eq!(col(1), vec![2.0, 5.0]);
     }
 
-    /// Strings are plain UTF-8 in SQL casts and materialized tables on the
-    /// local engine (string views multiply buffer lists through chains of
-    /// joins); sources: `sources::tests`.
+    /// A materialized table holds plain UTF-8 and binary where its plan gives
+    /// string and binary views (views multiply buffer lists through chains of
+    /// joins), with the same names and values.
     #[tokio::test]
-    async fn strings_are_plain_utf8_in_sql_and_materialized_tables() {
+    async fn materialized_tables_hold_plain_strings() {
         let engine = Engine::new(&Settings::default(), BTreeMap::new(), vec![]).unwrap();
         let df = engine
             .context()
-            .sql("SELECT CAST(12 AS VARCHAR) AS n, 'United Kingdom' AS country")
+            .sql(
+                "SELECT arrow_cast('United Kingdom and Northern Ireland', 'Utf8View') AS country, \
+                 arrow_cast(arrow_cast('0123456789abcdef', 'Binary'), 'BinaryView') AS b, 7 AS n",
+            )
             .await
             .unwrap();
         let types: Vec<DataType> = df.schema().fields().iter().map(|f| f.data_type().clone()).collect();
-        assert_eq!(types, vec![DataType::Utf8, DataType::Utf8]);
+        assert_eq!(types, vec![DataType::Utf8View, DataType::BinaryView, DataType::Int64]);
         let (t, rows) = engine.materialize(df).await.unwrap();
         assert_eq!(rows, 1);
-        assert_eq!(t.schema().field(0).data_type(), &DataType::Utf8);
+        let schema = t.schema();
+        let got: Vec<(&str, &DataType)> = schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().as_str(), f.data_type()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("country", &DataType::Utf8),
+                ("b", &DataType::Binary),
+                ("n", &DataType::Int64)
+            ]
+        );
+        let back = engine.context().read_table(t).unwrap().collect().await.unwrap();
+        let c = back[0].column(0).as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(c.value(0), "United Kingdom and Northern Ireland");
     }
 }

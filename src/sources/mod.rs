@@ -93,7 +93,7 @@ pub async fn listing_table(ctx: &SessionContext, listing: &Listing) -> datafusio
     } else {
         ListingTableUrl::parse(listing.location.url().as_str())?
     };
-    // The session's Parquet options (plain strings, not views: see the engine's config).
+    // The session's Parquet options.
     let format = ParquetFormat::default().with_options(ctx.state().table_options().parquet.clone());
     let mut options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
     if !listing.partition_cols.is_empty() {
@@ -231,37 +231,4 @@ async fn find_bad_file(store: Arc<dyn ObjectStore>, listing: &Listing) -> Option
         }
     }
     None
-}
-
-#[cfg(test)]
-mod tests {
-    use datafusion::arrow::array::{RecordBatch, StringArray};
-    use datafusion::arrow::datatypes::{Field, Schema};
-
-    use super::*;
-
-    /// Parquet strings are read as plain UTF-8 (the session's options), not
-    /// as DataFusion's default string views.
-    #[tokio::test]
-    async fn parquet_strings_are_read_as_plain_utf8() {
-        let dir = tempfile::tempdir().unwrap();
-        let schema = Arc::new(Schema::new(vec![Field::new("country", DataType::Utf8, false)]));
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![Arc::new(StringArray::from(vec!["United Kingdom", "DE"]))],
-        )
-        .unwrap();
-        let file = std::fs::File::create(dir.path().join("part-0.parquet")).unwrap();
-        let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
-        w.write(&batch).unwrap();
-        w.close().unwrap();
-        let engine = crate::engine::Engine::new(&Default::default(), Default::default(), vec![]).unwrap();
-        let listing = Listing {
-            location: Location::parse(&format!("{}/", dir.path().display())).unwrap(),
-            files: vec![],
-            partition_cols: vec![],
-        };
-        let table = listing_table(engine.context(), &listing).await.unwrap();
-        assert_eq!(table.schema().field(0).data_type(), &DataType::Utf8);
-    }
 }
