@@ -56,7 +56,7 @@ fn bgnbd_log_odds_dead(p: &BgNbdParams, x: f64, t_x: f64, t: f64) -> f64 {
     (p.r + x) * ((t - t_x) / (p.alpha + t_x)).ln_1p() + p.a.ln() - (p.b + x - 1.0).ln()
 }
 
-fn rfm_valid(x: f64, t_x: f64, t: f64) -> bool {
+pub(super) fn rfm_valid(x: f64, t_x: f64, t: f64) -> bool {
     x.is_finite() && t_x.is_finite() && t.is_finite() && (x == 0.0 || x >= 1.0) && t_x >= 0.0 && t >= 0.0
 }
 
@@ -228,7 +228,7 @@ fn numerator_series(r: f64, a: f64, b: f64, x: f64, s: f64) -> Option<f64> {
 
 /// Slow path of [`bgnbd_numerator`]: c/(a-1) (1 - (1-z)^(a-1) 2F1(a+b-1-r, a-1; c; z)),
 /// interpolated across the removable singularities a = 1 and c = 0.
-fn numerator_hyp(r: f64, a: f64, b: f64, x: f64, s: f64, depth: u32) -> f64 {
+pub(super) fn numerator_hyp(r: f64, a: f64, b: f64, x: f64, s: f64, depth: u32) -> f64 {
     // Nodes at ±δ, ±2δ from the singular point, used within δ/2 of it, so a
     // node is never itself within δ/2 of it.
     const DELTA: f64 = 1e-3;

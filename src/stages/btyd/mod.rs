@@ -66,6 +66,7 @@
 
 pub mod bgnbd;
 pub mod bgnbd_fit;
+pub mod bgnbd_multi;
 pub mod data;
 pub(crate) mod fit;
 pub mod gamma_gamma;

@@ -170,10 +170,29 @@ impl ScoreModel {
     fn purchases(&self, x: f64, t_x: f64, t: f64) -> (f64, Vec<f64>) {
         // p_alive is the same for every horizon: E[Y(h)] = p_alive · E[Y(h) | alive].
         let p_alive = self.purchase.p_alive(x, t_x, t);
-        let if_alive = |days: f64| self.purchase.if_alive(days / self.unit_days, x, t_x, t);
-        let expected = p_alive * if_alive(self.horizon_days);
         let steps = self.steps();
         let month = 365.25 / 12.0;
+        if let Purchase::BgNbd(p) = &self.purchase {
+            // Every month's E[Y | alive] in one pass over the series
+            // (bit-identical to one call per month).
+            let horizons: Vec<f64> = (1..=steps)
+                .map(|j| {
+                    let days = if j == steps {
+                        self.horizon_days
+                    } else {
+                        (j as f64 * month).min(self.horizon_days)
+                    };
+                    days / self.unit_days
+                })
+                .collect();
+            let e = btyd::bgnbd_multi::expected_purchases_if_alive_at(p, &horizons, x, t_x, t)
+                .into_iter()
+                .map(|v| p_alive * v)
+                .collect();
+            return (p_alive, e);
+        }
+        let if_alive = |days: f64| self.purchase.if_alive(days / self.unit_days, x, t_x, t);
+        let expected = p_alive * if_alive(self.horizon_days);
         let e = (1..=steps)
             .map(|j| {
                 if j == steps {
