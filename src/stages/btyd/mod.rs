@@ -70,8 +70,10 @@ pub mod data;
 pub(crate) mod fit;
 pub mod gamma_gamma;
 pub mod mbgnbd;
+pub mod mbgnbd_fit;
 pub(crate) mod optim;
 pub mod pareto_nbd;
+pub mod pareto_nbd_fit;
 pub mod special;
 #[cfg(test)]
 mod test_support;
@@ -80,9 +82,12 @@ pub use bgnbd::{BgNbdParams, expected_purchases, expected_purchases_if_alive, p_
 pub use bgnbd_fit::fit_bgnbd;
 pub use data::{Rfm, Spend};
 pub use gamma_gamma::{GammaGammaParams, expected_avg_spend, fit_gamma_gamma};
-pub use mbgnbd::fit_mbgnbd;
-pub use pareto_nbd::{ParetoNbdParams, fit_pareto_nbd};
+pub use mbgnbd_fit::fit_mbgnbd;
+pub use pareto_nbd::ParetoNbdParams;
+pub use pareto_nbd_fit::fit_pareto_nbd;
 #[cfg(test)]
 mod pareto_mbg_fit_tests;
+#[cfg(test)]
+mod pareto_mbg_grad_tests;
 #[cfg(test)]
 mod pareto_mbg_tests;
