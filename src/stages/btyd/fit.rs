@@ -130,12 +130,10 @@ pub(crate) trait RowLikelihood: Sync {
 #[cfg(test)]
 pub(crate) struct NumericObjective<M> {
     pub(crate) model: M,
-    /// Checked, sorted rows with time scaled by `scale`.
+    /// Checked, sorted rows with time scaled so the largest T is 1.
     pub(crate) rows: Vec<Rfm>,
     pub(crate) wsum: f64,
     pub(crate) penalizer: f64,
-    /// What times were multiplied by (1 / the largest T).
-    pub(crate) scale: f64,
 }
 
 #[cfg(test)]
@@ -161,7 +159,6 @@ impl<M: RowLikelihood> NumericObjective<M> {
             rows,
             wsum,
             penalizer,
-            scale,
         }
     }
 
@@ -170,17 +167,6 @@ impl<M: RowLikelihood> NumericObjective<M> {
         let params: Vec<f64> = theta.iter().map(|t| t.exp()).collect();
         let pen: f64 = params.iter().map(|p| p * p).sum::<f64>() * self.penalizer;
         -self.model.log_likelihood(&params, &self.rows) / self.wsum + pen
-    }
-
-    /// The mean purchase rate x / T over the rows (scaled time), for
-    /// starting points.
-    pub(crate) fn rate(&self) -> f64 {
-        let (mut sx, mut st) = (0.0, 0.0);
-        for d in &self.rows {
-            sx += d.weight * d.frequency;
-            st += d.weight * d.t;
-        }
-        (sx / st).max(1e-6)
     }
 }
 

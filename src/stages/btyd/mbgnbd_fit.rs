@@ -6,11 +6,12 @@
 //! in fixed chunks on a few threads ([`chunked_sum`]), so the objective is
 //! the same to the bit whatever the number of threads.
 //!
-//! Gradient (with w4 = 1 / (1 + e^(A3 - A4)), the weight of the "dropped
-//! out after t_x" term): ∂/∂r = ψ(r+x) - ψ(r) + ln α - ln(α+T) - w4 (ln(α+t_x)
-//! - ln(α+T)); ∂/∂α = r/α - (r+x) [1/(α+T) + w4 (1/(α+t_x) - 1/(α+T))];
-//! ∂/∂a = ψ(a+b) - ψ(a+b+x+1) + w4/a; ∂/∂b = ψ(a+b) + ψ(b+x+1) - ψ(b) -
-//! ψ(a+b+x+1) - w4/(b+x).
+//! Gradient, with w4 = 1 / (1 + e^(A3 - A4)) the weight of the "dropped
+//! out after t_x" term:
+//! ∂/∂r = ψ(r+x) - ψ(r) + ln α - ln(α+T) - w4 (ln(α+t_x) - ln(α+T)),
+//! ∂/∂α = r/α - (r+x) [1/(α+T) + w4 (1/(α+t_x) - 1/(α+T))],
+//! ∂/∂a = ψ(a+b) - ψ(a+b+x+1) + w4/a,
+//! ∂/∂b = ψ(a+b) + ψ(b+x+1) - ψ(b) - ψ(a+b+x+1) - w4/(b+x).
 
 use super::bgnbd::BgNbdParams;
 use super::data::{Fit, FitError, Rfm, check_penalizer, checked_rfm, distinct_index};

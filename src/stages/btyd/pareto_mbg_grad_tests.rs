@@ -107,9 +107,11 @@ fn numbers(line: &str) -> Vec<f64> {
         .collect()
 }
 
-/// (name, parameters, customers (x, t_x, T, [ln L, 4 elasticities])).
-fn cases(text: &str) -> Vec<(String, [f64; 4], Vec<([f64; 3], [f64; 5])>)> {
-    let mut out: Vec<(String, [f64; 4], Vec<([f64; 3], [f64; 5])>)> = Vec::new();
+/// (name, parameters, customers ([x, t_x, T], [ln L, 4 elasticities])).
+type GradientCase = (String, [f64; 4], Vec<([f64; 3], [f64; 5])>);
+
+fn cases(text: &str) -> Vec<GradientCase> {
+    let mut out: Vec<GradientCase> = Vec::new();
     for line in text.lines().filter(|l| !l.is_empty()) {
         if let Some(head) = line.strip_prefix("-- ") {
             let (name, params) = head.split_once(' ').unwrap();
