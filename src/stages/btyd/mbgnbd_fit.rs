@@ -3,7 +3,7 @@
 //! gradient, as an `optim::Objective` over log-parameters, and
 //! [`fit_mbgnbd`]. As for BG/NBD, the ln Γ / digamma terms are computed once
 //! per distinct x and ln(α + t) once per distinct time; the rows are summed
-//! in fixed chunks on a few threads ([`chunked_sum`]), so the objective is
+//! in fixed chunks on a few threads (`chunked_sum`), so the objective is
 //! the same to the bit whatever the number of threads.
 //!
 //! Gradient, with w4 = 1 / (1 + e^(A3 - A4)) the weight of the "dropped

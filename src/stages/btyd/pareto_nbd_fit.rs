@@ -6,11 +6,11 @@
 //! documentation) at t = t_x and t = T, which depends on (x, t) only: 738,214
 //! distinct (x, t_x, T) triples of a million generated customers have 62,600
 //! distinct (x, t). So the objective evaluates ln G and its gradient once per
-//! distinct (x, t) pair ([`ln_g_grad`]), then combines them per row
-//! ([`row_ll_grad`]); ln Γ / digamma terms are computed once per distinct x.
+//! distinct (x, t) pair (`ln_g_grad`), then combines them per row
+//! (`row_ll_grad`); ln Γ / digamma terms are computed once per distinct x.
 //!
 //! Gradient of ln 2F1(1, b; c; z) = ln Σ T_n, T_n = (b)_n / (c)_n z^n
-//! ([`ln_f1_grad`]): ∂T_n/∂b = T_n Σ_{k<n} 1/(b+k), ∂T_n/∂c = -T_n Σ_{k<n}
+//! (`ln_f1_grad`): ∂T_n/∂b = T_n Σ_{k<n} 1/(b+k), ∂T_n/∂c = -T_n Σ_{k<n}
 //! 1/(c+k) and ∂T_n/∂z = n T_n / z, accumulated in the same loop as the
 //! value (all positive terms). The chain rule through b = r+x or s+1,
 //! c = r+s+x+1 and z = |α-β| / (max(α, β) + t) gives ∂ ln G / ∂(r, α, s, β).
@@ -20,8 +20,8 @@
 //! differences.
 //!
 //! Both loops, over (x, t) pairs and over rows, run on up to
-//! [`fit_threads`] threads; the row sums are summed per fixed chunk of rows
-//! and the chunk sums in chunk order ([`chunked_sum`]), so the objective is
+//! `fit_threads` threads; the row sums are summed per fixed chunk of rows
+//! and the chunk sums in chunk order (`chunked_sum`), so the objective is
 //! the same to the bit whatever the number of threads.
 
 use super::data::{Fit, FitError, Rfm, check_penalizer, checked_rfm, distinct_index};
