@@ -18,6 +18,12 @@ implementations written here independently of the Rust code:
   (data/sample, as_of 2026-11-24, weeks, purchases on one day merged).
 * Calibration: the table of a small fixture (calibration_fixture below, as
   the integration test writes it), and the sample's table.
+* Gradients (for the analytic gradients of pareto_nbd_fit.rs and
+  mbgnbd_fit.rs): p * d ln L / dp for each parameter p of each customer, by
+  mpmath's numerical differentiation (mp.diff, at 40 digits) of the same
+  40-digit likelihoods (the Pareto/NBD one by quadrature of its integral
+  form, so no hypergeometric series is involved); and ln 2F1(1, b; c; z)
+  with its partial derivatives in b, c and z (mp.hyp2f1, mp.diff).
 
 Run (Python 3.11; lifetimes 0.11.3, numpy 1.24.4, pandas 1.5.3, scipy 1.11.4,
 mpmath 1.3.0, pyarrow 14.0.2; about two minutes):
@@ -27,7 +33,8 @@ mpmath 1.3.0, pyarrow 14.0.2; about two minutes):
         "scipy==1.11.4" mpmath==1.3.0 pyarrow==14.0.2
     target/ref-venv/bin/python tests/reference/btyd_pareto_mbg.py [section ...]
 
-Sections: values, fit600, sample, sample_customers, calibration.
+Sections: values, fit600, sample, sample_customers, calibration, gradients
+(not in the default run; about a minute).
 """
 
 import glob
@@ -115,6 +122,12 @@ def pareto_values_mp(params, x, tx, T, horizons):
     return [float(v) for v in out]
 
 
+def pareto_ll_mp(params, x, tx, T):
+    r, alpha, s, beta = params
+    c, alive, dead = pareto_parts_mp(r, alpha, s, beta, x, tx, T)
+    return c + mp.log(alive + dead)
+
+
 # --- MBG/NBD ----------------------------------------------------------------
 
 def mbg_values_mp(params, x, tx, T, horizons):
@@ -135,6 +148,63 @@ def mbg_values_mp(params, x, tx, T, horizons):
             1 - ((alpha + T) / (alpha + T + h)) ** (r + x) * mp.hyp2f1(r + x, b + x + 1, a + b + x, h / (alpha + T + h)))
         out.append(p * cond)
     return [float(v) for v in out]
+
+
+def mbg_ll_mp(params, x, tx, T):
+    r, alpha, a, b = map(mp.mpf, params)
+    x, tx, T = map(mp.mpf, (x, tx, T))
+    if x == 0:
+        tx = mp.mpf(0)
+    c = (mp.loggamma(r + x) - mp.loggamma(r) + r * mp.log(alpha)
+         + mp.loggamma(a + b) + mp.loggamma(b + x + 1) - mp.loggamma(b) - mp.loggamma(a + b + x + 1))
+    return c + mp.log((alpha + T) ** -(r + x) + a / (b + x) * (alpha + tx) ** -(r + x))
+
+
+def elasticities(ll, params, x, tx, T):
+    """[ln L, p_i d ln L / dp_i for each parameter], by mp.diff at 40 digits."""
+    out = [ll(params, x, tx, T)]
+    for i in range(4):
+        def f(v, i=i):
+            q = list(map(mp.mpf, params))
+            q[i] = v
+            return ll(q, x, tx, T)
+        out.append(mp.mpf(params[i]) * mp.diff(f, mp.mpf(params[i])))
+    return [float(v) for v in out]
+
+
+def section_gradients():
+    print("== pareto_gradients: name, (x, t_x, T) -> [ln L, r dlnL/dr, alpha dlnL/dalpha, s dlnL/ds, beta dlnL/dbeta]")
+    for name, p in PARETO.items():
+        print(f"-- {name} {p}")
+        for (x, tx, T) in CUSTOMERS:
+            tx = tx if x > 0 else 0.0
+            print(f"({x}, {tx}, {T}, {elasticities(pareto_ll_mp, p, x, tx, T)!r}),")
+    print("== mbg_gradients: name, (x, t_x, T) -> [ln L, r dlnL/dr, alpha dlnL/dalpha, a dlnL/da, b dlnL/db]")
+    for name, p in MBG.items():
+        print(f"-- {name} {p}")
+        for (x, tx, T) in CUSTOMERS:
+            print(f"({x}, {tx}, {T}, {elasticities(mbg_ll_mp, p, x, tx, T)!r}),")
+    print("== f1_gradients: (b, c, z) -> [ln F, d/db, d/dc, d/dz] of F = 2F1(1, b; c; z)")
+    for (b, c, z) in F1_CASES:
+        lf = lambda b, c, z: mp.log(mp.hyp2f1(1, b, c, z))
+        b_, c_, z_ = map(mp.mpf, (b, c, z))
+        v = [lf(b_, c_, z_), mp.diff(lambda u: lf(u, c_, z_), b_), mp.diff(lambda u: lf(b_, u, z_), c_),
+             mp.diff(lambda u: lf(b_, c_, u), z_)]
+        print(f"({b!r}, {c!r}, {z!r}, {[float(u) for u in v]!r}),")
+
+
+# (b, c, z) of the f1_gradients section: z = 0, moderate, close to 1 (long
+# series) and closer (past the series' 20000 terms)
+F1_CASES = [
+    (0.55, 2.15, 0.0),
+    (0.55, 2.15, 0.3),
+    (1.6, 2.15, 0.5),
+    (300.55, 302.15, 0.9),
+    (1.6, 13.2, 0.97),
+    (0.55, 2.15, 0.999),
+    (1.6, 2.6, 0.9995),
+    (0.25, 1.75, 0.99999),
+]
 
 
 def mbg_ll_np(params, x, tx, T, w):
@@ -341,6 +411,8 @@ if __name__ == "__main__":
     which = sys.argv[1:] or ["values", "fit600", "sample", "calibration"]
     if "values" in which:
         section_values()
+    if "gradients" in which:
+        section_gradients()
     if "fit600" in which:
         section_fits(lifetimes_sample(), "fit600")
     if "sample" in which:

@@ -18,12 +18,11 @@
 //!   2F1(r+x, b+x+1; a+b+x; t/(α+T+t))] (`lifetimes`' expression), computed
 //!   by the cancellation-free BG/NBD numerator.
 //!
-//! The parameters are a [`BgNbdParams`] (same meaning). The fit maximises
-//! the likelihood over log-parameters with a central-difference gradient.
+//! The parameters are a [`BgNbdParams`] (same meaning). The fit, with the
+//! analytic gradient of this likelihood, is in [`super::mbgnbd_fit`].
 
 use super::bgnbd::{BgNbdParams, expected_purchases_if_alive as bg_if_alive};
-use super::data::{Fit, FitError, Rfm, check_penalizer, checked_rfm};
-use super::fit::{NumericObjective, RowLikelihood, fit_objective};
+use super::data::Rfm;
 use super::special::{ln_gamma, log_add_exp, softplus_sigmoid};
 
 fn valid(x: f64, t_x: f64, t: f64) -> bool {
@@ -80,9 +79,13 @@ pub fn mbgnbd_expected_purchases(p: &BgNbdParams, horizon: f64, x: f64, t_x: f64
     mbgnbd_p_alive(p, x, t_x, t) * mbgnbd_expected_purchases_if_alive(p, horizon, x, t_x, t)
 }
 
+/// The row likelihood for `fit::NumericObjective`, the central-difference
+/// reference of the analytic gradient of `mbgnbd_fit`.
+#[cfg(test)]
 pub(crate) struct MbgNbd;
 
-impl RowLikelihood for MbgNbd {
+#[cfg(test)]
+impl super::fit::RowLikelihood for MbgNbd {
     const DIM: usize = 4;
     /// As [`mbgnbd_log_likelihood`], with the terms that depend on x only
     /// computed once per run of equal x (the rows come sorted by x).
@@ -107,34 +110,4 @@ impl RowLikelihood for MbgNbd {
         }
         ll
     }
-}
-
-/// Fits MBG/NBD by maximum likelihood (weighted): time scaled so the largest
-/// T is 1, objective -LL/Σweight + penalizer · (r² + α_s² + a² + b²) as for
-/// [`fit_bgnbd`](super::bgnbd_fit::fit_bgnbd), the same starting points,
-/// BFGS over log-parameters. Same input checks and errors as BG/NBD.
-pub fn fit_mbgnbd(data: &[Rfm], penalizer: f64) -> Result<Fit<BgNbdParams>, FitError> {
-    check_penalizer(penalizer)?;
-    let kept = checked_rfm(data)?;
-    let obj = NumericObjective::new(MbgNbd, kept.clone(), penalizer);
-    let rate = obj.rate();
-    let mut starts = Vec::new();
-    for r in [0.2, 1.0] {
-        for (a, b) in [(0.5, 2.0), (2.0, 8.0), (2.0, 40.0)] {
-            starts.push(vec![f64::ln(r), f64::ln(r / rate), f64::ln(a), f64::ln(b)]);
-        }
-    }
-    starts.push(vec![0.1; 4]);
-    let scale = obj.scale;
-    fit_objective(
-        &obj,
-        &starts,
-        |v| BgNbdParams {
-            r: v[0],
-            alpha: v[1] / scale,
-            a: v[2],
-            b: v[3],
-        },
-        |p| mbgnbd_log_likelihood(p, &kept),
-    )
 }

@@ -55,14 +55,17 @@
 //! * [`bgnbd`] (model and scoring) and [`bgnbd_fit`] (its objective and fit);
 //! * [`gamma_gamma`]: the Gamma-Gamma model and its fit.
 //!
-//! * [`pareto_nbd`]: the Pareto/NBD model (likelihood, P(alive), E[Y(t)],
-//!   fit); [`mbgnbd`]: the modified BG/NBD (Batislam et al. 2007);
+//! * [`pareto_nbd`]: the Pareto/NBD model (likelihood, P(alive), E[Y(t)])
+//!   and [`pareto_nbd_fit`] (its objective with the analytic gradient, and
+//!   the fit); [`mbgnbd`]: the modified BG/NBD (Batislam et al. 2007) and
+//!   [`mbgnbd_fit`];
 //! * `fit` (crate-private): the steps every fit shares after building its
-//!   objective (`fit_objective`), and a central-difference objective over a
-//!   row likelihood for models without a written-out gradient.
+//!   objective (`fit_objective`), loops over rows on a few threads whose
+//!   result does not depend on their number (`par_map`, `chunked_sum`), and,
+//!   for tests, a central-difference objective over a row likelihood.
 //!
-//! A further model adds its own file with its parameters, likelihood and an
-//! `Objective` (or a `RowLikelihood`), and fits through `fit_objective`.
+//! A further model adds its own files with its parameters, likelihood and an
+//! `Objective`, and fits through `fit_objective`.
 
 pub mod bgnbd;
 pub mod bgnbd_fit;
@@ -71,8 +74,10 @@ pub mod data;
 pub(crate) mod fit;
 pub mod gamma_gamma;
 pub mod mbgnbd;
+pub mod mbgnbd_fit;
 pub(crate) mod optim;
 pub mod pareto_nbd;
+pub mod pareto_nbd_fit;
 pub mod special;
 #[cfg(test)]
 mod test_support;
@@ -81,9 +86,12 @@ pub use bgnbd::{BgNbdParams, expected_purchases, expected_purchases_if_alive, p_
 pub use bgnbd_fit::fit_bgnbd;
 pub use data::{Rfm, Spend};
 pub use gamma_gamma::{GammaGammaParams, expected_avg_spend, fit_gamma_gamma};
-pub use mbgnbd::fit_mbgnbd;
-pub use pareto_nbd::{ParetoNbdParams, fit_pareto_nbd};
+pub use mbgnbd_fit::fit_mbgnbd;
+pub use pareto_nbd::ParetoNbdParams;
+pub use pareto_nbd_fit::fit_pareto_nbd;
 #[cfg(test)]
 mod pareto_mbg_fit_tests;
+#[cfg(test)]
+mod pareto_mbg_grad_tests;
 #[cfg(test)]
 mod pareto_mbg_tests;

@@ -44,6 +44,11 @@ const MAX_ITERS: u64 = 250;
 const MAX_RUNS: usize = 3;
 /// Objective evaluations allowed to the BFGS runs of one fit, in total.
 const MAX_EVALS: usize = 400;
+/// Requests for a value or gradient allowed to the BFGS runs of one fit,
+/// including those answered from the cache (about two per evaluation): with
+/// a gradient that does not match the value, Hager-Zhang's line search can
+/// ask for the same point forever.
+const MAX_CALLS: usize = 20 * MAX_EVALS;
 
 /// Objective value and gradient, with a soft wall outside the box and for
 /// non-finite values so the line search backs off.
@@ -80,10 +85,16 @@ struct ArgminProblem<'a, O: Objective> {
     memo: Mutex<Option<Memo>>,
     best: &'a Mutex<(f64, Vec<f64>)>,
     evals: &'a AtomicUsize,
+    calls: &'a AtomicUsize,
 }
 
 impl<O: Objective> ArgminProblem<'_, O> {
     fn eval(&self, theta: &Array1<f64>) -> Result<(f64, Vec<f64>), ArgminError> {
+        if self.calls.fetch_add(1, Ordering::Relaxed) >= MAX_CALLS {
+            return Err(ArgminError::msg(format!(
+                "{MAX_CALLS} requests to the objective without convergence"
+            )));
+        }
         let th = theta.to_vec();
         let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(m) = memo.as_ref().filter(|m| m.theta == th) {
@@ -170,6 +181,7 @@ pub(crate) fn minimize<O: Objective>(obj: &O, starts: &[Vec<f64>]) -> Result<Opt
     };
     let best = Mutex::new((f0, start.clone()));
     let evals = AtomicUsize::new(0);
+    let calls = AtomicUsize::new(0);
     let mut theta = start.clone();
     let mut grad = g0;
     let mut f_cur = f0;
@@ -185,6 +197,7 @@ pub(crate) fn minimize<O: Objective>(obj: &O, starts: &[Vec<f64>]) -> Result<Opt
             memo: Mutex::new(None),
             best: &best,
             evals: &evals,
+            calls: &calls,
         };
         let solver = BFGS::new(HagerZhangLineSearch::new())
             .with_tolerance_grad(GRAD_TOL * 1e-3)
@@ -212,7 +225,7 @@ pub(crate) fn minimize<O: Objective>(obj: &O, starts: &[Vec<f64>]) -> Result<Opt
         theta = bt;
         f_cur = eval_guarded(obj, &theta, &mut grad);
         converged = norm(&grad) <= GRAD_TOL;
-        if !moved || evals.load(Ordering::Relaxed) >= MAX_EVALS {
+        if !moved || evals.load(Ordering::Relaxed) >= MAX_EVALS || calls.load(Ordering::Relaxed) >= MAX_CALLS {
             break;
         }
     }

@@ -8,7 +8,9 @@
 use super::bgnbd::BgNbdParams;
 use super::data::{Fit, FitError};
 use super::mbgnbd::*;
+use super::mbgnbd_fit::fit_mbgnbd;
 use super::pareto_nbd::*;
+use super::pareto_nbd_fit::fit_pareto_nbd;
 use super::test_support::{assert_rel, rfm, simulate_mbgnbd, simulate_pareto_nbd};
 
 fn recovered<P: std::fmt::Debug>(fit: &Fit<P>, got: [f64; 4], se: [f64; 4], truth: [f64; 4], names: [&str; 4]) {

@@ -21,12 +21,14 @@
 //! α = β (z = 0, K = 1). Everything is kept in logs; A0 is G(t_x) (1 - e^(ln G(T) - ln G(t_x))).
 //! Close to z = 1 (more than 20000 terms) [`ln_hyp2f1`] takes over.
 //!
+//! The fit, with the analytic gradient of this likelihood, is in
+//! [`super::pareto_nbd_fit`].
+//!
 //! P(alive | x, t_x, T) = 1 / (1 + s/(r+s+x) (α+T)^(r+x) (β+T)^s A0) and
 //! E[Y(t) | alive] = (r+x)(β+T) / ((α+T)(s-1)) [1 - ((β+T)/(β+T+t))^(s-1)]
 //! (Fader & Hardie's note, eqs. (16)-(18); at s = 1 the limit (r+x)(β+T)/(α+T) ln(1 + t/(β+T))).
 
-use super::data::{Fit, FitError, Rfm, check_penalizer, checked_rfm};
-use super::fit::{NumericObjective, RowLikelihood, fit_objective};
+use super::data::Rfm;
 use super::special::{ln_gamma, ln_hyp2f1, log_add_exp, softplus_sigmoid};
 
 /// Pareto/NBD parameters: λ ~ Gamma(shape r, rate α), μ ~ Gamma(shape s,
@@ -152,9 +154,13 @@ pub fn pareto_nbd_expected_purchases(p: &ParetoNbdParams, horizon: f64, x: f64, 
     pareto_nbd_p_alive(p, x, t_x, t) * pareto_nbd_expected_purchases_if_alive(p, horizon, x, t_x, t)
 }
 
+/// The row likelihood for `fit::NumericObjective`, the central-difference
+/// reference of the analytic gradient of `pareto_nbd_fit`.
+#[cfg(test)]
 pub(crate) struct ParetoNbd;
 
-impl RowLikelihood for ParetoNbd {
+#[cfg(test)]
+impl super::fit::RowLikelihood for ParetoNbd {
     const DIM: usize = 4;
     fn log_likelihood(&self, v: &[f64], rows: &[Rfm]) -> f64 {
         let p = ParetoNbdParams {
@@ -165,38 +171,4 @@ impl RowLikelihood for ParetoNbd {
         };
         pareto_nbd_log_likelihood(&p, rows)
     }
-}
-
-/// Fits Pareto/NBD by maximum likelihood (weighted): time scaled so the
-/// largest T is 1, objective -LL/Σweight + penalizer · (r² + α_s² + s² +
-/// β_s²) (α_s, β_s in scaled time), BFGS over log-parameters from the best
-/// of a small grid (r/α matching the mean purchase rate, s/β a mean
-/// lifetime of 1/2 to 2 observation periods) and `lifetimes`' start (all
-/// ones). Same input checks and errors as BG/NBD.
-pub fn fit_pareto_nbd(data: &[Rfm], penalizer: f64) -> Result<Fit<ParetoNbdParams>, FitError> {
-    check_penalizer(penalizer)?;
-    let kept = checked_rfm(data)?;
-    let obj = NumericObjective::new(ParetoNbd, kept.clone(), penalizer);
-    let rate = obj.rate();
-    let mut starts = Vec::new();
-    for r in [0.2, 1.0] {
-        for s in [0.3, 1.0] {
-            for life in [0.5, 2.0] {
-                starts.push(vec![f64::ln(r), f64::ln(r / rate), f64::ln(s), f64::ln(s * life)]);
-            }
-        }
-    }
-    starts.push(vec![0.0; 4]);
-    let scale = obj.scale;
-    fit_objective(
-        &obj,
-        &starts,
-        |v| ParetoNbdParams {
-            r: v[0],
-            alpha: v[1] / scale,
-            s: v[2],
-            beta: v[3] / scale,
-        },
-        |p| pareto_nbd_log_likelihood(p, &kept),
-    )
 }
