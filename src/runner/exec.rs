@@ -405,7 +405,7 @@ async fn run_inner(
 /// A sink ready for the commit phase.
 enum Ready {
     /// Parquet: phase one of the manifest protocol done.
-    Files(publish::Prepared),
+    Files(Box<publish::Prepared>),
     /// Delta: staged and checked; its commit is one delta-rs write.
     Delta(Staged),
 }
@@ -420,7 +420,7 @@ impl Ready {
 
     async fn abort(self) {
         match self {
-            Ready::Files(p) => publish::abort(p).await,
+            Ready::Files(p) => publish::abort(*p).await,
             Ready::Delta(s) => sinks::remove_prefix(s.store.as_ref(), &s.staging).await,
         }
     }
@@ -473,7 +473,7 @@ async fn publish_all(
         match publish::prepare(s, info).await {
             Ok(p) => {
                 add_seconds(summary, &p.staged.sink.table, t0);
-                prepared.push(Ready::Files(p));
+                prepared.push(Ready::Files(Box::new(p)));
             }
             Err((e, _)) => {
                 failed = Some(e);

@@ -28,10 +28,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::Schema;
 use datafusion::common::ScalarValue;
 use datafusion::execution::SessionStateBuilder;
-use datafusion::logical_expr::{Expr, lit};
+use datafusion::logical_expr::{Expr, ExprSchemable, lit, when};
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::prelude::DataFrame;
@@ -310,9 +311,26 @@ async fn staged_frame(engine: &Engine, staged: &Staged) -> Result<DataFrame, Str
                 .get(name)
                 .map(|d| HashMap::from([("comment".to_string(), d.clone())]))
                 .unwrap_or_default();
-            column(name).alias_with_metadata(name, Some(md.into()))
+            // An empty partition value is NULL, as in Hive and Spark (and
+            // the Parquet sinks): delta-rs would keep '' and NULL apart,
+            // which Delta readers then read differently.
+            let value = if staged.sink.partition_by.contains(name)
+                && matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+            {
+                when(
+                    column(name).eq(lit("")),
+                    lit(ScalarValue::Null)
+                        .cast_to(f.data_type(), df.schema())
+                        .map_err(|e| e.to_string())?,
+                )
+                .otherwise(column(name))
+                .map_err(|e| e.to_string())?
+            } else {
+                column(name)
+            };
+            Ok(value.alias_with_metadata(name, Some(md.into())))
         })
-        .collect();
+        .collect::<Result<_, String>>()?;
     df.select(exprs).map_err(|e| e.to_string())
 }
 
