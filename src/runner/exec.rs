@@ -407,7 +407,7 @@ enum Ready {
     /// Parquet: phase one of the manifest protocol done.
     Files(Box<publish::Prepared>),
     /// Delta: staged and checked; its commit is one delta-rs write.
-    Delta(Staged),
+    Delta(Box<Staged>),
 }
 
 impl Ready {
@@ -466,7 +466,7 @@ async fn publish_all(
             break;
         }
         if s.sink.format == crate::config::Format::Delta {
-            prepared.push(Ready::Delta(s));
+            prepared.push(Ready::Delta(Box::new(s)));
             continue;
         }
         let t0 = Instant::now();
