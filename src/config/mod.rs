@@ -72,6 +72,10 @@ pub struct SourceSpec {
     pub url: String,
     #[serde(default)]
     pub format: Format,
+    /// `format: delta` only: the table version to read.
+    pub version: Option<i64>,
+    /// `format: delta` only: read the table as of this time (RFC 3339).
+    pub timestamp: Option<String>,
     #[serde(default)]
     pub checks: Vec<CheckSpec>,
     /// Where rows failing the row-level checks go (as Parquet, with `_check`
@@ -87,13 +91,10 @@ pub enum Format {
     /// A directory of Parquet files (hive `key=value/` partitions).
     #[default]
     Parquet,
-    /// A Delta Lake table: accepted in the file, refused by validation
-    /// until it is built ([`DELTA_NOT_BUILT`]).
+    /// A Delta Lake table (`_delta_log/` beside the data files), read and
+    /// written through delta-rs (`sources::delta`, `sinks::delta`).
     Delta,
 }
-
-/// What validation says of `format: delta`.
-pub const DELTA_NOT_BUILT: &str = "format: delta is not built yet (use format: parquet, the default)";
 
 /// A step as written: a name and exactly one kind.
 #[derive(Debug, Deserialize)]

@@ -340,6 +340,12 @@ async fn run_inner(
         )
         .await?;
         tracing::info!(parent: &span, sink = %sink.table, rows = s.rows, files = s.files.len(), staging = %s.staging, "sink written to staging");
+        if sink.format == crate::config::Format::Delta {
+            guarded(&mut opts.interrupt, async {
+                sinks::delta::preflight(&s).await.map_err(err)
+            })
+            .await?;
+        }
         let subject = format!("sink \"{}\"", sink.table);
         if !sink.checks.is_empty() {
             let df = staged_table(&engine, &s).await?;
@@ -393,12 +399,60 @@ async fn run_inner(
         pipeline_hash: plan.hash.clone(),
         vars: plan.vars.shown(),
     };
-    publish_all(staged, &info, opts, summary).await
+    publish_all(&engine, staged, &info, opts, summary).await
+}
+
+/// A sink ready for the commit phase.
+enum Ready {
+    /// Parquet: phase one of the manifest protocol done.
+    Files(Box<publish::Prepared>),
+    /// Delta: staged and checked; its commit is one delta-rs write.
+    Delta(Box<Staged>),
+}
+
+impl Ready {
+    fn table(&self) -> &str {
+        match self {
+            Ready::Files(p) => &p.staged.sink.table,
+            Ready::Delta(s) => &s.sink.table,
+        }
+    }
+
+    async fn abort(self) {
+        match self {
+            Ready::Files(p) => publish::abort(*p).await,
+            Ready::Delta(s) => sinks::remove_prefix(s.store.as_ref(), &s.staging).await,
+        }
+    }
+
+    /// Commits the sink, logging what became visible.
+    async fn commit(&self, engine: &Engine, info: &publish::RunInfo) -> std::result::Result<(), publish::CommitError> {
+        match self {
+            Ready::Files(p) => publish::commit(p).await.map(|()| {
+                tracing::info!(sink = %p.staged.sink.table, url = %p.staged.sink.location, rows = p.manifest.rows, files = p.manifest.files.len(), "published");
+            }),
+            Ready::Delta(s) => match sinks::delta::commit(engine, s, info).await {
+                Ok(c) if c.skipped => {
+                    tracing::info!(sink = %s.sink.table, url = %s.sink.location, version = c.version, "Delta table left at its version: nothing to commit (append of these vars committed before, or no rows)");
+                    Ok(())
+                }
+                Ok(c) => {
+                    tracing::info!(sink = %s.sink.table, url = %s.sink.location, rows = s.rows, version = c.version, "published (Delta commit)");
+                    Ok(())
+                }
+                Err(m) => Err(publish::CommitError {
+                    published: false,
+                    error: Error::sink(&s.sink.table, &s.sink.location, m),
+                }),
+            },
+        }
+    }
 }
 
 /// Two-phase publishing (see [`publish`]): prepare every sink, then commit
 /// them one by one; what was and was not published goes into the summary.
 async fn publish_all(
+    engine: &Engine,
     staged: Vec<Staged>,
     info: &publish::RunInfo,
     opts: &mut RunOptions,
@@ -411,11 +465,15 @@ async fn publish_all(
             failed = Some(Error::Interrupted { signal });
             break;
         }
+        if s.sink.format == crate::config::Format::Delta {
+            prepared.push(Ready::Delta(Box::new(s)));
+            continue;
+        }
         let t0 = Instant::now();
         match publish::prepare(s, info).await {
             Ok(p) => {
                 add_seconds(summary, &p.staged.sink.table, t0);
-                prepared.push(p);
+                prepared.push(Ready::Files(Box::new(p)));
             }
             Err((e, _)) => {
                 failed = Some(e);
@@ -430,19 +488,22 @@ async fn publish_all(
     }
     if let Some(e) = failed {
         for p in prepared {
-            publish::abort(p).await;
+            p.abort().await;
         }
         return Err(e);
     }
+    // Delta sinks first: their commit writes their data files, the step
+    // most likely to fail, so that a failure there leaves the most sinks
+    // unpublished rather than some published.
+    prepared.sort_by_key(|p| matches!(p, Ready::Files(_)));
     // The commit phase runs to its end: an interrupt now would only leave
     // fewer sinks published.
     let mut rest = prepared.into_iter();
     while let Some(p) = rest.next() {
-        let table = p.staged.sink.table.clone();
+        let table = p.table().to_string();
         let t0 = Instant::now();
-        match publish::commit(&p).await {
+        match p.commit(engine, info).await {
             Ok(()) => {
-                tracing::info!(sink = %table, url = %p.staged.sink.location, rows = p.manifest.rows, files = p.manifest.files.len(), "published");
                 add_seconds(summary, &table, t0);
                 summary.published.push(table);
             }
@@ -451,11 +512,11 @@ async fn publish_all(
                     summary.published.push(table.clone());
                 } else {
                     summary.not_published.push(table.clone());
-                    publish::abort(p).await;
+                    p.abort().await;
                 }
                 for other in rest {
-                    summary.not_published.push(other.staged.sink.table.clone());
-                    publish::abort(other).await;
+                    summary.not_published.push(other.table().to_string());
+                    other.abort().await;
                 }
                 return Err(Error::Publish {
                     published: summary.published.clone(),

@@ -112,6 +112,7 @@ pub fn sinks(
                 table,
                 location: location.clone(),
                 staging_root: location.clone(),
+                format: crate::config::Format::Parquet,
                 partition_by: vec![],
                 mode: SinkMode::Overwrite,
                 checks: vec![],

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use super::plan::{self, Plan, Step, StepKind};
-use crate::config::{EngineSpec, PipelineSpec, StepKindSpec};
+use crate::config::{EngineSpec, Format, PipelineSpec, StepKindSpec};
 use crate::engine::{EngineKind, Settings};
 use crate::error::{Error, Problem, Result};
 use crate::sinks::{Sink, SinkMode};
@@ -88,10 +88,16 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
             ));
         }
         owner.insert(name.clone(), String::new());
-        if s.format == crate::config::Format::Delta {
-            p.push(Problem::source(name, crate::config::DELTA_NOT_BUILT));
-        }
-        let location = vars.interpolate(&s.url).and_then(|u| Location::parse(&u));
+        let as_of =
+            crate::sources::delta::as_of(s.format, s.version, s.timestamp.as_deref(), &vars).unwrap_or_else(|e| {
+                p.push(Problem::source(name, e));
+                None
+            });
+        let location = vars
+            .interpolate(&s.url)
+            .and_then(|u| Location::parse(&u))
+            // A Delta table is a directory.
+            .map(|l| if s.format == Format::Delta { l.as_dir() } else { l });
         let quarantine = match &s.quarantine {
             None => Ok(None),
             Some(q) => vars
@@ -109,6 +115,8 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
                     sources.push(Source {
                         name: name.clone(),
                         location,
+                        format: s.format,
+                        as_of,
                         checks,
                         quarantine,
                     })
@@ -248,9 +256,6 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
                 p.push(problem(format!("partition_by lists \"{c}\" twice")));
             }
         }
-        if s.format == crate::config::Format::Delta {
-            p.push(problem(crate::config::DELTA_NOT_BUILT.to_string()));
-        }
         if s.mode == SinkMode::OverwritePartitions && s.partition_by.is_empty() {
             p.push(problem("mode overwrite_partitions needs partition_by".to_string()));
         }
@@ -290,6 +295,7 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
             table: s.table,
             staging_root: location.clone(),
             location,
+            format: s.format,
             partition_by: s.partition_by,
             mode: s.mode,
             checks,
@@ -319,6 +325,21 @@ pub fn resolve(spec: PipelineSpec, file: &Path, overrides: &BTreeMap<String, Str
                     Some(source) => Problem::source(source, format!("quarantine: {why}")),
                     None => Problem::sink(&s.table, format!("url: {why}")).at(*line),
                 });
+            }
+        }
+    }
+
+    // Delta tables are read and written by delta-rs in this process.
+    {
+        let delta_problems = crate::sinks::delta::problems(engine.as_ref().map(|e| e.kind), &storage);
+        for s in sources.iter().filter(|s| s.format == Format::Delta) {
+            if let Some(m) = delta_problems(&s.location) {
+                p.push(Problem::source(&s.name, m));
+            }
+        }
+        for (s, line) in sinks.iter().zip(&sink_lines).filter(|(s, _)| s.format == Format::Delta) {
+            if let Some(m) = delta_problems(&s.location) {
+                p.push(Problem::sink(&s.table, m).at(*line));
             }
         }
     }

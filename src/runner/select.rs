@@ -135,6 +135,8 @@ pub fn select(mut plan: Plan, selectors: &[Selector], defer: bool) -> Result<Pla
                 plan.sources.push(Source {
                     name: table.clone(),
                     location: sink.location.clone(),
+                    format: sink.format,
+                    as_of: None,
                     checks: vec![],
                     quarantine: None,
                 });

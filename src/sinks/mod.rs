@@ -10,6 +10,7 @@
 //! unsigned integers, plain UTF-8 strings, zstd, page statistics.
 
 pub mod convert;
+pub mod delta;
 pub mod layout;
 pub mod lock;
 pub mod publish;
@@ -44,6 +45,8 @@ pub struct Sink {
     pub location: Location,
     /// Where its runs stage their output ([`staging`]).
     pub staging_root: Location,
+    /// Parquet files published by manifest, or a Delta table ([`delta`]).
+    pub format: crate::config::Format,
     pub partition_by: Vec<String>,
     pub mode: SinkMode,
     pub checks: Vec<CheckSpec>,
@@ -137,9 +140,15 @@ pub async fn stage(engine: &Engine, sink: &Sink, staging: &Location) -> Result<S
     if let Some(p) = problems.into_iter().next() {
         return Err(err(p));
     }
+    // A Delta sink is staged unpartitioned, its partition columns keeping
+    // their types: the table's partitions are written at its commit.
+    let parts: &[String] = match sink.format {
+        crate::config::Format::Parquet => &sink.partition_by,
+        crate::config::Format::Delta => &[],
+    };
     let df = bi_safe(df).map_err(|e| err(e.to_string()))?;
     let typed = df.schema().as_arrow().clone();
-    let df = prepare_columns(df, sink).map_err(|e| err(e.to_string()))?;
+    let df = prepare_columns(df, parts, &sink.layout.descriptions).map_err(|e| err(e.to_string()))?;
     // The table's schema as written (descriptions included), with the
     // partition columns' own types (their directory values are strings).
     let fields: Vec<Field> = df
@@ -148,7 +157,7 @@ pub async fn stage(engine: &Engine, sink: &Sink, staging: &Location) -> Result<S
         .iter()
         .zip(typed.fields())
         .map(|(w, t)| {
-            if sink.partition_by.contains(t.name()) {
+            if parts.contains(t.name()) {
                 t.as_ref().clone()
             } else {
                 w.as_ref().clone()
@@ -173,13 +182,13 @@ pub async fn stage(engine: &Engine, sink: &Sink, staging: &Location) -> Result<S
         env!("CARGO_PKG_VERSION"),
         datafusion::DATAFUSION_VERSION
     );
-    let sort: Vec<SortExpr> = layout::sort_columns(&sink.layout, &sink.partition_by, &schema)
+    let sort: Vec<SortExpr> = layout::sort_columns(&sink.layout, parts, &schema)
         .iter()
         .map(|c| column(c).sort(true, false))
         .collect();
     // One file at a time, each up to the target size (DataFusion's default
     // opens a file per core, whatever the table's size).
-    let rows_per_file = layout::rows_per_file(&sink.layout, &schema, &sink.partition_by);
+    let rows_per_file = layout::rows_per_file(&sink.layout, &schema, parts);
     let (mut state, plan) = df.into_parts();
     let exec = &mut state.config_mut().options_mut().execution;
     let n =
@@ -192,7 +201,7 @@ pub async fn stage(engine: &Engine, sink: &Sink, staging: &Location) -> Result<S
         exec.batch_size = n(sink.layout.row_group_rows)?;
     }
     let df = DataFrame::new(state, plan);
-    let result = write_parquet(df, staging.url().as_str(), &sink.partition_by, sort, opts, &sink.table).await;
+    let result = write_parquet(df, staging.url().as_str(), parts, sort, opts, &sink.table).await;
     if let Err(e) = result {
         remove_prefix(store.as_ref(), &staging).await;
         return Err(err(match e.find_root() {
@@ -212,7 +221,7 @@ pub async fn stage(engine: &Engine, sink: &Sink, staging: &Location) -> Result<S
         // DataFusion writes no file for no rows: an empty table is one file
         // with the schema and no rows (a partitioned one has no partitions,
         // so no file), and the staged directory exists either way.
-        match write_empty(store.as_ref(), &staging, &schema, sink.partition_by.is_empty()).await {
+        match write_empty(store.as_ref(), &staging, &schema, parts.is_empty()).await {
             Ok(f) => files = f,
             Err(e) => {
                 remove_prefix(store.as_ref(), &staging).await;
@@ -359,8 +368,12 @@ pub async fn remove_prefix(store: &dyn ObjectStore, dir: &Location) {
 
 /// Column descriptions as field metadata, partition values as Hive
 /// directory values ([`layout::hive_escape`]).
-fn prepare_columns(df: DataFrame, sink: &Sink) -> datafusion::error::Result<DataFrame> {
-    if sink.partition_by.is_empty() && sink.layout.descriptions.is_empty() {
+fn prepare_columns(
+    df: DataFrame,
+    partition_by: &[String],
+    descriptions: &std::collections::BTreeMap<String, String>,
+) -> datafusion::error::Result<DataFrame> {
+    if partition_by.is_empty() && descriptions.is_empty() {
         return Ok(df);
     }
     let exprs: Vec<Expr> = df
@@ -369,11 +382,11 @@ fn prepare_columns(df: DataFrame, sink: &Sink) -> datafusion::error::Result<Data
         .iter()
         .map(|f| {
             let name = f.name();
-            if sink.partition_by.contains(name) {
+            if partition_by.contains(name) {
                 layout::hive_value_udf()
                     .call(vec![cast(column(name), DataType::Utf8)])
                     .alias(name)
-            } else if let Some(d) = sink.layout.descriptions.get(name) {
+            } else if let Some(d) = descriptions.get(name) {
                 let mut md = f.metadata().clone();
                 md.insert("description".to_string(), d.clone());
                 column(name).alias_with_metadata(name, Some(md.into()))

@@ -608,7 +608,7 @@ pub async fn recover_manifest(store: &dyn ObjectStore, sink: &Location, run_id: 
 
 /// The file tag of `mode: append`: the same for the same pipeline, sink and
 /// vars, so that a rerun replaces what it wrote before.
-fn append_tag(run: &RunInfo, sink: &str) -> String {
+pub(crate) fn append_tag(run: &RunInfo, sink: &str) -> String {
     let mut h = crate::hash::Fnv1a::default();
     let mut feed = |s: &str| {
         h.write(s.as_bytes());

@@ -5,7 +5,10 @@
 //! path, an empty directory or a stray non-Parquet file is reported with the
 //! source's name and the offending path before DataFusion sees it. Hive
 //! `key=value/` directories become (string) partition columns. Registering
-//! reads Parquet footers (for the schema), never rows.
+//! reads Parquet footers (for the schema), never rows. Delta Lake tables
+//! (`format: delta`) are read through their log ([`delta`]).
+
+pub mod delta;
 
 use std::sync::Arc;
 
@@ -27,6 +30,10 @@ use crate::storage::{self, Location};
 pub struct Source {
     pub name: String,
     pub location: Location,
+    /// A directory of Parquet files or a Delta table ([`delta`]).
+    pub format: crate::config::Format,
+    /// `format: delta`: the version or time to read the table as of.
+    pub as_of: Option<delta::AsOf>,
     pub checks: Vec<CheckSpec>,
     /// `quarantine:` (a directory): rows failing the row-level checks go
     /// there instead of downstream; published as the sink
@@ -54,6 +61,15 @@ pub async fn register(engine: &Engine, source: &Source) -> Result<SchemaRef> {
     let err = |url: &str, message: String| Error::source(&source.name, url, message);
     let shown = source.location.to_string();
     let store = engine.register_store(&source.location).map_err(|m| err(&shown, m))?;
+    if source.format == crate::config::Format::Delta {
+        let table = delta::provider(engine, store, source)
+            .await
+            .map_err(|m| err(&shown, m))?;
+        let schema = table.schema();
+        ctx.register_table(source.name.as_str(), table)
+            .map_err(|e| err(&shown, e.to_string()))?;
+        return Ok(schema);
+    }
     let listing = list(store.as_ref(), &source.location)
         .await
         .map_err(|m| err(&shown, m))?;

@@ -201,11 +201,14 @@ fn missing_pipeline_file_and_usage_errors_exit_2() {
 }
 
 #[test]
-fn delta_tables_are_refused_until_built() {
+fn delta_options_are_checked() {
     assert_invalid(
-        "delta_not_built",
-        "invalid pipeline {file}: 2 problems:
-  - source \"customers\": format: delta is not built yet (use format: parquet, the default)
-  - sink \"ids\" (line 8): format: delta is not built yet (use format: parquet, the default)",
+        "delta_options",
+        "invalid pipeline {file}: 5 problems:
+  - source \"customers\": version and timestamp apply to format: delta only
+  - source \"old\": timestamp \"yesterday\" is not an RFC 3339 time (e.g. 2026-11-24T00:00:00Z)
+  - source \"past\": version must be 0 or more, got -1
+  - source \"scores\": give version or timestamp, not both
+  - sink \"ids\" (line 13): format: delta on S3 commits with a conditional put (If-None-Match); remove aws_conditional_put: disabled",
     );
 }

@@ -10,6 +10,7 @@ mod cli_errors;
 mod clv_models;
 mod commands;
 mod common;
+mod delta;
 mod faults;
 mod features;
 mod gcs;
