@@ -161,6 +161,11 @@ fn session_config(settings: &Settings, storage: &BTreeMap<String, String>) -> Se
         let parts = config.target_partitions().max(1) as u64;
         let reserve = (limit / (8 * parts)).min(10 * 1024 * 1024);
         config.options_mut().execution.sort_spill_reservation_bytes = reserve as usize;
+        // Hash joins cannot spill: their build sides (a whole table per
+        // join on one partition's share) are what exhausted a 2 GiB limit on
+        // the demo at 10M customers. Sort-merge joins sort their inputs,
+        // and sorts spill.
+        config.options_mut().optimizer.prefer_hash_join = false;
     }
     config
 }
@@ -607,6 +612,36 @@ mod tests {
         assert_eq!(back.count().await.unwrap(), 3);
         engine.finish().await;
         assert!(!run_dir.exists());
+    }
+
+    /// With a memory limit joins are sort-merge joins (their sorts spill);
+    /// without one, hash joins.
+    #[tokio::test]
+    async fn a_memory_limit_makes_joins_sort_merge_joins() {
+        for (limit, want, not) in [
+            (None, "HashJoinExec", "SortMergeJoin"),
+            (Some(64 << 20), "SortMergeJoin", "HashJoinExec"),
+        ] {
+            let settings = Settings {
+                memory_limit: limit,
+                ..Settings::default()
+            };
+            let engine = Engine::new(&settings, BTreeMap::new(), vec![]).unwrap();
+            let ctx = engine.context();
+            ctx.sql("CREATE TABLE a AS VALUES (1, 'x'), (2, 'y')").await.unwrap();
+            ctx.sql("CREATE TABLE b AS VALUES (1, 10.0), (3, 30.0)").await.unwrap();
+            let df = ctx
+                .sql("SELECT a.column2, b.column2 FROM a JOIN b ON a.column1 = b.column1")
+                .await
+                .unwrap();
+            let plan = df.clone().create_physical_plan().await.unwrap();
+            let shown = datafusion::physical_plan::displayable(plan.as_ref())
+                .indent(true)
+                .to_string();
+            assert!(shown.contains(want) && !shown.contains(not), "{limit:?}: {shown}");
+            let got = df.collect().await.unwrap();
+            assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+        }
     }
 
     /// A struct-valued function counting its calls, for the test below.
