@@ -8,7 +8,7 @@
 //! helpers). The fit lives in [`super::bgnbd_fit`].
 
 use super::data::Rfm;
-use super::special::{EPS, SERIES_BUDGET, ln_gamma, ln_hyp2f1_val, log_add_exp, softplus_sigmoid};
+use super::special::{ln_gamma, ln_hyp2f1_val, log_add_exp, softplus_sigmoid};
 
 /// BG/NBD parameters: purchase rates λ ~ Gamma(shape r, rate α), dropout
 /// probabilities p ~ Beta(a, b). `alpha` is in the time unit of the data.
@@ -147,83 +147,12 @@ fn numerator_pfaff(r: f64, a: f64, b: f64, x: f64, s: f64) -> Option<f64> {
     if s > 0.5 {
         return None;
     }
-    let k = r + x;
-    let c = a + b + x - 1.0;
-    let mut term = 1.0f64;
-    let mut sum = 1.0f64;
-    let mut sum_abs = 1.0f64;
-    let mut n = 0usize;
-    loop {
-        if n >= SERIES_BUDGET {
-            return None;
-        }
-        let nf = n as f64;
-        let ratio = -(k + 1.0 + nf) * (a + nf) / ((c + 1.0 + nf) * (nf + 2.0)) * s;
-        term *= ratio;
-        n += 1;
-        sum += term;
-        sum_abs += term.abs();
-        if !sum_abs.is_finite() {
-            return None;
-        }
-        let rho = ratio.abs().max(s);
-        if rho < 1.0 && term.abs() * rho <= 0.25 * EPS * sum.abs() * (1.0 - rho) && ratio.abs() < 1.0 {
-            break;
-        }
-    }
-    if sum.is_nan() || sum <= 0.0 || EPS * (sum_abs / sum) * (4.0 + (n as f64).sqrt()) > 1e-12 {
-        return None;
-    }
-    Some(k * s * sum)
+    super::bgnbd_multi::pfaff(r, a, b, x, &[s])[0]
 }
 
 /// Fast path of [`bgnbd_numerator`]: the cancellation-free Euler-form series.
 fn numerator_series(r: f64, a: f64, b: f64, x: f64, s: f64) -> Option<f64> {
-    let c = a + b + x - 1.0;
-    let big_a = a + b - 1.0 - r; // c - (r + x)
-    let z = s / (1.0 + s);
-    let l = -s.ln_1p(); // ln(1 - z)
-    let am1 = a - 1.0;
-    let e1 = if am1 == 0.0 { -l } else { -(am1 * l).exp_m1() / am1 };
-    let pre = (am1 * l).exp();
-    // S = c * Σ_{n>=1} (A)_n (a)_{n-1} / ((c)_n n!) z^n, first term A z.
-    let mut term = big_a * z;
-    let mut sum = term;
-    let mut sum_abs = term.abs();
-    let n_min = (-big_a).max(0.0).ceil() + 2.0;
-    let mut n = 1usize;
-    loop {
-        if n > SERIES_BUDGET {
-            return None;
-        }
-        let nf = n as f64;
-        let ratio = (big_a + nf) * (a + nf - 1.0) / ((c + nf) * (nf + 1.0)) * z;
-        term *= ratio;
-        n += 1;
-        if term == 0.0 {
-            break;
-        }
-        sum += term;
-        let at = term.abs();
-        sum_abs += at;
-        if !sum_abs.is_finite() {
-            return None;
-        }
-        if nf >= n_min {
-            let rho = ratio.abs().max(z);
-            if rho < 1.0 && at * rho <= 0.25 * EPS * sum_abs * (1.0 - rho) {
-                break;
-            }
-        }
-    }
-    let first = c * e1;
-    let second = pre * sum;
-    let num = first - second;
-    let scale = first.abs() + pre * sum_abs;
-    if !(num.is_finite() && num > 0.0) || scale * EPS * (4.0 + (n as f64).sqrt()) > 1e-11 * num {
-        return None;
-    }
-    Some(num)
+    super::bgnbd_multi::series(r, a, b, x, &[s])[0]
 }
 
 /// Slow path of [`bgnbd_numerator`]: c/(a-1) (1 - (1-z)^(a-1) 2F1(a+b-1-r, a-1; c; z)),

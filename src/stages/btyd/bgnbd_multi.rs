@@ -4,11 +4,11 @@
 //! `coef(n) · s` (or `· z`) whose coefficient depends on the parameters and
 //! the customer only, so one pass computes each coefficient once and steps
 //! every horizon's series with it; each series keeps its own terms, sums and
-//! stopping rule. The floating-point operations per horizon are exactly
-//! those of [`super::bgnbd::expected_purchases_if_alive`] (the coefficient
-//! is the same left-to-right product), so the values are bit-identical to it,
-//! as the tests check; a horizon whose fast series gives up falls back to the
-//! same paths as there.
+//! stopping rule. The one-horizon function
+//! [`super::bgnbd::expected_purchases_if_alive`] runs the same series with a
+//! single horizon, so the values are bit-identical to it, as the tests check;
+//! a horizon whose fast series gives up falls back to the same paths as
+//! there.
 
 use super::bgnbd::{BgNbdParams, expected_purchases_if_alive, numerator_hyp, rfm_valid};
 use super::special::{EPS, SERIES_BUDGET};
@@ -51,7 +51,7 @@ pub fn expected_purchases_if_alive_at(p: &BgNbdParams, horizons: &[f64], x: f64,
 }
 
 /// The Pfaff-form series of `numerator_pfaff` for every s (each <= 1/2).
-fn pfaff(r: f64, a: f64, b: f64, x: f64, s: &[f64]) -> Vec<Option<f64>> {
+pub(super) fn pfaff(r: f64, a: f64, b: f64, x: f64, s: &[f64]) -> Vec<Option<f64>> {
     let k = r + x;
     let c = a + b + x - 1.0;
     let m = s.len();
@@ -103,7 +103,7 @@ fn pfaff(r: f64, a: f64, b: f64, x: f64, s: &[f64]) -> Vec<Option<f64>> {
 }
 
 /// The Euler-form series of `numerator_series` for every s.
-fn series(r: f64, a: f64, b: f64, x: f64, s: &[f64]) -> Vec<Option<f64>> {
+pub(super) fn series(r: f64, a: f64, b: f64, x: f64, s: &[f64]) -> Vec<Option<f64>> {
     let c = a + b + x - 1.0;
     let big_a = a + b - 1.0 - r;
     let am1 = a - 1.0;

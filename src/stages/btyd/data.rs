@@ -111,6 +111,54 @@ pub(crate) fn distinct_index(values: &[f64]) -> (Vec<f64>, Vec<u32>) {
     (sorted, idx)
 }
 
+/// Checked, sorted rows grouped for the Pareto/NBD and MBG/NBD objectives:
+/// times scaled so the largest T is 1, the distinct scaled times with the
+/// index of each row's T (`tidx[i]`) and t_x (`tidx[n + i]`, 0 for rows
+/// without repeat purchases), the distinct frequencies with each row's index
+/// and their total weights, and the mean purchase rate Σ w·x / Σ w·T in
+/// scaled time (for starting points).
+pub(crate) struct Grouping {
+    pub(crate) scale: f64,
+    pub(crate) times: Vec<f64>,
+    pub(crate) tidx: Vec<u32>,
+    pub(crate) xs: Vec<f64>,
+    pub(crate) xidx: Vec<u32>,
+    pub(crate) group_w: Vec<f64>,
+    pub(crate) rate: f64,
+}
+
+impl Grouping {
+    pub(crate) fn new(kept: &[Rfm]) -> Grouping {
+        let max_t = kept.iter().map(|d| d.t).fold(0.0, f64::max);
+        let scale = 1.0 / max_t;
+        let mut all_times: Vec<f64> = kept.iter().map(|d| d.t * scale).collect();
+        all_times.extend(
+            kept.iter()
+                .map(|d| if d.frequency > 0.0 { d.recency * scale } else { 0.0 }),
+        );
+        let (times, tidx) = distinct_index(&all_times);
+        let (xs, xidx) = distinct_index(&kept.iter().map(|d| d.frequency).collect::<Vec<_>>());
+        let mut group_w = vec![0.0; xs.len()];
+        for (d, &g) in kept.iter().zip(&xidx) {
+            group_w[g as usize] += d.weight;
+        }
+        let (mut sx, mut st) = (0.0, 0.0);
+        for (i, d) in kept.iter().enumerate() {
+            sx += d.weight * xs[xidx[i] as usize];
+            st += d.weight * times[tidx[i] as usize];
+        }
+        Grouping {
+            scale,
+            times,
+            tidx,
+            xs,
+            xidx,
+            group_w,
+            rate: (sx / st).max(1e-6),
+        }
+    }
+}
+
 /// The rows of a purchase model's input with a positive weight, checked
 /// (weight finite and >= 0, frequency 0 or a count >= 1, T finite and > 0,
 /// recency within [0, T] for repeat buyers) and sorted by (x, t_x, T,

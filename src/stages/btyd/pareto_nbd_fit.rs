@@ -24,7 +24,7 @@
 //! and the chunk sums in chunk order (`chunked_sum`), so the objective is
 //! the same to the bit whatever the number of threads.
 
-use super::data::{Fit, FitError, Rfm, check_penalizer, checked_rfm, distinct_index};
+use super::data::{Fit, FitError, Grouping, Rfm, check_penalizer, checked_rfm};
 use super::fit::{chunked_sum, fit_objective, fit_threads, par_map};
 use super::optim::Objective;
 use super::pareto_nbd::{ParetoNbdParams, pareto_nbd_log_likelihood};
@@ -228,6 +228,8 @@ pub(crate) struct ParetoObjective {
     penalizer: f64,
     /// What times were multiplied by (1 / the largest T).
     pub(crate) scale: f64,
+    /// The mean purchase rate (see [`Grouping`]).
+    rate: f64,
     /// Threads for the loops (the value does not depend on it).
     pub(crate) threads: usize,
 }
@@ -237,20 +239,16 @@ impl ParetoObjective {
     /// [`checked_rfm`](super::data::checked_rfm)); t_x is taken as 0 for
     /// rows without repeat purchases.
     pub(crate) fn new(kept: &[Rfm], penalizer: f64) -> Self {
-        let max_t = kept.iter().map(|d| d.t).fold(0.0, f64::max);
-        let scale = 1.0 / max_t;
+        let Grouping {
+            scale,
+            times,
+            tidx,
+            xs,
+            xidx,
+            group_w,
+            rate,
+        } = Grouping::new(kept);
         let n = kept.len();
-        let mut all_times: Vec<f64> = kept.iter().map(|d| d.t * scale).collect();
-        all_times.extend(
-            kept.iter()
-                .map(|d| if d.frequency > 0.0 { d.recency * scale } else { 0.0 }),
-        );
-        let (times, tidx) = distinct_index(&all_times);
-        let (xs, xidx) = distinct_index(&kept.iter().map(|d| d.frequency).collect::<Vec<_>>());
-        let mut group_w = vec![0.0; xs.len()];
-        for (d, &g) in kept.iter().zip(&xidx) {
-            group_w[g as usize] += d.weight;
-        }
         // (x group, time) keys of the 2n (x, t) uses, and their distinct values
         let key = |i: usize, time: u32| (u64::from(xidx[i]) << 32) | u64::from(time);
         let mut keys: Vec<u64> = (0..n).flat_map(|i| [key(i, tidx[i]), key(i, tidx[n + i])]).collect();
@@ -282,6 +280,7 @@ impl ParetoObjective {
             wsum,
             penalizer,
             scale,
+            rate,
             threads: fit_threads(),
         }
     }
@@ -289,12 +288,7 @@ impl ParetoObjective {
     /// The mean purchase rate x / T over the rows (scaled time), for
     /// starting points.
     fn rate(&self) -> f64 {
-        let (mut sx, mut st) = (0.0, 0.0);
-        for d in &self.rows {
-            sx += d.w * self.xs[d.g as usize];
-            st += d.w * self.times[d.time_t as usize];
-        }
-        (sx / st).max(1e-6)
+        self.rate
     }
 }
 
