@@ -13,54 +13,98 @@
 use super::bgnbd::{BgNbdParams, expected_purchases_if_alive, numerator_hyp, rfm_valid};
 use super::special::{EPS, SERIES_BUDGET};
 
+/// Horizons whose series run together on the stack; longer lists go in
+/// chunks of this many (each horizon's series is independent of the others,
+/// so chunking changes no value).
+const LANES: usize = 16;
+
 /// [`expected_purchases_if_alive`] at every horizon of `horizons`, in order.
 pub fn expected_purchases_if_alive_at(p: &BgNbdParams, horizons: &[f64], x: f64, t_x: f64, t: f64) -> Vec<f64> {
+    let mut out = vec![0.0; horizons.len()];
+    expected_purchases_if_alive_into(p, horizons, x, t_x, t, &mut out);
+    out
+}
+
+/// [`expected_purchases_if_alive_at`] into `out` (as long as `horizons`),
+/// without allocating: what scoring calls once per customer.
+pub fn expected_purchases_if_alive_into(p: &BgNbdParams, horizons: &[f64], x: f64, t_x: f64, t: f64, out: &mut [f64]) {
+    debug_assert_eq!(horizons.len(), out.len());
     if !rfm_valid(x, t_x, t) || horizons.iter().any(|h| !h.is_finite() || *h <= 0.0) {
         // The rare cases (invalid input, a zero horizon) one by one.
-        return horizons
-            .iter()
-            .map(|h| expected_purchases_if_alive(p, *h, x, t_x, t))
-            .collect();
+        for (o, h) in out.iter_mut().zip(horizons) {
+            *o = expected_purchases_if_alive(p, *h, x, t_x, t);
+        }
+        return;
     }
+    for (h, o) in horizons.chunks(LANES).zip(out.chunks_mut(LANES)) {
+        lanes(p, h, x, t, o);
+    }
+}
+
+/// One chunk of at most [`LANES`] valid horizons: the short ones by the
+/// Pfaff series, the others (and the short ones it gives up on) by the
+/// Euler series, the rest by the slow path.
+fn lanes(p: &BgNbdParams, horizons: &[f64], x: f64, t: f64, out: &mut [f64]) {
     let BgNbdParams { r, alpha, a, b } = *p;
-    let s: Vec<f64> = horizons.iter().map(|h| h / (alpha + t)).collect();
-    let mut out: Vec<Option<f64>> = vec![None; s.len()];
-    let short: Vec<usize> = (0..s.len()).filter(|&j| s[j] <= 0.5).collect();
-    for (j, v) in short
-        .iter()
-        .zip(pfaff(r, a, b, x, &short.iter().map(|&j| s[j]).collect::<Vec<_>>()))
-    {
-        out[*j] = v;
+    let m = horizons.len();
+    let mut s = [0.0f64; LANES];
+    for (sj, h) in s.iter_mut().zip(horizons) {
+        *sj = h / (alpha + t);
     }
-    let rest: Vec<usize> = (0..s.len()).filter(|&j| out[j].is_none()).collect();
-    for (j, v) in rest
-        .iter()
-        .zip(series(r, a, b, x, &rest.iter().map(|&j| s[j]).collect::<Vec<_>>()))
-    {
-        out[*j] = v;
+    let mut got: [Option<f64>; LANES] = [None; LANES];
+    // The horizons of each series, packed.
+    let (mut idx, mut sub, mut vals) = ([0usize; LANES], [0.0f64; LANES], [None; LANES]);
+    let mut n = 0;
+    for j in 0..m {
+        if s[j] <= 0.5 {
+            (idx[n], sub[n]) = (j, s[j]);
+            n += 1;
+        }
+    }
+    pfaff_into(r, a, b, x, &sub[..n], &mut vals[..n]);
+    for i in 0..n {
+        got[idx[i]] = vals[i];
+    }
+    n = 0;
+    for j in 0..m {
+        if got[j].is_none() {
+            (idx[n], sub[n]) = (j, s[j]);
+            n += 1;
+        }
+    }
+    series_into(r, a, b, x, &sub[..n], &mut vals[..n]);
+    for i in 0..n {
+        got[idx[i]] = vals[i];
     }
     let k = r + x;
-    out.iter()
-        .zip(&s)
-        .map(|(v, &sj)| {
-            let v = v.unwrap_or_else(|| numerator_hyp(r, a, b, x, sj, 0));
-            let upper = k * sj;
-            if v.is_finite() { v.clamp(0.0, upper) } else { v }
-        })
-        .collect()
+    for j in 0..m {
+        let v = got[j].unwrap_or_else(|| numerator_hyp(r, a, b, x, s[j], 0));
+        let upper = k * s[j];
+        out[j] = if v.is_finite() { v.clamp(0.0, upper) } else { v };
+    }
 }
 
 /// The Pfaff-form series of `numerator_pfaff` for every s (each <= 1/2).
 pub(super) fn pfaff(r: f64, a: f64, b: f64, x: f64, s: &[f64]) -> Vec<Option<f64>> {
+    let mut out = vec![None; s.len()];
+    for (s, o) in s.chunks(LANES).zip(out.chunks_mut(LANES)) {
+        pfaff_into(r, a, b, x, s, o);
+    }
+    out
+}
+
+/// [`pfaff`] of at most [`LANES`] values of s, into `out`.
+fn pfaff_into(r: f64, a: f64, b: f64, x: f64, s: &[f64], out: &mut [Option<f64>]) {
     let k = r + x;
     let c = a + b + x - 1.0;
     let m = s.len();
-    let (mut term, mut sum, mut sum_abs) = (vec![1.0f64; m], vec![1.0f64; m], vec![1.0f64; m]);
-    let mut steps = vec![0usize; m];
+    let (mut term, mut sum, mut sum_abs) = ([1.0f64; LANES], [1.0f64; LANES], [1.0f64; LANES]);
+    let mut steps = [0usize; LANES];
     // None: running; Some(true): converged; Some(false): gave up.
-    let mut done: Vec<Option<bool>> = vec![None; m];
+    let mut done: [Option<bool>; LANES] = [None; LANES];
+    let mut running = m;
     let mut n = 0usize;
-    while done.iter().any(Option::is_none) {
+    while running > 0 {
         let nf = n as f64;
         let coef = -(k + 1.0 + nf) * (a + nf) / ((c + 1.0 + nf) * (nf + 2.0));
         for j in 0..m {
@@ -69,6 +113,7 @@ pub(super) fn pfaff(r: f64, a: f64, b: f64, x: f64, s: &[f64]) -> Vec<Option<f64
             }
             if n >= SERIES_BUDGET {
                 done[j] = Some(false);
+                running -= 1;
                 continue;
             }
             let ratio = coef * s[j];
@@ -78,45 +123,59 @@ pub(super) fn pfaff(r: f64, a: f64, b: f64, x: f64, s: &[f64]) -> Vec<Option<f64
             sum_abs[j] += term[j].abs();
             if !sum_abs[j].is_finite() {
                 done[j] = Some(false);
+                running -= 1;
                 continue;
             }
             let rho = ratio.abs().max(s[j]);
             if rho < 1.0 && term[j].abs() * rho <= 0.25 * EPS * sum[j].abs() * (1.0 - rho) && ratio.abs() < 1.0 {
                 done[j] = Some(true);
+                running -= 1;
             }
         }
         n += 1;
     }
-    (0..m)
-        .map(|j| {
-            if done[j] != Some(true)
-                || sum[j].is_nan()
-                || sum[j] <= 0.0
-                || EPS * (sum_abs[j] / sum[j]) * (4.0 + (steps[j] as f64).sqrt()) > 1e-12
-            {
-                None
-            } else {
-                Some(k * s[j] * sum[j])
-            }
-        })
-        .collect()
+    for j in 0..m {
+        out[j] = if done[j] != Some(true)
+            || sum[j].is_nan()
+            || sum[j] <= 0.0
+            || EPS * (sum_abs[j] / sum[j]) * (4.0 + (steps[j] as f64).sqrt()) > 1e-12
+        {
+            None
+        } else {
+            Some(k * s[j] * sum[j])
+        };
+    }
 }
 
 /// The Euler-form series of `numerator_series` for every s.
 pub(super) fn series(r: f64, a: f64, b: f64, x: f64, s: &[f64]) -> Vec<Option<f64>> {
+    let mut out = vec![None; s.len()];
+    for (s, o) in s.chunks(LANES).zip(out.chunks_mut(LANES)) {
+        series_into(r, a, b, x, s, o);
+    }
+    out
+}
+
+/// [`series`] of at most [`LANES`] values of s, into `out`.
+fn series_into(r: f64, a: f64, b: f64, x: f64, s: &[f64], out: &mut [Option<f64>]) {
     let c = a + b + x - 1.0;
     let big_a = a + b - 1.0 - r;
     let am1 = a - 1.0;
     let n_min = (-big_a).max(0.0).ceil() + 2.0;
     let m = s.len();
-    let z: Vec<f64> = s.iter().map(|s| s / (1.0 + s)).collect();
-    let mut term: Vec<f64> = z.iter().map(|z| big_a * z).collect();
-    let mut sum = term.clone();
-    let mut sum_abs: Vec<f64> = term.iter().map(|t| t.abs()).collect();
-    let mut steps = vec![1usize; m];
-    let mut done: Vec<Option<bool>> = vec![None; m];
+    let mut z = [0.0f64; LANES];
+    let (mut term, mut sum, mut sum_abs) = ([0.0f64; LANES], [0.0f64; LANES], [0.0f64; LANES]);
+    for j in 0..m {
+        z[j] = s[j] / (1.0 + s[j]);
+        term[j] = big_a * z[j];
+        sum[j] = term[j];
+        sum_abs[j] = term[j].abs();
+    }
+    let mut steps = [1usize; LANES];
+    let mut done: [Option<bool>; LANES] = [None; LANES];
+    let mut running = m;
     let mut n = 1usize;
-    while done.iter().any(Option::is_none) {
+    while running > 0 {
         let nf = n as f64;
         let coef = (big_a + nf) * (a + nf - 1.0) / ((c + nf) * (nf + 1.0));
         for j in 0..m {
@@ -125,6 +184,7 @@ pub(super) fn series(r: f64, a: f64, b: f64, x: f64, s: &[f64]) -> Vec<Option<f6
             }
             if n > SERIES_BUDGET {
                 done[j] = Some(false);
+                running -= 1;
                 continue;
             }
             let ratio = coef * z[j];
@@ -132,6 +192,7 @@ pub(super) fn series(r: f64, a: f64, b: f64, x: f64, s: &[f64]) -> Vec<Option<f6
             steps[j] = n + 1;
             if term[j] == 0.0 {
                 done[j] = Some(true);
+                running -= 1;
                 continue;
             }
             sum[j] += term[j];
@@ -139,22 +200,23 @@ pub(super) fn series(r: f64, a: f64, b: f64, x: f64, s: &[f64]) -> Vec<Option<f6
             sum_abs[j] += at;
             if !sum_abs[j].is_finite() {
                 done[j] = Some(false);
+                running -= 1;
                 continue;
             }
             if nf >= n_min {
                 let rho = ratio.abs().max(z[j]);
                 if rho < 1.0 && at * rho <= 0.25 * EPS * sum_abs[j] * (1.0 - rho) {
                     done[j] = Some(true);
+                    running -= 1;
                 }
             }
         }
         n += 1;
     }
-    (0..m)
-        .map(|j| {
-            if done[j] != Some(true) {
-                return None;
-            }
+    for j in 0..m {
+        out[j] = if done[j] != Some(true) {
+            None
+        } else {
             let l = -s[j].ln_1p();
             let e1 = if am1 == 0.0 { -l } else { -(am1 * l).exp_m1() / am1 };
             let pre = (am1 * l).exp();
@@ -167,8 +229,8 @@ pub(super) fn series(r: f64, a: f64, b: f64, x: f64, s: &[f64]) -> Vec<Option<f6
             } else {
                 Some(num)
             }
-        })
-        .collect()
+        };
+    }
 }
 
 #[cfg(test)]
@@ -203,6 +265,8 @@ mod tests {
         let horizons: Vec<f64> = (1..=12)
             .map(|j| j as f64 * 4.348)
             .chain([0.14, 52.0, 520.0, 5200.0])
+            // More horizons than one chunk of lanes.
+            .chain((1..=20).map(|j| j as f64 * 13.0))
             .collect();
         let mut compared = 0;
         for (r, alpha, a, b) in params {
@@ -220,6 +284,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(compared, 6 * 9 * 16);
+        assert_eq!(compared, 6 * 9 * 36);
     }
 }

@@ -161,67 +161,77 @@ impl ScoreModel {
     /// p_alive, expected purchases over the horizon, expected average spend,
     /// and the discounted expected spend (see the parent module).
     pub fn score(&self, x: f64, t_x: f64, t: f64, m: f64) -> [f64; 4] {
-        self.finish(x, m, &self.purchases(x, t_x, t))
+        let schedule = self.schedule();
+        let mut part = vec![0.0; 1 + schedule.horizons.len()];
+        self.purchases(&schedule, x, t_x, t, &mut part);
+        self.finish(&schedule, x, m, &part)
     }
 
-    /// The BG/NBD part of a score, which depends on (x, t_x, T) only: p_alive
-    /// and E[Y(t_j)] at the end of each month j of the horizon (the last
-    /// one the horizon itself).
-    fn purchases(&self, x: f64, t_x: f64, t: f64) -> (f64, Vec<f64>) {
+    /// The months of the horizon: each month's end in time units (the last
+    /// one the horizon itself) and its discount factor, the same for every
+    /// customer.
+    fn schedule(&self) -> Schedule {
+        let month = 365.25 / 12.0;
+        let steps = (self.horizon_days / month).ceil().max(1.0) as usize;
+        let horizons = (1..=steps)
+            .map(|j| {
+                let days = if j == steps {
+                    self.horizon_days
+                } else {
+                    (j as f64 * month).min(self.horizon_days)
+                };
+                days / self.unit_days
+            })
+            .collect();
+        let discounts = (1..=steps)
+            .map(|j| {
+                let t_days = (j as f64 * month).min(self.horizon_days);
+                (1.0 + self.discount_rate).powf(t_days / 365.25)
+            })
+            .collect();
+        Schedule { horizons, discounts }
+    }
+
+    /// The purchase-model part of a score, which depends on (x, t_x, T)
+    /// only, into `part`: p_alive, then E[Y(t_j)] at the end of each month
+    /// j of the schedule.
+    fn purchases(&self, schedule: &Schedule, x: f64, t_x: f64, t: f64, part: &mut [f64]) {
         // p_alive is the same for every horizon: E[Y(h)] = p_alive · E[Y(h) | alive].
         let p_alive = self.purchase.p_alive(x, t_x, t);
-        let steps = self.steps();
-        let month = 365.25 / 12.0;
+        let (head, e) = part.split_at_mut(1);
+        head[0] = p_alive;
         if let Purchase::BgNbd(p) = &self.purchase {
             // Every month's E[Y | alive] in one pass over the series
             // (bit-identical to one call per month).
-            let horizons: Vec<f64> = (1..=steps)
-                .map(|j| {
-                    let days = if j == steps {
-                        self.horizon_days
-                    } else {
-                        (j as f64 * month).min(self.horizon_days)
-                    };
-                    days / self.unit_days
-                })
-                .collect();
-            let e = btyd::bgnbd_multi::expected_purchases_if_alive_at(p, &horizons, x, t_x, t)
-                .into_iter()
-                .map(|v| p_alive * v)
-                .collect();
-            return (p_alive, e);
+            btyd::bgnbd_multi::expected_purchases_if_alive_into(p, &schedule.horizons, x, t_x, t, e);
+            for v in e.iter_mut() {
+                *v *= p_alive;
+            }
+            return;
         }
-        let if_alive = |days: f64| self.purchase.if_alive(days / self.unit_days, x, t_x, t);
-        let expected = p_alive * if_alive(self.horizon_days);
-        let e = (1..=steps)
-            .map(|j| {
-                if j == steps {
-                    expected
-                } else {
-                    p_alive * if_alive((j as f64 * month).min(self.horizon_days))
-                }
-            })
-            .collect();
-        (p_alive, e)
+        for (v, h) in e.iter_mut().zip(&schedule.horizons) {
+            *v = p_alive * self.purchase.if_alive(*h, x, t_x, t);
+        }
     }
 
-    fn steps(&self) -> usize {
-        (self.horizon_days / (365.25 / 12.0)).ceil().max(1.0) as usize
-    }
-
-    /// The score from its BG/NBD part and the Gamma-Gamma spend.
-    fn finish(&self, x: f64, m: f64, (p_alive, e): &(f64, Vec<f64>)) -> [f64; 4] {
-        let month = 365.25 / 12.0;
+    /// The score from its purchase-model part and the Gamma-Gamma spend.
+    fn finish(&self, schedule: &Schedule, x: f64, m: f64, part: &[f64]) -> [f64; 4] {
+        let (p_alive, e) = (part[0], &part[1..]);
         let spend = btyd::expected_avg_spend(&self.gg, x, m);
         let mut clv = 0.0;
         let mut prev = 0.0;
-        for (j, &e) in e.iter().enumerate() {
-            let t_days = ((j + 1) as f64 * month).min(self.horizon_days);
-            clv += (e - prev) * spend / (1.0 + self.discount_rate).powf(t_days / 365.25);
+        for (&e, d) in e.iter().zip(&schedule.discounts) {
+            clv += (e - prev) * spend / d;
             prev = e;
         }
-        [*p_alive, e.last().copied().unwrap_or(0.0), spend, clv]
+        [p_alive, e.last().copied().unwrap_or(0.0), spend, clv]
     }
+}
+
+/// The months of a score's horizon (see [`ScoreModel::schedule`]).
+struct Schedule {
+    horizons: Vec<f64>,
+    discounts: Vec<f64>,
 }
 
 /// The registered function of a purchase model.
@@ -268,32 +278,40 @@ impl ScalarUDFImpl for ModelScore {
         let mut out: [Vec<Option<f64>>; 4] = std::array::from_fn(|_| Vec::with_capacity(n));
         // The parameters are literals, the same on every row: build the
         // model once per batch and again only where a row differs.
-        let mut model: Option<([f64; PARAMS], ScoreModel)> = None;
-        let mut seen: std::collections::HashMap<([u64; PARAMS], [u64; 3]), (f64, Vec<f64>)> =
-            std::collections::HashMap::new();
+        let mut model: Option<([u64; PARAMS], ScoreModel, Schedule)> = None;
+        // Customers with the same (x, t_x, T) in a batch (many one-time
+        // buyers share a first day) share the purchase-model part, kept in
+        // `parts` at the offset the map gives.
+        let mut seen: datafusion::common::HashMap<[u64; 3], usize> = datafusion::common::HashMap::new();
+        let mut parts: Vec<f64> = Vec::new();
         for i in 0..n {
             if cols.iter().any(|c| c.is_null(i)) {
                 out.iter_mut().for_each(|o| o.push(None));
                 continue;
             }
             let params: [f64; PARAMS] = std::array::from_fn(|j| cols[j].value(i));
-            if model
-                .as_ref()
-                .is_none_or(|(p, _)| p.map(f64::to_bits) != params.map(f64::to_bits))
-            {
-                model = Some((params, ScoreModel::from_params(self.kind, &params)));
+            let bits = params.map(f64::to_bits);
+            if model.as_ref().is_none_or(|(p, _, _)| *p != bits) {
+                let m = ScoreModel::from_params(self.kind, &params);
+                let schedule = m.schedule();
+                model = Some((bits, m, schedule));
+                seen.clear();
+                parts.clear();
             }
-            let Some((_, m)) = model.as_ref() else { continue };
+            let Some((_, m, schedule)) = model.as_ref() else { continue };
             let (x, t_x, t) = (
                 cols[PARAMS].value(i),
                 cols[PARAMS + 1].value(i),
                 cols[PARAMS + 2].value(i),
             );
-            // Customers with the same (x, t_x, T) in a batch (many one-time
-            // buyers share a first day) share the BG/NBD part.
-            let key = (params.map(f64::to_bits), [x.to_bits(), t_x.to_bits(), t.to_bits()]);
-            let part = seen.entry(key).or_insert_with(|| m.purchases(x, t_x, t));
-            let v = m.finish(x, cols[PARAMS + 3].value(i), part);
+            let width = 1 + schedule.horizons.len();
+            let at = *seen.entry([x.to_bits(), t_x.to_bits(), t.to_bits()]).or_insert_with(|| {
+                let at = parts.len();
+                parts.resize(at + width, 0.0);
+                m.purchases(schedule, x, t_x, t, &mut parts[at..]);
+                at
+            });
+            let v = m.finish(schedule, x, cols[PARAMS + 3].value(i), &parts[at..at + width]);
             for (o, x) in out.iter_mut().zip(v) {
                 o.push(Some(x));
             }
