@@ -13,10 +13,14 @@ SELECT f.*,
        r.prediction AS predicted_revenue_next_365d,
        ch.prediction AS churn_probability,
        c.clv * f.satisfaction * f.loyalty AS customer_value
-FROM features f
-JOIN clv c ON c.customer_id = f.customer_id
+-- The wide features table is joined last: DataFusion builds each hash
+-- join's table from its left input, so the narrow score tables are built
+-- and the features stream through (built first, the features were copied
+-- into three build sides of 200 MB each at a million customers).
+FROM clv c
+JOIN segments s ON s.customer_id = c.customer_id
+JOIN rfm m ON m.customer_id = c.customer_id
+JOIN revenue_forecast r ON r.customer_id = c.customer_id
+JOIN churn ch ON ch.customer_id = c.customer_id
+JOIN features f ON f.customer_id = c.customer_id
 LEFT JOIN clv_bgnbd b ON b.customer_id = f.customer_id
-JOIN segments s ON s.customer_id = f.customer_id
-JOIN rfm m ON m.customer_id = f.customer_id
-JOIN revenue_forecast r ON r.customer_id = f.customer_id
-JOIN churn ch ON ch.customer_id = f.customer_id
