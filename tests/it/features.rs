@@ -4,7 +4,7 @@
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Int64Type;
 
-use super::common::{close, crmflow, f64s, read_dir, tiny};
+use super::common::{Customer, close, crmflow, f64s, read_dir, tiny, write_crm};
 
 /// A pipeline running the demo's feature SQL on `data/` into `out/`.
 pub fn features_pipeline(dir: &std::path::Path) -> std::path::PathBuf {
@@ -117,6 +117,46 @@ fn feature_values_match_a_hand_computation() {
             .iter()
             .all(|b| b.column_by_name("recency_days").unwrap().null_count() == 0)
     );
+}
+
+/// The gaps come from one window per bucket of customers (customer_id % 64):
+/// customers 1, 65 and 129 share a bucket, and a customer's first purchase
+/// day must not make a gap with the previous customer's last.
+#[test]
+fn purchase_gaps_stay_within_each_customer() {
+    let dir = tempfile::tempdir().unwrap();
+    let customer = |id, signup| Customer { id, signup, cost: 1.0 };
+    write_crm(
+        &dir.path().join("data"),
+        &[
+            customer(1, "2026-01-01"),
+            customer(65, "2026-01-01"),
+            customer(129, "2026-06-01"),
+        ],
+        &[
+            (1, "2026-01-01 10:00:00", 100.00),
+            (1, "2026-03-01 12:00:00", 50.00),
+            (1, "2026-03-01 18:00:00", 25.50),
+            (1, "2026-05-30 09:00:00", 40.00),
+            (65, "2026-02-01 10:00:00", 10.00),
+            (65, "2026-02-11 10:00:00", 10.00),
+            (129, "2026-06-01 10:00:00", 10.00),
+        ],
+        &[(1, "2026-11-24 12:00:00", "app_session")],
+    );
+    features_pipeline(dir.path());
+    let out = crmflow(dir.path(), &["run", "features.yaml"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let batches = read_dir(&dir.path().join("out/features"));
+    let ids = f64s(&batches, "customer_id");
+    let loyalty = f64s(&batches, "loyalty");
+    let of = |id: f64| loyalty[ids.iter().position(|v| *v == Some(id)).unwrap()].unwrap();
+    // c1: gaps 59, 90 (two purchases on 03-01 are one day), last purchase 178 days before as_of.
+    close(of(1.0), 74.5 / 90.0 * (-178.0f64 / 179.0).exp(), 1e-14);
+    // c65: one gap of 10 days, last purchase 286 days before: 0.5 exp(-286 / (2 x 10 + 30)).
+    close(of(65.0), 0.5 * (-286.0f64 / 50.0).exp(), 1e-14);
+    // c129: no gap (one purchase), 176 days before: 0.25 exp(-176 / 90).
+    close(of(129.0), 0.25 * (-176.0f64 / 90.0).exp(), 1e-14);
 }
 
 #[test]

@@ -298,19 +298,23 @@ impl ScalarUDFImpl for ModelScore {
                 seen.clear();
                 parts.clear();
             }
-            let Some((_, m, schedule)) = model.as_ref() else { continue };
+            let Some((_, m, schedule)) = model.as_ref() else {
+                continue;
+            };
             let (x, t_x, t) = (
                 cols[PARAMS].value(i),
                 cols[PARAMS + 1].value(i),
                 cols[PARAMS + 2].value(i),
             );
             let width = 1 + schedule.horizons.len();
-            let at = *seen.entry([x.to_bits(), t_x.to_bits(), t.to_bits()]).or_insert_with(|| {
-                let at = parts.len();
-                parts.resize(at + width, 0.0);
-                m.purchases(schedule, x, t_x, t, &mut parts[at..]);
-                at
-            });
+            let at = *seen
+                .entry([x.to_bits(), t_x.to_bits(), t.to_bits()])
+                .or_insert_with(|| {
+                    let at = parts.len();
+                    parts.resize(at + width, 0.0);
+                    m.purchases(schedule, x, t_x, t, &mut parts[at..]);
+                    at
+                });
             let v = m.finish(schedule, x, cols[PARAMS + 3].value(i), &parts[at..at + width]);
             for (o, x) in out.iter_mut().zip(v) {
                 o.push(Some(x));
