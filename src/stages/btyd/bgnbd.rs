@@ -124,38 +124,16 @@ pub fn expected_purchases_if_alive(p: &BgNbdParams, horizon: f64, x: f64, t_x: f
     bgnbd_numerator(p.r, p.alpha, p.a, p.b, horizon, x, t)
 }
 
-/// The numerator of eq. (10): E[Y(t)] for a customer known to be alive at T.
+/// The numerator of eq. (10): E[Y(t)] for a customer known to be alive at T,
+/// by the same series as every horizon of scoring
+/// ([`numerators`](super::bgnbd_multi::numerators) with one horizon).
 fn bgnbd_numerator(r: f64, alpha: f64, a: f64, b: f64, h: f64, x: f64, t: f64) -> f64 {
-    let k = r + x;
-    let s = h / (alpha + t);
-    let upper = k * s; // E[Y] of a customer that never drops out
-    let v = if let Some(v) = numerator_pfaff(r, a, b, x, s) {
-        v
-    } else if let Some(v) = numerator_series(r, a, b, x, s) {
-        v
-    } else {
-        numerator_hyp(r, a, b, x, s, 0)
-    };
-    if v.is_finite() { v.clamp(0.0, upper) } else { v }
+    let mut v = [0.0];
+    super::bgnbd_multi::numerators(&BgNbdParams { r, alpha, a, b }, &[h], x, t, &mut v);
+    v[0]
 }
 
-/// Short-horizon path of [`bgnbd_numerator`] (s = t/(α+T) <= 1/2): with the
-/// Pfaff transformation (1-z)^(r+x) 2F1(r+x, b+x; c; z) = 2F1(r+x, a-1; c; -s),
-/// the numerator is (r+x) s 3F2(r+x+1, a, 1; c+1, 2; -s), an alternating
-/// series with no cancellation against the leading 1 (none for small s).
-fn numerator_pfaff(r: f64, a: f64, b: f64, x: f64, s: f64) -> Option<f64> {
-    if s > 0.5 {
-        return None;
-    }
-    super::bgnbd_multi::pfaff(r, a, b, x, &[s])[0]
-}
-
-/// Fast path of [`bgnbd_numerator`]: the cancellation-free Euler-form series.
-fn numerator_series(r: f64, a: f64, b: f64, x: f64, s: f64) -> Option<f64> {
-    super::bgnbd_multi::series(r, a, b, x, &[s])[0]
-}
-
-/// Slow path of [`bgnbd_numerator`]: c/(a-1) (1 - (1-z)^(a-1) 2F1(a+b-1-r, a-1; c; z)),
+/// Slow path of the numerator: c/(a-1) (1 - (1-z)^(a-1) 2F1(a+b-1-r, a-1; c; z)),
 /// interpolated across the removable singularities a = 1 and c = 0.
 pub(super) fn numerator_hyp(r: f64, a: f64, b: f64, x: f64, s: f64, depth: u32) -> f64 {
     // Nodes at ±δ, ±2δ from the singular point, used within δ/2 of it, so a

@@ -18,15 +18,9 @@ use super::special::{EPS, SERIES_BUDGET};
 /// so chunking changes no value).
 const LANES: usize = 16;
 
-/// [`expected_purchases_if_alive`] at every horizon of `horizons`, in order.
-pub fn expected_purchases_if_alive_at(p: &BgNbdParams, horizons: &[f64], x: f64, t_x: f64, t: f64) -> Vec<f64> {
-    let mut out = vec![0.0; horizons.len()];
-    expected_purchases_if_alive_into(p, horizons, x, t_x, t, &mut out);
-    out
-}
-
-/// [`expected_purchases_if_alive_at`] into `out` (as long as `horizons`),
-/// without allocating: what scoring calls once per customer.
+/// [`expected_purchases_if_alive`] at every horizon of `horizons`, in order,
+/// into `out` (as long as `horizons`), without allocating: what scoring
+/// calls once per customer.
 pub fn expected_purchases_if_alive_into(p: &BgNbdParams, horizons: &[f64], x: f64, t_x: f64, t: f64, out: &mut [f64]) {
     debug_assert_eq!(horizons.len(), out.len());
     if !rfm_valid(x, t_x, t) || horizons.iter().any(|h| !h.is_finite() || *h <= 0.0) {
@@ -37,14 +31,15 @@ pub fn expected_purchases_if_alive_into(p: &BgNbdParams, horizons: &[f64], x: f6
         return;
     }
     for (h, o) in horizons.chunks(LANES).zip(out.chunks_mut(LANES)) {
-        lanes(p, h, x, t, o);
+        numerators(p, h, x, t, o);
     }
 }
 
-/// One chunk of at most [`LANES`] valid horizons: the short ones by the
-/// Pfaff series, the others (and the short ones it gives up on) by the
-/// Euler series, the rest by the slow path.
-fn lanes(p: &BgNbdParams, horizons: &[f64], x: f64, t: f64, out: &mut [f64]) {
+/// The numerator of eq. (10) for at most [`LANES`] valid horizons, clamped
+/// to [0, (r+x) s]: the short ones (s = h/(α+T) <= 1/2) by the Pfaff series,
+/// the others (and the short ones it gives up on) by the Euler series, the
+/// rest by the slow path [`numerator_hyp`].
+pub(super) fn numerators(p: &BgNbdParams, horizons: &[f64], x: f64, t: f64, out: &mut [f64]) {
     let BgNbdParams { r, alpha, a, b } = *p;
     let m = horizons.len();
     let mut s = [0.0f64; LANES];
@@ -84,16 +79,10 @@ fn lanes(p: &BgNbdParams, horizons: &[f64], x: f64, t: f64, out: &mut [f64]) {
     }
 }
 
-/// The Pfaff-form series of `numerator_pfaff` for every s (each <= 1/2).
-pub(super) fn pfaff(r: f64, a: f64, b: f64, x: f64, s: &[f64]) -> Vec<Option<f64>> {
-    let mut out = vec![None; s.len()];
-    for (s, o) in s.chunks(LANES).zip(out.chunks_mut(LANES)) {
-        pfaff_into(r, a, b, x, s, o);
-    }
-    out
-}
-
-/// [`pfaff`] of at most [`LANES`] values of s, into `out`.
+/// The Pfaff form for at most [`LANES`] values of s (each <= 1/2), into
+/// `out`: with (1-z)^(r+x) 2F1(r+x, b+x; c; z) = 2F1(r+x, a-1; c; -s), the
+/// numerator is (r+x) s 3F2(r+x+1, a, 1; c+1, 2; -s), an alternating series
+/// with no cancellation against the leading 1. `None` where it gives up.
 fn pfaff_into(r: f64, a: f64, b: f64, x: f64, s: &[f64], out: &mut [Option<f64>]) {
     let k = r + x;
     let c = a + b + x - 1.0;
@@ -147,16 +136,8 @@ fn pfaff_into(r: f64, a: f64, b: f64, x: f64, s: &[f64], out: &mut [Option<f64>]
     }
 }
 
-/// The Euler-form series of `numerator_series` for every s.
-pub(super) fn series(r: f64, a: f64, b: f64, x: f64, s: &[f64]) -> Vec<Option<f64>> {
-    let mut out = vec![None; s.len()];
-    for (s, o) in s.chunks(LANES).zip(out.chunks_mut(LANES)) {
-        series_into(r, a, b, x, s, o);
-    }
-    out
-}
-
-/// [`series`] of at most [`LANES`] values of s, into `out`.
+/// The cancellation-free Euler form for at most [`LANES`] values of s, into
+/// `out`; `None` where it gives up.
 fn series_into(r: f64, a: f64, b: f64, x: f64, s: &[f64], out: &mut [Option<f64>]) {
     let c = a + b + x - 1.0;
     let big_a = a + b - 1.0 - r;
@@ -236,6 +217,12 @@ fn series_into(r: f64, a: f64, b: f64, x: f64, s: &[f64], out: &mut [Option<f64>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn expected_purchases_if_alive_at(p: &BgNbdParams, horizons: &[f64], x: f64, t_x: f64, t: f64) -> Vec<f64> {
+        let mut out = vec![0.0; horizons.len()];
+        expected_purchases_if_alive_into(p, horizons, x, t_x, t, &mut out);
+        out
+    }
 
     /// Bit for bit the one-horizon function, over parameters from small to
     /// large, customers from new to long-standing, horizons from a day to
