@@ -45,9 +45,9 @@ use ballista_scheduler::config::SchedulerConfig;
 use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SessionState, SessionStateBuilder};
-use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use super::Functions;
 use crate::storage;
 
 /// The pipeline's `storage:` options as a session config extension, so
@@ -144,9 +144,11 @@ pub fn base_config() -> SessionConfig {
 /// A session state with Ballista's functions and crmflow's `functions`,
 /// Ballista's optimizer rules, on `runtime`: what the scheduler plans with
 /// and what the standalone client starts from.
-pub fn cluster_state(config: SessionConfig, runtime: Arc<RuntimeEnv>, functions: &[ScalarUDF]) -> SessionState {
+pub fn cluster_state(config: SessionConfig, runtime: Arc<RuntimeEnv>, functions: &Functions) -> SessionState {
     let mut scalars = ballista_scalar_functions();
-    scalars.extend(functions.iter().cloned().map(Arc::new));
+    scalars.extend(functions.scalar.iter().cloned().map(Arc::new));
+    let mut aggregates = ballista_aggregate_functions();
+    aggregates.extend(functions.aggregate.iter().cloned().map(Arc::new));
     let state = SessionStateBuilder::new()
         .with_default_features()
         .with_config(config)
@@ -155,7 +157,7 @@ pub fn cluster_state(config: SessionConfig, runtime: Arc<RuntimeEnv>, functions:
             ballista_core::optimizer::ballista_default_optimizer_rules(),
         ))
         .with_scalar_functions(scalars)
-        .with_aggregate_functions(ballista_aggregate_functions())
+        .with_aggregate_functions(aggregates)
         .with_window_functions(ballista_window_functions())
         .build();
     with_rewrites(state)
@@ -171,14 +173,14 @@ fn with_rewrites(mut state: SessionState) -> SessionState {
 }
 
 /// The functions an executor decodes plans with: Ballista's and crmflow's.
-pub fn function_registry(functions: &[ScalarUDF]) -> Arc<BallistaFunctionRegistry> {
+pub fn function_registry(functions: &Functions) -> Arc<BallistaFunctionRegistry> {
     let state = cluster_state(base_config(), Arc::new(RuntimeEnv::default()), functions);
     Arc::new(BallistaFunctionRegistry::from(&state))
 }
 
 /// The scheduler's session builder: the job's config (with its storage
 /// options) on a runtime with a [`storage::StoreRegistry`].
-fn session_builder(functions: Vec<ScalarUDF>) -> ballista_scheduler::SessionBuilder {
+fn session_builder(functions: Functions) -> ballista_scheduler::SessionBuilder {
     Arc::new(move |config: SessionConfig| {
         let runtime = runtime(&config, None, None)?;
         Ok(cluster_state(config, runtime, &functions))
@@ -196,12 +198,12 @@ pub struct SchedulerOptions {
     pub executor_timeout_seconds: u64,
 }
 
-fn scheduler_config(opts: &SchedulerOptions, functions: &[ScalarUDF]) -> SchedulerConfig {
+fn scheduler_config(opts: &SchedulerOptions, functions: &Functions) -> SchedulerConfig {
     let producer: ConfigProducer = Arc::new(base_config);
     let mut config = SchedulerConfig::default()
         .with_scheduler_policy(TaskSchedulingPolicy::PushStaged)
         .with_override_config_producer(producer)
-        .with_override_session_builder(session_builder(functions.to_vec()));
+        .with_override_session_builder(session_builder(functions.clone()));
     config.bind_host = opts.bind.ip().to_string();
     config.bind_port = opts.bind.port();
     config.external_host = opts.external_host.clone().unwrap_or_else(|| opts.bind.ip().to_string());
@@ -216,7 +218,7 @@ fn scheduler_config(opts: &SchedulerOptions, functions: &[ScalarUDF]) -> Schedul
 ///
 /// # Errors
 /// Ballista's, e.g. the address is in use.
-pub async fn serve_scheduler(opts: &SchedulerOptions, functions: Vec<ScalarUDF>) -> Result<(), String> {
+pub async fn serve_scheduler(opts: &SchedulerOptions, functions: Functions) -> Result<(), String> {
     let config = scheduler_config(opts, &functions);
     let cluster = BallistaCluster::new_from_config(&config)
         .await
@@ -253,7 +255,7 @@ pub struct ExecutorOptions {
 /// Seconds between an executor's heartbeats to the scheduler.
 pub const HEARTBEAT_SECONDS: u64 = 2;
 
-fn executor_config(opts: &ExecutorOptions, functions: &[ScalarUDF]) -> ExecutorProcessConfig {
+fn executor_config(opts: &ExecutorOptions, functions: &Functions) -> ExecutorProcessConfig {
     let work_dir = opts.work_dir.clone();
     let runtime_producer: RuntimeProducer =
         Arc::new(move |config: &SessionConfig| runtime(config, work_dir.as_deref(), None));
@@ -287,14 +289,14 @@ fn executor_config(opts: &ExecutorOptions, functions: &[ScalarUDF]) -> ExecutorP
 ///
 /// # Errors
 /// Ballista's, e.g. the scheduler cannot be reached.
-pub async fn serve_executor(opts: &ExecutorOptions, functions: Vec<ScalarUDF>) -> Result<(), String> {
+pub async fn serve_executor(opts: &ExecutorOptions, functions: Functions) -> Result<(), String> {
     // Ballista binds its ports only after registering with the scheduler;
     // an executor that then fails to bind may already have been given
     // tasks. Find a taken port before saying hello.
     for addr in [opts.bind, SocketAddr::new(opts.bind.ip(), opts.grpc_port)] {
         std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     }
-    let config = executor_config(opts, functions.as_slice());
+    let config = executor_config(opts, &functions);
     start_executor_process(Arc::new(config))
         .await
         .map_err(|e| e.to_string())
@@ -313,7 +315,7 @@ impl Cluster {
     ///
     /// # Errors
     /// The context cannot be built (Ballista's message).
-    pub async fn remote(url: &str, config: SessionConfig, functions: &[ScalarUDF]) -> Result<Cluster, String> {
+    pub async fn remote(url: &str, config: SessionConfig, functions: &Functions) -> Result<Cluster, String> {
         let runtime = runtime(&config, None, None).map_err(|e| e.to_string())?;
         let state = client_state(config, runtime);
         let ctx = SessionContext::remote_with_state(url, state)
@@ -330,7 +332,7 @@ impl Cluster {
     /// The scheduler or executor cannot start.
     pub async fn standalone(
         config: SessionConfig,
-        functions: &[ScalarUDF],
+        functions: &Functions,
         concurrent_tasks: usize,
         memory_limit: Option<u64>,
     ) -> Result<Cluster, String> {
@@ -445,10 +447,8 @@ fn client_state(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionState
     with_rewrites(state)
 }
 
-fn register(ctx: &SessionContext, functions: &[ScalarUDF]) {
-    for f in functions {
-        ctx.register_udf(f.clone());
-    }
+fn register(ctx: &SessionContext, functions: &Functions) {
+    functions.register(ctx);
 }
 
 #[cfg(test)]

@@ -21,8 +21,11 @@
 pub mod ballista;
 pub mod dates;
 pub mod expr;
+mod functions;
 pub mod profile;
 pub mod spill;
+
+pub use functions::Functions;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
@@ -40,7 +43,7 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::{FunctionRegistry, SessionStateBuilder};
-use datafusion::logical_expr::{Expr, LogicalPlanBuilder, ScalarUDF, lit};
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, lit};
 use datafusion::physical_plan::collect_partitioned;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use object_store::ObjectStore;
@@ -121,7 +124,7 @@ struct Scratch {
 pub struct Engine {
     ctx: SessionContext,
     storage: BTreeMap<String, String>,
-    functions: Vec<ScalarUDF>,
+    functions: Functions,
     /// Set on Ballista: materialized tables go there, not to memory.
     scratch: Option<Arc<Scratch>>,
     /// What the plans run here spilled (local engines only).
@@ -245,7 +248,7 @@ impl Engine {
     /// # Errors
     /// [`Error::Engine`] when the runtime cannot be built (e.g. no temp
     /// directory for spilling).
-    pub fn new(settings: &Settings, storage: BTreeMap<String, String>, functions: Vec<ScalarUDF>) -> Result<Engine> {
+    pub fn new(settings: &Settings, storage: BTreeMap<String, String>, functions: Functions) -> Result<Engine> {
         let config = session_config(settings, &storage);
         // One store per bucket or container (DataFusion's default registry
         // keys by scheme and host, so two containers of an Azure account
@@ -276,9 +279,7 @@ impl Engine {
             .write()
             .register_function_rewrite(Arc::new(dates::UtcDate))
             .map_err(|e| Error::Engine(e.into()))?;
-        for f in &functions {
-            ctx.register_udf(f.clone());
-        }
+        functions.register(&ctx);
         Ok(Engine {
             ctx,
             storage,
@@ -300,7 +301,7 @@ impl Engine {
     pub async fn start(
         settings: &Settings,
         storage: BTreeMap<String, String>,
-        functions: Vec<ScalarUDF>,
+        functions: Functions,
         run_id: &str,
     ) -> Result<Engine> {
         if settings.kind == EngineKind::Local {
@@ -352,9 +353,7 @@ impl Engine {
     /// plans in this process, also for a Ballista engine.
     pub fn planning(&self) -> Engine {
         let ctx = SessionContext::new_with_config_rt(self.ctx.copied_config(), self.ctx.runtime_env());
-        for f in &self.functions {
-            ctx.register_udf(f.clone());
-        }
+        self.functions.register(&ctx);
         Engine {
             ctx,
             storage: self.storage.clone(),
@@ -541,7 +540,7 @@ mod tests {
 
     #[tokio::test]
     async fn values_tables_round_trip_with_their_schema() {
-        let engine = Engine::new(&Settings::default(), BTreeMap::new(), vec![]).unwrap();
+        let engine = Engine::new(&Settings::default(), BTreeMap::new(), Functions::default()).unwrap();
         let schema = Arc::new(Schema::new(vec![
             Field::new("segment", DataType::Int32, false),
             Field::new("name", DataType::Utf8, false),
@@ -579,7 +578,7 @@ mod tests {
             target_partitions: Some(2),
             ..Settings::default()
         };
-        let engine = Engine::start(&settings, BTreeMap::new(), vec![], "run-1")
+        let engine = Engine::start(&settings, BTreeMap::new(), Functions::default(), "run-1")
             .await
             .unwrap();
         let schema = Arc::new(Schema::new(vec![
@@ -633,7 +632,7 @@ mod tests {
                 memory_limit: limit,
                 ..Settings::default()
             };
-            let engine = Engine::new(&settings, BTreeMap::new(), vec![]).unwrap();
+            let engine = Engine::new(&settings, BTreeMap::new(), Functions::default()).unwrap();
             assert_eq!(engine.context().state().config().batch_size(), want, "{limit:?}");
         }
     }
@@ -648,7 +647,7 @@ mod tests {
                 memory_limit: limit,
                 ..Settings::default()
             };
-            let engine = Engine::new(&settings, BTreeMap::new(), vec![]).unwrap();
+            let engine = Engine::new(&settings, BTreeMap::new(), Functions::default()).unwrap();
             let ctx = engine.context();
             ctx.sql("CREATE TABLE a AS VALUES (1, 'x'), (2, 'y')").await.unwrap();
             ctx.sql("CREATE TABLE b AS VALUES (1, 10.0), (3, 30.0)").await.unwrap();
@@ -713,13 +712,21 @@ mod tests {
     #[tokio::test]
     async fn a_struct_valued_function_runs_once_for_all_its_fields() {
         use datafusion::functions::core::expr_fn::get_field;
-        let pair = ScalarUDF::from(Pair {
+        let pair = datafusion::logical_expr::ScalarUDF::from(Pair {
             signature: datafusion::logical_expr::Signature::exact(
                 vec![DataType::Float64],
                 datafusion::logical_expr::Volatility::Immutable,
             ),
         });
-        let engine = Engine::new(&Settings::default(), BTreeMap::new(), vec![pair.clone()]).unwrap();
+        let engine = Engine::new(
+            &Settings::default(),
+            BTreeMap::new(),
+            Functions {
+                scalar: vec![pair.clone()],
+                aggregate: vec![],
+            },
+        )
+        .unwrap();
         let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, false)]));
         let batch = RecordBatch::try_new(schema, vec![Arc::new(Float64Array::from(vec![1.0, 2.5]))]).unwrap();
         let df = engine
@@ -753,7 +760,7 @@ mod tests {
     /// joins), with the same names and values.
     #[tokio::test]
     async fn materialized_tables_hold_plain_strings() {
-        let engine = Engine::new(&Settings::default(), BTreeMap::new(), vec![]).unwrap();
+        let engine = Engine::new(&Settings::default(), BTreeMap::new(), Functions::default()).unwrap();
         let df = engine
             .context()
             .sql(

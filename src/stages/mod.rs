@@ -28,7 +28,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::DataFrame;
 
 use crate::engine::Engine;
@@ -149,15 +148,18 @@ stage_kinds! {
     "rfm" => Rfm(rfm::RfmSpec => rfm::Rfm),
 }
 
-/// The scalar functions stage plans call, registered by name on every
-/// engine (stateless: fitted parameters are literal arguments).
-pub fn functions() -> Vec<ScalarUDF> {
+/// The functions stage plans call, registered by name on every engine
+/// (stateless scalars: fitted parameters are literal arguments).
+pub fn functions() -> crate::engine::Functions {
     let mut f = clv::functions();
     f.push(features::key_hash_udf());
     // What sinks call while writing (here so that Ballista executors know them).
     f.push(crate::sinks::convert::bi_cast_udf());
     f.push(crate::sinks::layout::hive_value_udf());
-    f
+    crate::engine::Functions {
+        scalar: f,
+        aggregate: vec![clv::rfm_days::rfm_days_udaf()],
+    }
 }
 
 /// The default id column of every stage.

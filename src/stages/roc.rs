@@ -98,7 +98,7 @@ mod tests {
 
     #[tokio::test]
     async fn tpr_and_fpr_count_the_holdout_rows_at_each_threshold() {
-        let engine = Engine::new(&Default::default(), Default::default(), vec![]).unwrap();
+        let engine = Engine::new(&Default::default(), Default::default(), Default::default()).unwrap();
         // Positives at 0.9, 0.6, 0.3; negatives at 0.7, 0.2, 0.05 (and 1.0,
         // which counts at threshold 1).
         let df = engine

@@ -27,6 +27,7 @@ mod discounted;
 mod models;
 #[cfg(test)]
 mod repro_tests;
+pub mod rfm_days;
 pub mod score;
 
 use std::sync::Arc;

@@ -6,12 +6,12 @@
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::functions::core::expr_fn::get_field;
-use datafusion::functions_aggregate::expr_fn::{count, first_value, max, min};
+use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{Expr, cast as cast_expr, lit, when};
 use datafusion::prelude::{DataFrame, col};
 
+use super::Clv;
 use super::score::{self, Kind, Purchase, ScoreModel};
-use super::{Clv, exact_sum};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::stages::btyd::data::Fit;
@@ -23,28 +23,28 @@ impl Clv {
     fn rfm(&self, tx: DataFrame) -> datafusion::error::Result<DataFrame> {
         let unit = self.unit.days();
         let as_of = f64::from(self.as_of_days());
-        let daily = self
-            .transactions(tx)?
-            .aggregate(
-                vec![col("__id"), col("__day")],
-                vec![exact_sum(col("__amount")).alias("__spend")],
-            )?
-            .select(vec![
-                col("__id"),
-                cast_expr(cast_expr(col("__day"), DataType::Int32), DataType::Float64).alias("__d"),
-                col("__spend"),
-            ])?;
-        daily
+        // Per customer in one aggregate: the number of purchase days, the
+        // first and last, the exact sum of the days' spends and the first
+        // day's spend (super::rfm_days; the same numbers as an aggregate by
+        // (customer, day) and then by customer).
+        let field = |name: &str| get_field(col("__r"), name).alias(format!("__{name}"));
+        self.transactions(tx)?
             .aggregate(
                 vec![col("__id")],
                 vec![
-                    min(col("__d")).alias("__first"),
-                    max(col("__d")).alias("__last"),
-                    count(lit(1)).alias("__n"),
-                    exact_sum(col("__spend")).alias("__total"),
-                    first_value(col("__spend"), vec![col("__d").sort(true, false)]).alias("__first_spend"),
+                    super::rfm_days::rfm_days_udaf()
+                        .call(vec![col("__day"), col("__amount")])
+                        .alias("__r"),
                 ],
             )?
+            .select(vec![
+                col("__id"),
+                field("n"),
+                field("first"),
+                field("last"),
+                field("total"),
+                field("first_spend"),
+            ])?
             .select(vec![
                 col("__id").alias(self.spec.id.as_str()),
                 cast_expr(col("__n") - lit(1i64), DataType::Float64).alias("frequency"),
