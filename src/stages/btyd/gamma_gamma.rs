@@ -4,7 +4,7 @@
 //! `lifetimes.GammaGammaFitter` does, with the shared optimizer in `optim`.
 
 use super::data::{Fit, FitError, Spend, bad_row, check_penalizer, distinct_index};
-use super::fit::fit_objective;
+use super::fit::{chunked_sum, fit_objective, fit_threads};
 use super::optim::Objective;
 use super::special::{digamma, ln_gamma};
 
@@ -82,6 +82,9 @@ struct GgObjective {
     wsum: f64,
     penalizer: f64,
     m_scale: f64,
+    /// Threads the likelihood's row loop may use (the value does not depend
+    /// on them).
+    threads: usize,
 }
 
 impl Objective for GgObjective {
@@ -105,17 +108,25 @@ impl Objective for GgObjective {
             d_q += gw * (dg1 - dg_q + ln_v);
             d_v += gw * q / v;
         }
-        for row in &self.rows {
-            let x = self.xs[row.group as usize];
-            let px = p * x;
-            let w = row.w;
-            let den = row.xm + v;
-            let l = den.ln();
-            ll += w * ((px - 1.0) * row.ln_m - (px + q) * l);
-            d_p += w * x * (row.ln_m - l);
-            d_q -= w * l;
-            d_v -= w * (px + q) / den;
-        }
+        // The rows in fixed chunks on `threads` threads (`chunked_sum`),
+        // the first continuing the groups' sums (one chunk adds in the order
+        // of one loop).
+        let groups = (ll, d_p, d_q, d_v);
+        let [ll, d_p, d_q, d_v] = chunked_sum(self.rows.len(), self.threads, |range| {
+            let (mut ll, mut d_p, mut d_q, mut d_v) = if range.start == 0 { groups } else { (0.0, 0.0, 0.0, 0.0) };
+            for row in &self.rows[range] {
+                let x = self.xs[row.group as usize];
+                let px = p * x;
+                let w = row.w;
+                let den = row.xm + v;
+                let l = den.ln();
+                ll += w * ((px - 1.0) * row.ln_m - (px + q) * l);
+                d_p += w * x * (row.ln_m - l);
+                d_q -= w * l;
+                d_v -= w * (px + q) / den;
+            }
+            [ll, d_p, d_q, d_v]
+        });
         let pen = self.penalizer;
         let wn = self.wsum;
         let vn = v * self.m_scale;
@@ -189,6 +200,7 @@ fn prepare_gg(data: &[Spend], penalizer: f64) -> Result<GgObjective, FitError> {
         wsum,
         penalizer,
         m_scale,
+        threads: fit_threads(),
     })
 }
 
@@ -454,5 +466,50 @@ mod tests {
         }];
         let fit = fit_gamma_gamma(&one, 0.0).unwrap();
         assert!(!fit.converged && fit.log_likelihood.is_finite(), "{fit:?}");
+    }
+
+    /// More spends than three chunks of rows: the objective and its
+    /// gradient are the same to the bit on 1 to 5 threads.
+    #[test]
+    fn objective_does_not_depend_on_the_thread_count() {
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(5);
+        let data: Vec<Spend> = (0..20_000)
+            .map(|_| Spend {
+                frequency: f64::from(rng.gen_range(1..20)),
+                monetary_value: rng.gen_range(5.0..500.0),
+                weight: 1.0,
+            })
+            .collect();
+        let mut obj = prepare_gg(&data, 0.0).unwrap();
+        assert!(
+            obj.rows.len() > 3 * crate::stages::btyd::fit::CHUNK,
+            "{} rows",
+            obj.rows.len()
+        );
+        let mut want = None;
+        for threads in 1..=5 {
+            obj.threads = threads;
+            let mut g = [0.0; 3];
+            let f = obj.eval(&[0.3, 1.2, -0.5], &mut g);
+            let got = (f.to_bits(), g.map(f64::to_bits));
+            assert_eq!(*want.get_or_insert(got), got, "{threads} threads");
+        }
+        // The objective is the public log-likelihood in spend scaled by
+        // m_scale: v / m_scale and each mean spend / m_scale multiply the
+        // density by m_scale, so f = -(LL + W ln m_scale) / W.
+        let mut g = [0.0; 3];
+        let f = obj.eval(&[0.3, 1.2, -0.5], &mut g);
+        let params = GammaGammaParams {
+            p: 0.3f64.exp(),
+            q: 1.2f64.exp(),
+            v: (-0.5f64).exp() * obj.m_scale,
+        };
+        let ll = gamma_gamma_log_likelihood(&params, &data);
+        assert_rel(
+            f,
+            -(ll + obj.wsum * obj.m_scale.ln()) / obj.wsum,
+            1e-10,
+            "objective vs public LL",
+        );
     }
 }
