@@ -19,12 +19,15 @@
 //! table and removed by [`Engine::finish`].
 
 pub mod ballista;
+mod config;
 pub mod dates;
 pub mod expr;
 mod functions;
 pub mod profile;
 pub mod spill;
 
+use config::session_config;
+pub use config::{SKIPPED_OPTIMIZER_RULES, optimizer_rules};
 pub use functions::Functions;
 
 use std::collections::BTreeMap;
@@ -45,7 +48,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::{FunctionRegistry, SessionStateBuilder};
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, lit};
 use datafusion::physical_plan::collect_partitioned;
-use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SessionContext};
 use object_store::ObjectStore;
 use serde::Deserialize;
 
@@ -143,46 +146,6 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// The session config of `settings` (for Ballista: Ballista's, carrying the
-/// storage options to every node).
-fn session_config(settings: &Settings, storage: &BTreeMap<String, String>) -> SessionConfig {
-    let mut config = match settings.kind {
-        EngineKind::Local => SessionConfig::new()
-            .with_information_schema(false)
-            .with_create_default_catalog_and_schema(true),
-        EngineKind::Ballista => {
-            ballista::base_config().with_option_extension(ballista::StorageOptions(storage.clone()))
-        }
-    };
-    if let Some(n) = settings.target_partitions {
-        config = config.with_target_partitions(n);
-    }
-    // Batches of 32K rows, not DataFusion's 8K: fewer, larger batches
-    // through the aggregates and joins of a nightly job (the SPEC job at a
-    // million customers 0.97 of the time, the demo 0.91, the same peak RSS;
-    // README "Performance"). A multiple of the sinks' row group (131,072).
-    // Under a memory limit DataFusion's 8K stays: every operator holds a
-    // few batches per partition outside what spilling can free, so larger
-    // batches raise the smallest limit a run can finish in.
-    if settings.memory_limit.is_none() {
-        config = config.with_batch_size(32 * 1024);
-    }
-    if let Some(limit) = settings.memory_limit {
-        // Each sort partition reserves this much up front to merge its
-        // spill files (DataFusion's default, 10 MiB, is more than a small
-        // limit holds): an eighth of a partition's share, at most 10 MiB.
-        let parts = config.target_partitions().max(1) as u64;
-        let reserve = (limit / (8 * parts)).min(10 * 1024 * 1024);
-        config.options_mut().execution.sort_spill_reservation_bytes = reserve as usize;
-        // Hash joins cannot spill: their build sides (a whole table per
-        // join on one partition's share) are what exhausted a 2 GiB limit on
-        // the demo at 10M customers. Sort-merge joins sort their inputs,
-        // and sorts spill.
-        config.options_mut().optimizer.prefer_hash_join = false;
-    }
-    config
-}
-
 /// `df` with its string-view columns cast to plain UTF-8 (binary views to
 /// binary), names kept: what a materialized table holds. Parquet sources are
 /// read as string views (DataFusion's default, fast to scan and sort), but
@@ -219,23 +182,6 @@ pub fn plain_strings(df: DataFrame) -> datafusion::error::Result<DataFrame> {
         })
         .collect();
     df.select(exprs)
-}
-
-/// DataFusion's logical optimizer rules that crmflow leaves out: the
-/// pushdown of struct field access towards the scans. It moves
-/// `get_field(score, 'clv')` below the projection that computes `score`,
-/// so a scoring function returning a struct ran once per field read (three
-/// times in the demo's customer_scores, 25 s of its 1M-row sink).
-pub const SKIPPED_OPTIMIZER_RULES: [&str; 2] = ["extract_leaf_expressions", "push_down_leaf_projections"];
-
-/// `rules` without [`SKIPPED_OPTIMIZER_RULES`], in their order.
-pub fn optimizer_rules(
-    rules: Vec<Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>>,
-) -> Vec<Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>> {
-    rules
-        .into_iter()
-        .filter(|r| !SKIPPED_OPTIMIZER_RULES.contains(&r.name()))
-        .collect()
 }
 
 impl Engine {
@@ -623,13 +569,21 @@ mod tests {
         assert!(!run_dir.exists());
     }
 
-    /// With a memory limit joins are sort-merge joins (their sorts spill);
-    /// without one, hash joins.
+    /// Batches of 32K rows without a memory limit and under one of at least
+    /// 512 MiB a partition; DataFusion's 8K under a smaller one.
     #[test]
-    fn batches_are_32k_rows_unless_a_memory_limit_is_set() {
-        for (limit, want) in [(None, 32 * 1024), (Some(64 << 20), 8192)] {
+    fn batches_are_32k_rows_unless_a_memory_limit_is_small() {
+        // 4 partitions: 32K rows from a 2 GiB limit on.
+        let mib = |n: u64| Some(n << 20);
+        for (limit, want) in [
+            (None, 32 * 1024),
+            (mib(64), 8192),
+            (mib(2047), 8192),
+            (mib(2048), 32 * 1024),
+        ] {
             let settings = Settings {
                 memory_limit: limit,
+                target_partitions: Some(4),
                 ..Settings::default()
             };
             let engine = Engine::new(&settings, BTreeMap::new(), Functions::default()).unwrap();
@@ -637,6 +591,8 @@ mod tests {
         }
     }
 
+    /// With a memory limit joins are sort-merge joins (their sorts spill);
+    /// without one, hash joins.
     #[tokio::test]
     async fn a_memory_limit_makes_joins_sort_merge_joins() {
         for (limit, want, not) in [
