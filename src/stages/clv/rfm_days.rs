@@ -553,6 +553,20 @@ mod tests {
         }
     }
 
+    /// Without GROUP BY (the plain accumulator, partial and final over 4
+    /// partitions): one customer's rows give that customer's summary.
+    #[tokio::test]
+    async fn without_group_by_one_customer_is_its_group() {
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(4).with_batch_size(16));
+        ctx.register_table("t", Arc::new(transactions(4))).unwrap();
+        ctx.register_udaf(rfm_days_udaf());
+        let grouped = rows(&ctx, ONE_LEVEL).await;
+        let one = "SELECT 7 AS id, r['n'] AS n, r['first'] AS first, r['last'] AS last, r['total'] AS total,
+                          r['first_spend'] AS first_spend
+                   FROM (SELECT crmflow_rfm_days(day, amount) AS r FROM t WHERE id = 7)";
+        assert_eq!(rows(&ctx, one).await, vec![grouped[7]]);
+    }
+
     /// What an accumulator holds for groups 0..5: group g buys on days
     /// 10 + g and 12 + g, twice on the first.
     fn filled() -> Log {
