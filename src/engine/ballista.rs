@@ -321,7 +321,7 @@ impl Cluster {
         let ctx = SessionContext::remote_with_state(url, state)
             .await
             .map_err(|e| e.to_string())?;
-        register(&ctx, functions);
+        functions.register(&ctx);
         Ok(Cluster { ctx, _work_dir: None })
     }
 
@@ -396,7 +396,7 @@ impl Cluster {
         let ctx = SessionContext::remote_with_state(&url, state)
             .await
             .map_err(|e| e.to_string())?;
-        register(&ctx, functions);
+        functions.register(&ctx);
         Ok(Cluster {
             ctx,
             _work_dir: Some(work_dir),
@@ -445,10 +445,6 @@ fn client_state(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionState
         .with_optimizer_rules(super::optimizer_rules(datafusion::optimizer::Optimizer::new().rules))
         .build();
     with_rewrites(state)
-}
-
-fn register(ctx: &SessionContext, functions: &Functions) {
-    functions.register(ctx);
 }
 
 #[cfg(test)]

@@ -106,7 +106,7 @@ pub fn expected_purchases(p: &BgNbdParams, horizon: f64, x: f64, t_x: f64, t: f6
         return 0.0;
     }
     let alive = p_alive(p, x, t_x, t);
-    let num = bgnbd_numerator(p.r, p.alpha, p.a, p.b, horizon, x, t);
+    let num = bgnbd_numerator(p, horizon, x, t);
     num * alive
 }
 
@@ -121,15 +121,15 @@ pub fn expected_purchases_if_alive(p: &BgNbdParams, horizon: f64, x: f64, t_x: f
     if horizon == 0.0 {
         return 0.0;
     }
-    bgnbd_numerator(p.r, p.alpha, p.a, p.b, horizon, x, t)
+    bgnbd_numerator(p, horizon, x, t)
 }
 
 /// The numerator of eq. (10): E[Y(t)] for a customer known to be alive at T,
 /// by the same series as every horizon of scoring
 /// ([`numerators`](super::bgnbd_multi::numerators) with one horizon).
-fn bgnbd_numerator(r: f64, alpha: f64, a: f64, b: f64, h: f64, x: f64, t: f64) -> f64 {
+fn bgnbd_numerator(p: &BgNbdParams, h: f64, x: f64, t: f64) -> f64 {
     let mut v = [0.0];
-    super::bgnbd_multi::numerators(&BgNbdParams { r, alpha, a, b }, &[h], x, t, &mut v);
+    super::bgnbd_multi::numerators(p, &[h], x, t, &mut v);
     v[0]
 }
 

@@ -62,8 +62,10 @@ impl Objective for BgObjective {
         // chunk of its first row.
         let [ll, d_r, d_alpha, d_a, d_b] = chunked_sum(self.rows.len(), self.threads, |range| {
             let (mut ll, mut d_r, mut d_alpha, mut d_a, mut d_b) = (0.0, 0.0, 0.0, 0.0, 0.0);
-            let mut g = self.group_start.partition_point(|&s| s <= range.start) - 1;
-            while g < self.xs.len() && self.group_start[g] < range.end {
+            // The groups with rows in `range`.
+            let first = self.group_start.partition_point(|&s| s <= range.start) - 1;
+            let last = self.group_start.partition_point(|&s| s < range.end);
+            for g in first..last {
                 let x = self.xs[g];
                 let (g_start, g_end) = (self.group_start[g], self.group_start[g + 1]);
                 if range.contains(&g_start) {
@@ -81,7 +83,6 @@ impl Objective for BgObjective {
                 }
                 let k = r + x;
                 let rows = &self.rows[g_start.max(range.start)..g_end.min(range.end)];
-                g += 1;
                 if x == 0.0 {
                     // A3 only
                     for row in rows {

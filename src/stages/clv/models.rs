@@ -27,7 +27,7 @@ impl Clv {
         // first and last, the exact sum of the days' spends and the first
         // day's spend (super::rfm_days; the same numbers as an aggregate by
         // (customer, day) and then by customer).
-        let field = |name: &str| get_field(col("__r"), name).alias(format!("__{name}"));
+        let field = |name: &str| get_field(col("__r"), name);
         self.transactions(tx)?
             .aggregate(
                 vec![col("__id")],
@@ -38,21 +38,13 @@ impl Clv {
                 ],
             )?
             .select(vec![
-                col("__id"),
-                field("n"),
-                field("first"),
-                field("last"),
-                field("total"),
-                field("first_spend"),
-            ])?
-            .select(vec![
                 col("__id").alias(self.spec.id.as_str()),
-                cast_expr(col("__n") - lit(1i64), DataType::Float64).alias("frequency"),
-                ((col("__last") - col("__first")) / lit(unit)).alias("recency"),
-                ((lit(as_of) - col("__first")) / lit(unit)).alias("t"),
+                cast_expr(field("n") - lit(1i64), DataType::Float64).alias("frequency"),
+                ((field("last") - field("first")) / lit(unit)).alias("recency"),
+                ((lit(as_of) - field("first")) / lit(unit)).alias("t"),
                 when(
-                    col("__n").gt(lit(1i64)),
-                    (col("__total") - col("__first_spend")) / cast_expr(col("__n") - lit(1i64), DataType::Float64),
+                    field("n").gt(lit(1i64)),
+                    (field("total") - field("first_spend")) / cast_expr(field("n") - lit(1i64), DataType::Float64),
                 )
                 .otherwise(lit(0.0))?
                 .alias("monetary_value"),
