@@ -56,7 +56,7 @@ fn bgnbd_log_odds_dead(p: &BgNbdParams, x: f64, t_x: f64, t: f64) -> f64 {
     (p.r + x) * ((t - t_x) / (p.alpha + t_x)).ln_1p() + p.a.ln() - (p.b + x - 1.0).ln()
 }
 
-pub(super) fn rfm_valid(x: f64, t_x: f64, t: f64) -> bool {
+pub(crate) fn rfm_valid(x: f64, t_x: f64, t: f64) -> bool {
     x.is_finite() && t_x.is_finite() && t.is_finite() && (x == 0.0 || x >= 1.0) && t_x >= 0.0 && t >= 0.0
 }
 

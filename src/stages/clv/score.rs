@@ -10,7 +10,7 @@
 //! `{p_alive, expected_purchases, expected_avg_spend, clv}`, with (p1..p4)
 //! = (r, α, a, b) for BG/NBD and MBG/NBD and (r, α, s, β) for Pareto/NBD.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, StructArray};
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Float64Type};
@@ -239,15 +239,53 @@ pub fn udf(kind: Kind) -> ScalarUDF {
     ScalarUDF::from(ModelScore {
         kind,
         signature: Signature::exact(vec![DataType::Float64; PARAMS + 4], Volatility::Immutable),
+        if_alive: Mutex::new(IfAlive::default()),
     })
 }
 
-/// The stateless implementation behind [`udf`].
-#[derive(Debug, PartialEq, Eq, Hash)]
+/// The implementation behind [`udf`]. Its values depend on its arguments
+/// only; `if_alive` memoizes a part of them across batches.
+#[derive(Debug)]
 struct ModelScore {
     kind: Kind,
     signature: Signature,
+    if_alive: Mutex<IfAlive>,
 }
+
+// Two functions are the same function when they score the same model kind;
+// the memo is not part of what they are.
+impl PartialEq for ModelScore {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.signature == other.signature
+    }
+}
+
+impl Eq for ModelScore {}
+
+impl std::hash::Hash for ModelScore {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.kind.hash(state);
+        self.signature.hash(state);
+    }
+}
+
+/// Distinct (x, T) kept in [`IfAlive`] at most; past it, new ones are
+/// computed for their batch and not kept (at 12 months, 25 MB).
+const IF_ALIVE_LIMIT: usize = 1 << 18;
+
+/// The BG/NBD E[Y(t_j) | alive] at every month end of a schedule, by
+/// customer (x, T) (it does not depend on t_x): many customers share them,
+/// across batches (at 1M customers in weeks, a few tens of thousands of
+/// pairs), and they are the series, most of scoring's work. Valid only for
+/// the parameters `params`; cleared when a batch brings others.
+#[derive(Debug, Default)]
+struct IfAlive {
+    params: [u64; PARAMS],
+    index: HashMap<[u64; 2], usize>,
+    values: Vec<f64>,
+}
+
+type HashMap<K, V> = datafusion::common::HashMap<K, V>;
 
 fn fields() -> Fields {
     Fields::from(
@@ -275,51 +313,10 @@ impl ScalarUDFImpl for ModelScore {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let cols: Vec<&Float64Array> = arrays.iter().map(|a| a.as_primitive::<Float64Type>()).collect();
         let n = args.number_rows;
-        let mut out: [Vec<Option<f64>>; 4] = std::array::from_fn(|_| Vec::with_capacity(n));
-        // The parameters are literals, the same on every row: build the
-        // model once per batch and again only where a row differs.
-        let mut model: Option<([u64; PARAMS], ScoreModel, Schedule)> = None;
-        // Customers with the same (x, t_x, T) in a batch (many one-time
-        // buyers share a first day) share the purchase-model part, kept in
-        // `parts` at the offset the map gives.
-        let mut seen: datafusion::common::HashMap<[u64; 3], usize> = datafusion::common::HashMap::new();
-        let mut parts: Vec<f64> = Vec::new();
-        for i in 0..n {
-            if cols.iter().any(|c| c.is_null(i)) {
-                out.iter_mut().for_each(|o| o.push(None));
-                continue;
-            }
-            let params: [f64; PARAMS] = std::array::from_fn(|j| cols[j].value(i));
-            let bits = params.map(f64::to_bits);
-            if model.as_ref().is_none_or(|(p, _, _)| *p != bits) {
-                let m = ScoreModel::from_params(self.kind, &params);
-                let schedule = m.schedule();
-                model = Some((bits, m, schedule));
-                seen.clear();
-                parts.clear();
-            }
-            let Some((_, m, schedule)) = model.as_ref() else {
-                continue;
-            };
-            let (x, t_x, t) = (
-                cols[PARAMS].value(i),
-                cols[PARAMS + 1].value(i),
-                cols[PARAMS + 2].value(i),
-            );
-            let width = 1 + schedule.horizons.len();
-            let at = *seen
-                .entry([x.to_bits(), t_x.to_bits(), t.to_bits()])
-                .or_insert_with(|| {
-                    let at = parts.len();
-                    parts.resize(at + width, 0.0);
-                    m.purchases(schedule, x, t_x, t, &mut parts[at..]);
-                    at
-                });
-            let v = m.finish(schedule, x, cols[PARAMS + 3].value(i), &parts[at..at + width]);
-            for (o, x) in out.iter_mut().zip(v) {
-                o.push(Some(x));
-            }
-        }
+        let out = match self.one_bgnbd_model(&cols, n) {
+            Some(bits) => self.score_bgnbd(&cols, n, bits),
+            None => score_rows(self.kind, &cols, n),
+        };
         let children: Vec<ArrayRef> = out
             .into_iter()
             .map(|v| Arc::new(Float64Array::from(v)) as ArrayRef)
@@ -327,6 +324,177 @@ impl ScalarUDFImpl for ModelScore {
         let s = StructArray::try_new(fields(), children, None)?;
         Ok(ColumnarValue::Array(Arc::new(s)))
     }
+}
+
+/// Whether a row has a null argument.
+fn has_null(cols: &[&Float64Array], i: usize) -> bool {
+    cols.iter().any(|c| c.is_null(i))
+}
+
+/// The model of row `i` (its parameter arguments), as bits.
+fn model_bits(cols: &[&Float64Array], i: usize) -> [u64; PARAMS] {
+    std::array::from_fn(|j| cols[j].value(i).to_bits())
+}
+
+impl ModelScore {
+    /// The parameters, when this is BG/NBD and every scored row of the
+    /// batch has the same (as when they are literals, always).
+    fn one_bgnbd_model(&self, cols: &[&Float64Array], n: usize) -> Option<[u64; PARAMS]> {
+        if self.kind != Kind::BgNbd {
+            return None;
+        }
+        let mut rows = (0..n).filter(|i| !has_null(cols, *i));
+        let first = model_bits(cols, rows.next()?);
+        rows.all(|i| model_bits(cols, i) == first).then_some(first)
+    }
+
+    /// A BG/NBD batch of one model: each distinct (x, T) of valid histories
+    /// looks its month values up in the memo or computes them (outside the
+    /// lock), then every row its own p_alive and score. The same values,
+    /// to the bit, as [`score_rows`].
+    fn score_bgnbd(&self, cols: &[&Float64Array], n: usize, bits: [u64; PARAMS]) -> [Vec<Option<f64>>; 4] {
+        let m = ScoreModel::from_params(self.kind, &bits.map(f64::from_bits));
+        let schedule = m.schedule();
+        let Purchase::BgNbd(p) = m.purchase else {
+            unreachable!("one_bgnbd_model checked the kind");
+        };
+        let width = schedule.horizons.len();
+        let history = |i: usize| {
+            (
+                cols[PARAMS].value(i),
+                cols[PARAMS + 1].value(i),
+                cols[PARAMS + 2].value(i),
+            )
+        };
+        // The batch's distinct (x, T), each at an offset of `values`; a
+        // row's offset, or None for a null row or an invalid history.
+        let mut index: HashMap<[u64; 2], usize> = HashMap::new();
+        let mut keys: Vec<([u64; 2], usize)> = Vec::new();
+        let mut at: Vec<Option<usize>> = Vec::with_capacity(n);
+        for i in 0..n {
+            let (x, t_x, t) = history(i);
+            if has_null(cols, i) || !btyd::bgnbd::rfm_valid(x, t_x, t) {
+                at.push(None);
+                continue;
+            }
+            let key = [x.to_bits(), t.to_bits()];
+            let next = keys.len() * width;
+            let o = *index.entry(key).or_insert_with(|| {
+                keys.push((key, i));
+                next
+            });
+            at.push(Some(o));
+        }
+        let mut values = vec![0.0; keys.len() * width];
+        let mut missing = Vec::new();
+        {
+            let mut memo = self.if_alive.lock().unwrap_or_else(|e| e.into_inner());
+            if memo.params != bits {
+                *memo = IfAlive {
+                    params: bits,
+                    ..IfAlive::default()
+                };
+            }
+            for (k, (key, i)) in keys.iter().enumerate() {
+                match memo.index.get(key) {
+                    Some(&o) => values[k * width..(k + 1) * width].copy_from_slice(&memo.values[o..o + width]),
+                    None => missing.push((k, *i)),
+                }
+            }
+        }
+        for &(k, i) in &missing {
+            let (x, t_x, t) = history(i);
+            let e = &mut values[k * width..(k + 1) * width];
+            btyd::bgnbd_multi::expected_purchases_if_alive_into(&p, &schedule.horizons, x, t_x, t, e);
+        }
+        if !missing.is_empty() {
+            let mut guard = self.if_alive.lock().unwrap_or_else(|e| e.into_inner());
+            let memo = &mut *guard;
+            if memo.params == bits {
+                for &(k, _) in &missing {
+                    if memo.index.len() >= IF_ALIVE_LIMIT {
+                        break;
+                    }
+                    let o = memo.values.len();
+                    if let datafusion::common::hash_map::Entry::Vacant(e) = memo.index.entry(keys[k].0) {
+                        e.insert(o);
+                        memo.values.extend_from_slice(&values[k * width..(k + 1) * width]);
+                    }
+                }
+            }
+        }
+        let mut out: [Vec<Option<f64>>; 4] = std::array::from_fn(|_| Vec::with_capacity(n));
+        let mut part = vec![0.0; 1 + width];
+        for (i, row_at) in at.iter().enumerate() {
+            if has_null(cols, i) {
+                out.iter_mut().for_each(|o| o.push(None));
+                continue;
+            }
+            let (x, t_x, t) = history(i);
+            match *row_at {
+                Some(o) => {
+                    // As ScoreModel::purchases: p_alive, then p_alive times each month's value.
+                    let p_alive = m.purchase.p_alive(x, t_x, t);
+                    part[0] = p_alive;
+                    for (v, e) in part[1..].iter_mut().zip(&values[o..o + width]) {
+                        *v = e * p_alive;
+                    }
+                }
+                None => m.purchases(&schedule, x, t_x, t, &mut part),
+            }
+            let v = m.finish(&schedule, x, cols[PARAMS + 3].value(i), &part);
+            for (o, x) in out.iter_mut().zip(v) {
+                o.push(Some(x));
+            }
+        }
+        out
+    }
+}
+
+/// Any batch, row by row: the model built once and again only where a
+/// row's parameters differ; customers with the same (x, t_x, T) in the
+/// batch share the purchase-model part.
+fn score_rows(kind: Kind, cols: &[&Float64Array], n: usize) -> [Vec<Option<f64>>; 4] {
+    let mut out: [Vec<Option<f64>>; 4] = std::array::from_fn(|_| Vec::with_capacity(n));
+    let mut model: Option<([u64; PARAMS], ScoreModel, Schedule)> = None;
+    let mut seen: HashMap<[u64; 3], usize> = HashMap::new();
+    let mut parts: Vec<f64> = Vec::new();
+    for i in 0..n {
+        if has_null(cols, i) {
+            out.iter_mut().for_each(|o| o.push(None));
+            continue;
+        }
+        let bits = model_bits(cols, i);
+        if model.as_ref().is_none_or(|(p, _, _)| *p != bits) {
+            let m = ScoreModel::from_params(kind, &bits.map(f64::from_bits));
+            let schedule = m.schedule();
+            model = Some((bits, m, schedule));
+            seen.clear();
+            parts.clear();
+        }
+        let Some((_, m, schedule)) = model.as_ref() else {
+            continue;
+        };
+        let (x, t_x, t) = (
+            cols[PARAMS].value(i),
+            cols[PARAMS + 1].value(i),
+            cols[PARAMS + 2].value(i),
+        );
+        let width = 1 + schedule.horizons.len();
+        let at = *seen
+            .entry([x.to_bits(), t_x.to_bits(), t.to_bits()])
+            .or_insert_with(|| {
+                let at = parts.len();
+                parts.resize(at + width, 0.0);
+                m.purchases(schedule, x, t_x, t, &mut parts[at..]);
+                at
+            });
+        let v = m.finish(schedule, x, cols[PARAMS + 3].value(i), &parts[at..at + width]);
+        for (o, x) in out.iter_mut().zip(v) {
+            o.push(Some(x));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -467,5 +635,107 @@ mod tests {
                 assert_eq!(got[j][i], want[j], "customer {i}, field {}", FIELDS[j]);
             }
         }
+    }
+
+    /// Customers sharing (x, T) with different t_x, within a batch and
+    /// across batches, an invalid t_x beside a valid (x, T), and nulls: the
+    /// memo by (x, T) gives every row its own score, bit for bit.
+    #[tokio::test]
+    async fn customers_sharing_x_and_t_keep_their_own_scores() {
+        use datafusion::datasource::MemTable;
+        let schema = Arc::new(Schema::new(
+            ["frequency", "recency", "t", "monetary_value"]
+                .map(|n| Field::new(n, DataType::Float64, true))
+                .to_vec(),
+        ));
+        // (frequency, recency, t, monetary_value)
+        type Row = (Option<f64>, f64, f64, f64);
+        let rows: [&[Row]; 3] = [
+            &[
+                (Some(2.0), 10.0, 40.0, 23.0),
+                (Some(2.0), 30.0, 40.0, 17.5),
+                (Some(0.0), 0.0, 40.0, 0.0),
+                (Some(2.0), 10.0, 40.0, 23.0),
+                (None, 1.0, 40.0, 9.0),
+            ],
+            &[
+                (Some(2.0), 39.0, 40.0, 23.0),
+                (Some(2.0), -1.0, 40.0, 23.0),
+                (Some(30.0), 50.0, 52.0, 41.0),
+                (Some(0.0), 0.0, 40.0, 0.0),
+            ],
+            &[(Some(30.0), 12.0, 52.0, 8.0), (Some(2.0), 5.0, 41.0, 23.0)],
+        ];
+        let batches: Vec<RecordBatch> = rows
+            .iter()
+            .map(|b| {
+                let col = |f: &dyn Fn(&Row) -> Option<f64>| -> ArrayRef {
+                    Arc::new(Float64Array::from(b.iter().map(f).collect::<Vec<_>>()))
+                };
+                RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        col(&|r| r.0),
+                        col(&|r| Some(r.1)),
+                        col(&|r| Some(r.2)),
+                        col(&|r| Some(r.3)),
+                    ],
+                )
+                .unwrap()
+            })
+            .collect();
+        let ctx = SessionContext::new();
+        let table = MemTable::try_new(schema.clone(), vec![batches]).unwrap();
+        ctx.register_table("h", Arc::new(table)).unwrap();
+        let m = model(0.1, 365.0);
+        let df = ctx
+            .table("h")
+            .await
+            .unwrap()
+            .select(vec![
+                m.expr(col("frequency"), col("recency"), col("t"), col("monetary_value"))
+                    .alias("s"),
+            ])
+            .unwrap()
+            .select(
+                FIELDS
+                    .iter()
+                    .map(|f| get_field(col("s"), *f).alias(*f))
+                    .collect::<Vec<Expr>>(),
+            )
+            .unwrap();
+        let out = df.collect().await.unwrap();
+        assert_eq!(out.len(), 3, "one output batch per input batch");
+        let mut compared = 0;
+        for (batch, want_rows) in out.iter().zip(rows) {
+            for (i, (x, t_x, t, mv)) in want_rows.iter().enumerate() {
+                let got: Vec<Option<f64>> = (0..4)
+                    .map(|j| {
+                        let c = batch.column(j).as_primitive::<Float64Type>();
+                        c.is_valid(i).then(|| c.value(i))
+                    })
+                    .collect();
+                let Some(x) = x else {
+                    assert_eq!(got, vec![None; 4], "a null frequency scores null");
+                    continue;
+                };
+                let want = m.score(*x, *t_x, *t, *mv);
+                for j in 0..4 {
+                    let g = got[j].unwrap();
+                    assert_eq!(
+                        g.to_bits(),
+                        want[j].to_bits(),
+                        "({x}, {t_x}, {t}) {}: {g} vs {}",
+                        FIELDS[j],
+                        want[j]
+                    );
+                }
+                compared += 1;
+            }
+        }
+        assert_eq!(compared, 10);
+        // The invalid history scores NaN although its (x, T) is memoized.
+        let c = out[1].column(1).as_primitive::<Float64Type>();
+        assert!(c.value(1).is_nan(), "{}", c.value(1));
     }
 }
