@@ -588,6 +588,22 @@ mod tests {
         }
     }
 
+    /// The four score fields of `m` over a table of the four RFM columns.
+    fn score_fields(df: datafusion::prelude::DataFrame, m: &ScoreModel) -> datafusion::prelude::DataFrame {
+        df.select(vec![
+            m.expr(col("frequency"), col("recency"), col("t"), col("monetary_value"))
+                .alias("s"),
+        ])
+        .unwrap()
+        .select(
+            FIELDS
+                .iter()
+                .map(|f| get_field(col("s"), *f).alias(*f))
+                .collect::<Vec<Expr>>(),
+        )
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn the_registered_function_takes_parameters_as_arguments() {
         let ctx = SessionContext::new();
@@ -604,21 +620,7 @@ mod tests {
         };
         let batch = RecordBatch::try_new(schema, (0..4).map(column_j).collect()).unwrap();
         let m = model(0.1, 365.0);
-        let df = ctx
-            .read_batch(batch)
-            .unwrap()
-            .select(vec![
-                m.expr(col("frequency"), col("recency"), col("t"), col("monetary_value"))
-                    .alias("s"),
-            ])
-            .unwrap()
-            .select(
-                FIELDS
-                    .iter()
-                    .map(|f| get_field(col("s"), *f).alias(*f))
-                    .collect::<Vec<Expr>>(),
-            )
-            .unwrap();
+        let df = score_fields(ctx.read_batch(batch).unwrap(), &m);
         // The plan names the function and carries the parameters as literals.
         let shown = df.logical_plan().display_indent().to_string();
         assert!(
@@ -688,22 +690,7 @@ mod tests {
         let table = MemTable::try_new(schema.clone(), vec![batches]).unwrap();
         ctx.register_table("h", Arc::new(table)).unwrap();
         let m = model(0.1, 365.0);
-        let df = ctx
-            .table("h")
-            .await
-            .unwrap()
-            .select(vec![
-                m.expr(col("frequency"), col("recency"), col("t"), col("monetary_value"))
-                    .alias("s"),
-            ])
-            .unwrap()
-            .select(
-                FIELDS
-                    .iter()
-                    .map(|f| get_field(col("s"), *f).alias(*f))
-                    .collect::<Vec<Expr>>(),
-            )
-            .unwrap();
+        let df = score_fields(ctx.table("h").await.unwrap(), &m);
         let out = df.collect().await.unwrap();
         assert_eq!(out.len(), 3, "one output batch per input batch");
         let mut compared = 0;
