@@ -8,6 +8,7 @@
 //! helpers). The fit lives in [`super::bgnbd_fit`].
 
 use super::data::Rfm;
+use super::fit::{chunked_sum, fit_threads};
 use super::special::{ln_gamma, ln_hyp2f1_val, log_add_exp, softplus_sigmoid};
 
 /// BG/NBD parameters: purchase rates λ ~ Gamma(shape r, rate α), dropout
@@ -40,13 +41,18 @@ fn bgnbd_ll_one(p: &BgNbdParams, x: f64, t_x: f64, t: f64) -> f64 {
 /// Weighted BG/NBD log-likelihood Σ weight · ln L(r, α, a, b | x, t_x, T)
 /// (paper eq. 6, in the log-space form A1 + A2 + ln(e^A3 + δ(x>0) e^A4) of
 /// section 7). Rows with weight 0 are skipped; NaN for invalid parameters.
+/// Summed in fixed chunks of rows on a few threads, so the value does not
+/// depend on their number ([`chunked_sum`]).
 pub fn bgnbd_log_likelihood(p: &BgNbdParams, data: &[Rfm]) -> f64 {
-    let mut ll = 0.0;
-    for d in data {
-        if d.weight != 0.0 {
-            ll += d.weight * bgnbd_ll_one(p, d.frequency, d.recency, d.t);
+    let [ll] = chunked_sum(data.len(), fit_threads(), |range| {
+        let mut ll = 0.0;
+        for d in &data[range] {
+            if d.weight != 0.0 {
+                ll += d.weight * bgnbd_ll_one(p, d.frequency, d.recency, d.t);
+            }
         }
-    }
+        [ll]
+    });
     ll
 }
 

@@ -31,14 +31,19 @@ fn gg_ll_one(p: &GammaGammaParams, x: f64, m: f64) -> f64 {
 /// m given their repeat frequencies x (Hardie's note 025 eq. (1a), as
 /// `lifetimes`):
 /// ln Γ(px+q) - ln Γ(px) - ln Γ(q) + q ln v + (px-1) ln m + px ln x - (px+q) ln(xm + v).
-/// Rows with frequency 0 or weight 0 are skipped.
+/// Rows with frequency 0 or weight 0 are skipped. Summed in fixed chunks of
+/// rows on a few threads, so the value does not depend on their number
+/// ([`chunked_sum`]).
 pub fn gamma_gamma_log_likelihood(p: &GammaGammaParams, data: &[Spend]) -> f64 {
-    let mut ll = 0.0;
-    for d in data {
-        if d.weight != 0.0 && d.frequency > 0.0 {
-            ll += d.weight * gg_ll_one(p, d.frequency, d.monetary_value);
+    let [ll] = chunked_sum(data.len(), fit_threads(), |range| {
+        let mut ll = 0.0;
+        for d in &data[range] {
+            if d.weight != 0.0 && d.frequency > 0.0 {
+                ll += d.weight * gg_ll_one(p, d.frequency, d.monetary_value);
+            }
         }
-    }
+        [ll]
+    });
     ll
 }
 

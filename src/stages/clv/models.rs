@@ -269,15 +269,15 @@ fn fit_purchase(kind: Kind, data: &[Rfm], penalizer: f64) -> std::result::Result
 }
 
 /// The distinct rows of `columns` (Float64) in `df` with how often each
-/// occurs, sorted: what a model of many customers fits on.
+/// occurs, sorted (by each column's total order, as DataFusion's ascending
+/// sort orders them): what a model of many customers fits on. DataFusion
+/// counts them; the sort is of the collected distinct rows (a sort in the
+/// plan merged its partitions row by row: the stage's two counts at a
+/// million customers took 0.27 s with it, 0.21 s without).
 async fn counted<const N: usize>(df: DataFrame, columns: [&str; N]) -> datafusion::error::Result<Vec<([f64; N], f64)>> {
     let keys: Vec<Expr> = columns.iter().map(|c| col(*c)).collect();
-    let batches = df
-        .aggregate(keys.clone(), vec![count(lit(1)).alias("__n")])?
-        .sort(keys.into_iter().map(|k| k.sort(true, false)).collect())?
-        .collect()
-        .await?;
-    let mut out = Vec::new();
+    let batches = df.aggregate(keys, vec![count(lit(1)).alias("__n")])?.collect().await?;
+    let mut out = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
     for b in &batches {
         let values: Vec<_> = (0..N).map(|j| b.column(j).as_primitive::<Float64Type>()).collect();
         let n = b.column(N).as_primitive::<Int64Type>();
@@ -285,5 +285,58 @@ async fn counted<const N: usize>(df: DataFrame, columns: [&str; N]) -> datafusio
             out.push((std::array::from_fn(|j| values[j].value(i)), n.value(i) as f64));
         }
     }
+    out.sort_unstable_by(|(a, _), (b, _)| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| x.total_cmp(y))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Float64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::SessionContext;
+
+    use super::counted;
+
+    /// Rows in two partitions, out of order, with repeats: counted gives each
+    /// distinct row once with its count, ascending by the first column, then
+    /// the second (the counts computed here by hand).
+    #[tokio::test]
+    async fn distinct_rows_are_counted_and_sorted() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Float64, false),
+            Field::new("b", DataType::Float64, false),
+        ]));
+        let batch = |a: Vec<f64>, b: Vec<f64>| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(Float64Array::from(a)), Arc::new(Float64Array::from(b))],
+            )
+            .unwrap()
+        };
+        let parts = vec![
+            vec![batch(vec![3.0, 1.0, 2.0, 1.0], vec![0.5, 9.0, 1.0, 2.0])],
+            vec![batch(vec![1.0, 3.0, 2.0, 0.0], vec![9.0, 0.5, 1.0, 7.0])],
+        ];
+        let ctx = SessionContext::new();
+        ctx.register_table("t", Arc::new(MemTable::try_new(schema.clone(), parts).unwrap()))
+            .unwrap();
+        let got = counted(ctx.table("t").await.unwrap(), ["a", "b"]).await.unwrap();
+        let want = vec![
+            ([0.0, 7.0], 1.0),
+            ([1.0, 2.0], 1.0),
+            ([1.0, 9.0], 2.0),
+            ([2.0, 1.0], 2.0),
+            ([3.0, 0.5], 2.0),
+        ];
+        assert_eq!(got, want);
+    }
 }

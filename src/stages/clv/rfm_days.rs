@@ -342,7 +342,8 @@ impl GroupsAccumulator for Log {
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
         let (n, rows) = self.emitted(emit_to);
         let offsets = OffsetBuffer::<i32>::from_lengths(rows.offsets.windows(2).map(|w| w[1] - w[0]));
-        let days: Date32Array = rows.order.iter().map(|&i| Some(self.day[i as usize])).collect();
+        // Days are never NULL in the log (NULL days are not kept).
+        let days = Date32Array::new(rows.order.iter().map(|&i| self.day[i as usize]).collect(), None);
         let amounts = Float64Array::new(
             rows.order.iter().map(|&i| self.amount[i as usize]).collect(),
             Some(rows.order.iter().map(|&i| self.valid[i as usize]).collect()),
