@@ -15,37 +15,18 @@ t AS (
     SELECT customer_id,
            max(day) AS last_day,
            count(*) AS frequency,
-           sum(amount) AS monetary
+           sum(amount) AS monetary,
+           crmflow_day_gaps(day) AS gaps
     FROM tx
     GROUP BY customer_id
 ),
--- Gaps between distinct purchase days, for purchase regularity: each day
--- minus the previous row's day when that row is the same customer's, in
--- (customer_id, day) order within 64 buckets of customers. The same gaps as
--- lag(day) OVER (PARTITION BY customer_id ORDER BY day), but DataFusion 55's
--- window works partition by partition, a few microseconds each: a million
--- customers cost 2.6 s of window time, ten million under a memory limit
--- doubled the step. One window over all rows would run on one core (one
--- task on Ballista); the buckets keep it parallel (README "Performance").
--- The window runs over every purchase, not the distinct days: in day order a
--- second purchase on the same day makes a gap of 0, and only gaps > 0 are
--- kept, which are the gaps between distinct days without a (customer, day)
--- aggregate of 9 million groups at a million customers.
-gaps AS (
-    SELECT customer_id,
-           CASE WHEN lag(customer_id) OVER w = customer_id THEN day - lag(day) OVER w END AS gap
-    FROM tx
-    WINDOW w AS (PARTITION BY customer_id % 64 ORDER BY customer_id, day)
-),
-g AS (
-    SELECT customer_id,
-           count(gap) AS n_gaps,
-           avg(CAST(gap AS DOUBLE)) AS mean_gap,
-           stddev_pop(CAST(gap AS DOUBLE)) AS sd_gap
-    FROM gaps
-    WHERE gap > 0
-    GROUP BY customer_id
-),
+-- Gaps between distinct purchase days, for purchase regularity:
+-- crmflow_day_gaps(day) gives their number (n_gaps), mean (mean_gap) and
+-- population standard deviation (sd_gap), the same numbers, bit for bit, as
+--   lag(day) OVER (PARTITION BY customer_id ORDER BY day)
+-- over the distinct days with count, avg and stddev_pop of the gaps; but
+-- from this aggregate by customer, without a window's sort of every
+-- transaction (README "Performance").
 i AS (
     SELECT customer_id,
            count(*) FILTER (WHERE kind = 'web_visit') AS web_visits_90d,
@@ -72,12 +53,11 @@ f AS (
            coalesce(i.email_clicks_90d, 0) AS email_clicks_90d,
            coalesce(i.support_tickets_90d, 0) AS support_tickets_90d,
            coalesce(i.app_sessions_90d, 0) AS app_sessions_90d,
-           coalesce(g.n_gaps, 0) AS n_gaps,
-           g.mean_gap,
-           g.sd_gap
+           coalesce(t.gaps['n_gaps'], 0) AS n_gaps,
+           t.gaps['mean_gap'] AS mean_gap,
+           t.gaps['sd_gap'] AS sd_gap
     FROM customers c
     LEFT JOIN t ON t.customer_id = c.customer_id
-    LEFT JOIN g ON g.customer_id = c.customer_id
     LEFT JOIN i ON i.customer_id = c.customer_id
     WHERE c.signup_date <= DATE ${as_of} - INTERVAL ${lookback}
 )

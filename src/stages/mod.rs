@@ -17,6 +17,7 @@
 
 pub mod btyd;
 pub mod clv;
+pub mod day_gaps;
 pub mod features;
 pub mod kmeans;
 pub mod predict;
@@ -158,7 +159,7 @@ pub fn functions() -> crate::engine::Functions {
     f.push(crate::sinks::layout::hive_value_udf());
     crate::engine::Functions {
         scalar: f,
-        aggregate: vec![clv::rfm_days::rfm_days_udaf()],
+        aggregate: vec![clv::rfm_days::rfm_days_udaf(), day_gaps::day_gaps_udaf()],
     }
 }
 

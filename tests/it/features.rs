@@ -119,9 +119,10 @@ fn feature_values_match_a_hand_computation() {
     );
 }
 
-/// The gaps come from one window per bucket of customers (customer_id % 64):
-/// customers 1, 65 and 129 share a bucket, and a customer's first purchase
-/// day must not make a gap with the previous customer's last.
+/// A customer's purchase gaps are its own: customers 1, 65 and 129 (which
+/// shared a bucket of the window the gaps once came from, customer_id % 64)
+/// each get only the gaps between their own distinct days, never one from
+/// the previous customer's last day to their first.
 #[test]
 fn purchase_gaps_stay_within_each_customer() {
     let dir = tempfile::tempdir().unwrap();
