@@ -25,12 +25,14 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Date32Type, Field, FieldRef, Fields};
-use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::common::Result;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
+
+use super::group_log::{Groups, OneGroup, kept};
 
 /// The function's registered name.
 pub const DAY_GAPS: &str = "crmflow_day_gaps";
@@ -98,16 +100,15 @@ impl AggregateUDFImpl for DayGaps {
 /// The days of every group, in arrival order, with their group index.
 #[derive(Debug, Default, Clone)]
 struct Log {
-    group: Vec<u32>,
+    groups: Groups,
     day: Vec<i32>,
-    groups: usize,
 }
 
 impl Log {
     fn with_groups(groups: usize) -> Log {
         Log {
-            groups,
-            ..Log::default()
+            groups: Groups::with_groups(groups),
+            day: vec![],
         }
     }
 
@@ -115,64 +116,24 @@ impl Log {
         let days = days.as_primitive::<Date32Type>();
         for (g, i) in rows {
             if days.is_valid(i) {
-                let Ok(g) = u32::try_from(g) else {
-                    return exec_err!("{DAY_GAPS}: more than {} groups", u32::MAX);
-                };
-                if self.day.len() == u32::MAX as usize {
-                    return exec_err!("{DAY_GAPS}: more than {} rows in one partition", u32::MAX);
-                }
-                self.group.push(g);
+                self.groups.push(g, DAY_GAPS)?;
                 self.day.push(days.value(i));
             }
         }
         Ok(())
     }
 
-    /// The number of groups `emit_to` emits and their days, group after
-    /// group (a counting sort), with each group's offsets.
-    fn emitted(&self, emit_to: EmitTo) -> (usize, Vec<usize>, Vec<i32>) {
-        let n = match emit_to {
-            EmitTo::All => self.groups,
-            EmitTo::First(n) => n.min(self.groups),
-        };
-        let mut offsets = vec![0usize; n + 1];
-        for &g in &self.group {
-            if (g as usize) < n {
-                offsets[g as usize + 1] += 1;
-            }
+    /// The number of groups `emit_to` emits, each group's offsets and their
+    /// days, group after group; the groups are then forgotten.
+    fn take(&mut self, emit_to: EmitTo) -> (Vec<usize>, Vec<i32>) {
+        let (n, rows) = self.groups.emitted(emit_to);
+        let days = rows.order.iter().map(|&i| self.day[i as usize]).collect();
+        let kept = self.groups.forget(n, |from, to| self.day[to] = self.day[from]);
+        if self.groups.is_empty() {
+            self.day = vec![];
         }
-        for g in 0..n {
-            offsets[g + 1] += offsets[g];
-        }
-        let mut days = vec![0i32; offsets[n]];
-        let mut at = offsets.clone();
-        for (&g, &d) in self.group.iter().zip(&self.day) {
-            if (g as usize) < n {
-                days[at[g as usize]] = d;
-                at[g as usize] += 1;
-            }
-        }
-        (n, offsets, days)
-    }
-
-    /// Forgets the first `n` groups; the rest are renumbered from 0.
-    fn forget(&mut self, n: usize) {
-        self.groups -= n;
-        if self.groups == 0 {
-            *self = Log::default();
-            return;
-        }
-        let mut kept = 0;
-        for i in 0..self.group.len() {
-            let g = self.group[i] as usize;
-            if g >= n {
-                self.group[kept] = (g - n) as u32;
-                self.day[kept] = self.day[i];
-                kept += 1;
-            }
-        }
-        self.group.truncate(kept);
         self.day.truncate(kept);
+        (rows.offsets, days)
     }
 }
 
@@ -225,11 +186,6 @@ fn summarize(offsets: &[usize], days: &mut [i32]) -> Result<ArrayRef> {
     )?))
 }
 
-/// The rows `i` of a batch of `n` that a FILTER clause keeps.
-fn kept(n: usize, filter: Option<&BooleanArray>) -> impl Iterator<Item = usize> + '_ {
-    (0..n).filter(move |&i| filter.is_none_or(|f| f.is_valid(i) && f.value(i)))
-}
-
 impl GroupsAccumulator for Log {
     fn update_batch(
         &mut self,
@@ -238,13 +194,13 @@ impl GroupsAccumulator for Log {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        self.groups = self.groups.max(total_num_groups);
+        self.groups.grow(total_num_groups);
         let rows = kept(group_indices.len(), opt_filter).map(|i| (group_indices[i], i));
         self.add(rows, values[0].as_ref())
     }
 
     fn merge_batch(&mut self, values: &[ArrayRef], group_indices: &[usize], total_num_groups: usize) -> Result<()> {
-        self.groups = self.groups.max(total_num_groups);
+        self.groups.grow(total_num_groups);
         let days = values[0].as_list::<i32>();
         let offsets = days.value_offsets();
         let rows = (0..group_indices.len())
@@ -253,8 +209,7 @@ impl GroupsAccumulator for Log {
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let (n, offsets, days) = self.emitted(emit_to);
-        self.forget(n);
+        let (offsets, days) = self.take(emit_to);
         let offsets = OffsetBuffer::<i32>::from_lengths(offsets.windows(2).map(|w| w[1] - w[0]));
         // Days are never NULL in the log (NULL days are not kept).
         let field = Arc::new(Field::new_list_field(DataType::Date32, true));
@@ -263,8 +218,7 @@ impl GroupsAccumulator for Log {
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let (n, offsets, mut days) = self.emitted(emit_to);
-        self.forget(n);
+        let (offsets, mut days) = self.take(emit_to);
         summarize(&offsets, &mut days)
     }
 
@@ -277,37 +231,7 @@ impl GroupsAccumulator for Log {
     }
 
     fn size(&self) -> usize {
-        self.group.capacity() * 4 + self.day.capacity() * 4
-    }
-}
-
-/// The function without GROUP BY: one group.
-#[derive(Debug)]
-struct OneGroup(Log);
-
-impl Accumulator for OneGroup {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let n = values[0].len();
-        self.0.update_batch(values, &vec![0; n], None, 1)
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let n = states[0].len();
-        self.0.merge_batch(states, &vec![0; n], 1)
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let arrays = self.0.clone().state(EmitTo::All)?;
-        arrays.iter().map(|a| ScalarValue::try_from_array(a, 0)).collect()
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        let array = self.0.clone().evaluate(EmitTo::All)?;
-        ScalarValue::try_from_array(&array, 0)
-    }
-
-    fn size(&self) -> usize {
-        size_of::<Self>() + GroupsAccumulator::size(&self.0)
+        self.groups.size() + self.day.capacity() * 4
     }
 }
 
@@ -316,6 +240,7 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::RecordBatch;
     use datafusion::arrow::datatypes::{Float64Type, Int64Type, Schema};
+    use datafusion::common::ScalarValue;
     use datafusion::datasource::MemTable;
     use datafusion::prelude::{SessionConfig, SessionContext};
     use rand::{Rng, SeedableRng};

@@ -19,6 +19,7 @@ pub mod btyd;
 pub mod clv;
 pub mod day_gaps;
 pub mod features;
+pub mod group_log;
 pub mod kmeans;
 pub mod predict;
 pub mod rfm;

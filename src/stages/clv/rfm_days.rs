@@ -34,6 +34,8 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
 
+use crate::stages::group_log::{Grouped, Groups, OneGroup, kept};
+
 /// The function's registered name.
 pub const RFM_DAYS: &str = "crmflow_rfm_days";
 
@@ -123,18 +125,10 @@ impl AggregateUDFImpl for RfmDays {
 /// whether the amount is non-NULL.
 #[derive(Debug, Default, Clone)]
 struct Log {
-    group: Vec<u32>,
+    groups: Groups,
     day: Vec<i32>,
     amount: Vec<f64>,
     valid: Vec<bool>,
-    groups: usize,
-}
-
-/// The log's rows of groups `0..n` in group order: group `g`'s are
-/// `order[offsets[g]..offsets[g + 1]]` (indices into the log).
-struct Grouped {
-    offsets: Vec<usize>,
-    order: Vec<u32>,
 }
 
 /// Rows a summary converts at a time (a chunk of whole groups): bounds what
@@ -144,71 +138,30 @@ const CHUNK: usize = 1 << 16;
 impl Log {
     fn with_groups(groups: usize) -> Log {
         Log {
-            groups,
+            groups: Groups::with_groups(groups),
             ..Log::default()
         }
     }
 
     fn push(&mut self, g: usize, day: i32, amount: f64, valid: bool) -> Result<()> {
-        let Ok(g) = u32::try_from(g) else {
-            return exec_err!("{RFM_DAYS}: more than {} groups", u32::MAX);
-        };
-        if self.day.len() == u32::MAX as usize {
-            return exec_err!("{RFM_DAYS}: more than {} rows in one partition", u32::MAX);
-        }
-        self.group.push(g);
+        self.groups.push(g, RFM_DAYS)?;
         self.day.push(day);
         self.amount.push(amount);
         self.valid.push(valid);
         Ok(())
     }
 
-    /// The number of groups `emit_to` emits and their rows (a counting sort
-    /// of row indices).
-    fn emitted(&self, emit_to: EmitTo) -> (usize, Grouped) {
-        let n = match emit_to {
-            EmitTo::All => self.groups,
-            EmitTo::First(n) => n.min(self.groups),
-        };
-        let mut offsets = vec![0usize; n + 1];
-        for &g in &self.group {
-            if (g as usize) < n {
-                offsets[g as usize + 1] += 1;
-            }
-        }
-        for g in 0..n {
-            offsets[g + 1] += offsets[g];
-        }
-        let mut order = vec![0u32; offsets[n]];
-        let mut at = offsets.clone();
-        for (i, &g) in self.group.iter().enumerate() {
-            if (g as usize) < n {
-                order[at[g as usize]] = i as u32;
-                at[g as usize] += 1;
-            }
-        }
-        (n, Grouped { offsets, order })
-    }
-
     /// Forgets the first `n` groups; the rest are renumbered from 0.
     fn forget(&mut self, n: usize) {
-        self.groups -= n;
-        if self.groups == 0 {
+        let kept = self.groups.forget(n, |from, to| {
+            self.day[to] = self.day[from];
+            self.amount[to] = self.amount[from];
+            self.valid[to] = self.valid[from];
+        });
+        if self.groups.is_empty() {
             *self = Log::default();
             return;
         }
-        let mut kept = 0;
-        for i in 0..self.group.len() {
-            let g = self.group[i] as usize;
-            if g >= n {
-                self.group[kept] = (g - n) as u32;
-                self.day[kept] = self.day[i];
-                self.amount[kept] = self.amount[i];
-                self.valid[kept] = self.valid[i];
-                kept += 1;
-            }
-        }
-        self.group.truncate(kept);
         self.day.truncate(kept);
         self.amount.truncate(kept);
         self.valid.truncate(kept);
@@ -312,11 +265,6 @@ impl Log {
     }
 }
 
-/// The rows `i` of a batch of `n` that a FILTER clause keeps.
-fn kept(n: usize, filter: Option<&BooleanArray>) -> impl Iterator<Item = usize> + '_ {
-    (0..n).filter(move |&i| filter.is_none_or(|f| f.is_valid(i) && f.value(i)))
-}
-
 impl GroupsAccumulator for Log {
     fn update_batch(
         &mut self,
@@ -325,13 +273,13 @@ impl GroupsAccumulator for Log {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        self.groups = self.groups.max(total_num_groups);
+        self.groups.grow(total_num_groups);
         let rows = kept(group_indices.len(), opt_filter).map(|i| (group_indices[i], i));
         self.add(rows, values[0].as_ref(), values[1].as_ref())
     }
 
     fn merge_batch(&mut self, values: &[ArrayRef], group_indices: &[usize], total_num_groups: usize) -> Result<()> {
-        self.groups = self.groups.max(total_num_groups);
+        self.groups.grow(total_num_groups);
         let (days, amounts) = (values[0].as_list::<i32>(), values[1].as_list::<i32>());
         let offsets = days.value_offsets();
         let rows = (0..group_indices.len())
@@ -340,7 +288,7 @@ impl GroupsAccumulator for Log {
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let (n, rows) = self.emitted(emit_to);
+        let (n, rows) = self.groups.emitted(emit_to);
         let offsets = OffsetBuffer::<i32>::from_lengths(rows.offsets.windows(2).map(|w| w[1] - w[0]));
         // Days are never NULL in the log (NULL days are not kept).
         let days = Date32Array::new(rows.order.iter().map(|&i| self.day[i as usize]).collect(), None);
@@ -360,7 +308,7 @@ impl GroupsAccumulator for Log {
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let (n, mut rows) = self.emitted(emit_to);
+        let (n, mut rows) = self.groups.emitted(emit_to);
         let out = self.summarize(&mut rows, CHUNK)?;
         self.forget(n);
         Ok(out)
@@ -379,7 +327,7 @@ impl GroupsAccumulator for Log {
     }
 
     fn size(&self) -> usize {
-        self.group.capacity() * 4 + self.day.capacity() * 4 + self.amount.capacity() * 8 + self.valid.capacity()
+        self.groups.size() + self.day.capacity() * 4 + self.amount.capacity() * 8 + self.valid.capacity()
     }
 }
 
@@ -416,36 +364,6 @@ impl Summary {
             ],
             None,
         )?))
-    }
-}
-
-/// The function without GROUP BY: one group.
-#[derive(Debug)]
-struct OneGroup(Log);
-
-impl Accumulator for OneGroup {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let n = values[0].len();
-        self.0.update_batch(values, &vec![0; n], None, 1)
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let n = states[0].len();
-        self.0.merge_batch(states, &vec![0; n], 1)
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let arrays = self.0.clone().state(EmitTo::All)?;
-        arrays.iter().map(|a| ScalarValue::try_from_array(a, 0)).collect()
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        let array = self.0.clone().evaluate(EmitTo::All)?;
-        ScalarValue::try_from_array(&array, 0)
-    }
-
-    fn size(&self) -> usize {
-        size_of::<Self>() + GroupsAccumulator::size(&self.0)
     }
 }
 
@@ -595,7 +513,7 @@ mod tests {
         // In chunks of 2 rows (each group one chunk) and of 6 (two groups).
         for chunk in [2, 6] {
             let log = filled();
-            let (_, mut rows) = log.emitted(EmitTo::All);
+            let (_, mut rows) = log.groups.emitted(EmitTo::All);
             assert_eq!(
                 struct_rows(&log.summarize(&mut rows, chunk).unwrap()),
                 all,
