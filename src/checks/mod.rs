@@ -4,7 +4,7 @@
 //!
 //! Checks are DataFusion queries over the table (one aggregate scan for all
 //! counting checks — `not_null`, `range`, `accepted_values`, `expression`,
-//! `row_count`, `freshness` — one windowed scan per `unique`, one anti-join
+//! `row_count`, `freshness` — one aggregate by key per `unique`, one anti-join
 //! per `relationships`), so they stream and run wherever the engine runs. A
 //! failing check reports how many rows fail and a few of them; row-level
 //! checks may allow some (`max_failures: N`, `max_failure_rate: 0.01`;
@@ -284,16 +284,17 @@ pub async fn run(subject: &str, table: &DataFrame, checks: &[CheckSpec], ctx: &S
                 (u64::from(!fresh), fresh, detail)
             }
             (CheckKind::Unique(cols), _) => {
-                // The rows whose key occurs more than once: a window count
-                // per key, so the examples are whole rows.
+                // The rows whose key occurs more than once, counted by an
+                // aggregate; a failure's examples are whole rows, from the
+                // window count per key that a quarantine uses.
                 let keys: Vec<Expr> = cols.iter().map(|c| col(quoted(c))).collect();
                 let columns: Vec<Expr> = schema.fields().iter().map(|f| col(quoted(f.name()))).collect();
-                let dups = rows::duplicates(table, cols).map_err(fail)?;
-                let n = dups.clone().count().await.map_err(fail)? as u64;
+                let n = rows::duplicate_count(table, cols).await.map_err(fail)?;
                 let passed = c.threshold.allows(n, rows);
                 let examples = if passed {
                     String::new()
                 } else {
+                    let dups = rows::duplicates(table, cols).map_err(fail)?;
                     examples(dups, &keys, &columns).await.map_err(fail)?
                 };
                 (n, passed, fail_detail(n, rows, &c.threshold, &examples))

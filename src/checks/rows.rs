@@ -6,8 +6,11 @@
 //! wherever the engine runs (a `unique` check is a window per key, a
 //! `relationships` check a join with the other table's distinct values).
 
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::JoinType;
 use datafusion::functions_aggregate::count::count_udaf;
+use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::logical_expr::expr::WindowFunction;
 use datafusion::logical_expr::{Expr, ExprFunctionExt, WindowFunctionDefinition, lit};
 use datafusion::prelude::{DataFrame, SessionContext, col};
@@ -40,6 +43,56 @@ pub(super) fn duplicates(table: &DataFrame, keys: &[String]) -> datafusion::erro
         .window(vec![per_key_count(keys, "__n")?])?
         .filter(col("__n").gt(lit(1i64)))?
         .select(columns(table))
+}
+
+/// How many rows [`duplicates`] holds, counted by a hash aggregate (how
+/// often each key occurs, then the sum over keys that occur more than once)
+/// instead of its window, which sorts the whole table by the key: the same
+/// groups (null keys form one, as in the window's `PARTITION BY`), so the
+/// same number. Except on float keys, which keep the window: a `GROUP BY`
+/// puts -0.0 with 0.0, the window's sort keeps them apart, and the count
+/// must be the rows a quarantine takes.
+///
+/// # Errors
+/// DataFusion's.
+pub(super) async fn duplicate_count(table: &DataFrame, keys: &[String]) -> datafusion::error::Result<u64> {
+    let schema = table.schema();
+    let has_float = |name: &String| {
+        schema
+            .field_with_unqualified_name(name)
+            .map_or(true, |f| !f.data_type().is_integer() && !is_exact(f.data_type()))
+    };
+    if keys.iter().any(has_float) {
+        return Ok(duplicates(table, keys)?.count().await? as u64);
+    }
+    let keys: Vec<Expr> = keys.iter().map(|c| col(quoted(c))).collect();
+    let counted = table
+        .clone()
+        .aggregate(keys, vec![count(lit(1)).alias("__n")])?
+        .filter(col("__n").gt(lit(1i64)))?
+        .aggregate(vec![], vec![sum(col("__n")).alias("__dups")])?
+        .collect()
+        .await?;
+    let n = counted
+        .first()
+        .filter(|b| b.num_rows() == 1)
+        .map(|b| b.column(0).as_primitive::<Int64Type>())
+        .and_then(|a| a.is_valid(0).then(|| a.value(0)))
+        .unwrap_or(0);
+    Ok(n as u64)
+}
+
+/// Whether values of `t` that compare equal are the same bits, so that
+/// grouping and sorting form the same groups (no floats inside).
+fn is_exact(t: &DataType) -> bool {
+    use DataType::*;
+    match t {
+        Boolean | Utf8 | LargeUtf8 | Utf8View | Binary | LargeBinary | BinaryView | FixedSizeBinary(_) => true,
+        Date32 | Date64 | Time32(_) | Time64(_) | Timestamp(_, _) | Duration(_) => true,
+        Decimal32(_, _) | Decimal64(_, _) | Decimal128(_, _) | Decimal256(_, _) => true,
+        Dictionary(_, v) => v.is_integer() || is_exact(v),
+        _ => false,
+    }
 }
 
 /// The distinct values of the target column, as `__to` of relation `alias`.
@@ -140,4 +193,94 @@ pub async fn passing_rows(
             .filter(key.is_null().or(to.is_not_null()))?;
     }
     df.select(columns(table))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    /// Keys with nulls, NaN, both zeros and repeats, in three partitions:
+    /// `id` (Int64), `x` (Float64) and `s` (Utf8).
+    fn table() -> DataFrame {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("x", DataType::Float64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]));
+        let batch = |id: Vec<Option<i64>>, x: Vec<Option<f64>>, s: Vec<Option<&str>>| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(id)),
+                    Arc::new(Float64Array::from(x)),
+                    Arc::new(StringArray::from(s)),
+                ],
+            )
+            .unwrap()
+        };
+        let parts = vec![
+            vec![batch(
+                vec![Some(1), Some(2), None, Some(3)],
+                vec![Some(0.0), Some(f64::NAN), None, Some(1.5)],
+                vec![Some("a"), None, Some("b"), Some("a")],
+            )],
+            vec![batch(
+                vec![Some(2), None, Some(4)],
+                vec![Some(-0.0), Some(f64::NAN), None],
+                vec![Some("a"), None, Some("c")],
+            )],
+            vec![batch(
+                vec![Some(5), Some(1), Some(6), None],
+                vec![Some(1.5), Some(2.0), Some(0.0), Some(3.0)],
+                vec![None, Some("a"), Some("b"), Some("b")],
+            )],
+        ];
+        let ctx = SessionContext::new();
+        ctx.read_table(Arc::new(MemTable::try_new(schema, parts).unwrap()))
+            .unwrap()
+    }
+
+    /// By hand: `id` repeats 1 (twice), 2 (twice) and null (three times): 7
+    /// rows; `[id, s]`: (1, a) twice and (null, b) twice: 4; `s`: a four
+    /// times, null three times, b three times: 10.
+    #[tokio::test]
+    async fn duplicates_are_counted_by_hand() {
+        let t = table();
+        let count = |keys: &[&str]| {
+            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            let t = t.clone();
+            async move { duplicate_count(&t, &keys).await.unwrap() }
+        };
+        assert_eq!(count(&["id"]).await, 7);
+        assert_eq!(count(&["id", "s"]).await, 4);
+        assert_eq!(count(&["s"]).await, 10);
+        // No key repeats: none, and no row at all from the aggregate.
+        assert_eq!(count(&["id", "x", "s"]).await, 0);
+    }
+
+    /// The count and the rows a quarantine takes agree for every key,
+    /// floats included (NaN, -0.0 against 0.0, nulls).
+    #[tokio::test]
+    async fn the_count_agrees_with_the_window_rows() {
+        let t = table();
+        for keys in [
+            vec!["id"],
+            vec!["x"],
+            vec!["s"],
+            vec!["id", "s"],
+            vec!["x", "s"],
+            vec!["id", "x", "s"],
+        ] {
+            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            let rows = duplicates(&t, &keys).unwrap().count().await.unwrap() as u64;
+            assert_eq!(duplicate_count(&t, &keys).await.unwrap(), rows, "keys {keys:?}");
+        }
+    }
 }

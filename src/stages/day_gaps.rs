@@ -123,8 +123,8 @@ impl Log {
         Ok(())
     }
 
-    /// The number of groups `emit_to` emits, each group's offsets and their
-    /// days, group after group; the groups are then forgotten.
+    /// The groups `emit_to` emits: each group's offsets into the days, and
+    /// the days, group after group; the groups are then forgotten.
     fn take(&mut self, emit_to: EmitTo) -> (Vec<usize>, Vec<i32>) {
         let (n, rows) = self.groups.emitted(emit_to);
         let days = rows.order.iter().map(|&i| self.day[i as usize]).collect();
