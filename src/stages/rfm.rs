@@ -1,6 +1,7 @@
-//! `rfm:` recency / frequency / monetary scores and named segments, in
-//! DataFusion window functions (nothing is collected: every output is a
-//! plan).
+//! `rfm:` recency / frequency / monetary scores and named segments. The
+//! scores are rank quintiles, computed from four order statistics per
+//! column (one pass over its three columns, see [`score`]) as `CASE`
+//! expressions, so no sort of the table; every output is a plan.
 //!
 //! Each score is `1 + ⌊5·(rank − 1)/n⌋`: `n` the number of input rows, `rank`
 //! the SQL `RANK()` of the row's value ordered from worst to best (recency
@@ -21,15 +22,15 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int32Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::JoinType;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch, StringArray, downcast_primitive};
+use datafusion::arrow::datatypes::{ArrowNativeTypeOp, ArrowPrimitiveType, DataType, Field, Schema, SchemaRef};
+use datafusion::common::{JoinType, ScalarValue};
 use datafusion::functions::core::expr_fn::coalesce;
 use datafusion::functions::string::expr_fn::concat;
 use datafusion::functions_aggregate::expr_fn::{avg, count, sum};
-use datafusion::functions_window::expr_fn::rank;
-use datafusion::logical_expr::{Expr, ExprFunctionExt, cast, lit, when};
+use datafusion::logical_expr::{Expr, cast, lit, when};
 use datafusion::prelude::{DataFrame, col};
+use futures::StreamExt;
 use serde::Deserialize;
 
 use super::{Resolver, Stage, Want, check_column, table_schema};
@@ -301,7 +302,7 @@ impl Stage for Rfm {
     async fn run(&self, step: &str, engine: &Engine) -> Result<Vec<DataFrame>> {
         let fail = |e: datafusion::error::DataFusionError| Error::step(step, e);
         let input = engine.context().table(self.spec.input.as_str()).await.map_err(fail)?;
-        let scored = score(input, &self.spec, &self.rules).map_err(fail)?;
+        let scored = score(input, &self.spec, &self.rules).await.map_err(fail)?;
         let profile = profile(engine, step, scored.clone(), &self.spec, &self.rules)?;
         Ok(vec![scored, profile])
     }
@@ -309,33 +310,49 @@ impl Stage for Rfm {
 
 /// The input rows plus the scores and the segment, as a plan.
 ///
+/// A row's score is `1 + ⌊5·W/n⌋`, `W = rank − 1` the number of rows strictly
+/// worse than it, so the score passes `k + 1` exactly when `5·W ≥ k·n`, that
+/// is `W ≥ c = ⌈k·n/5⌉`. A null has `W = 0` (score 1). A value with `z`
+/// nulls before it has `W ≥ c` when `c ≤ z`, or else when it is strictly
+/// better than the `(c − z)`-th worst value. Four such order statistics per
+/// column, found by selection over the column's values, make each score a
+/// `CASE` on the value: the ranks' scores, bit for bit, without sorting the
+/// table. One pass over the input brings in the three columns (about 8
+/// bytes a value each, and one column's values again while selecting); the
+/// output is a plan.
+///
 /// # Errors
-/// DataFusion's, if the plan cannot be built.
-pub fn score(input: DataFrame, s: &RfmSpec, rules: &[Rule]) -> datafusion::error::Result<DataFrame> {
+/// DataFusion's, if the plan cannot be built or the pass fails.
+pub async fn score(input: DataFrame, s: &RfmSpec, rules: &[Rule]) -> datafusion::error::Result<DataFrame> {
     let names: Vec<String> = input.schema().fields().iter().map(|f| f.name().clone()).collect();
-    // n, as a one-row table on the build side of a cross join.
-    let n = input.clone().aggregate(vec![], vec![count(lit(1)).alias("__n")])?;
-    // Worst first: the most days since the last purchase, the fewest
-    // purchases, the least spent; nulls before everything.
-    let orders = [(&s.recency, false), (&s.frequency, true), (&s.monetary, true)];
-    let mut ranked: Vec<Expr> = names.iter().map(|c| column(c)).collect();
-    for (i, (c, ascending)) in orders.iter().enumerate() {
-        ranked.push(
-            rank()
-                .order_by(vec![column(c).sort(*ascending, true)])
-                .build()?
-                .alias(format!("__rank{i}")),
-        );
+    // Worse is larger for recency (the most days since the last purchase),
+    // smaller for frequency and monetary.
+    let columns = [(&s.recency, true), (&s.frequency, false), (&s.monetary, false)];
+    let values = input.clone().select(
+        columns
+            .iter()
+            .enumerate()
+            .map(|(i, (c, _))| column(c).alias(format!("__v{i}")))
+            .collect::<Vec<Expr>>(),
+    )?;
+    let mut stream = values.execute_stream().await?;
+    let mut n = 0u64;
+    let mut arrays: [Vec<ArrayRef>; 3] = Default::default();
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        n += batch.num_rows() as u64;
+        for (i, a) in arrays.iter_mut().enumerate() {
+            a.push(batch.column(i).clone());
+        }
     }
-    let ranked = input.select(ranked)?;
-    let joined = n.join_on(ranked, JoinType::Inner, vec![])?;
-    let mut scores: Vec<Expr> = names.iter().map(|c| column(c)).collect();
-    for (i, name) in ["r_score", "f_score", "m_score"].iter().enumerate() {
-        let r = cast(col(format!("__rank{i}")), DataType::Int64);
-        let q = lit(1i64) + (lit(5i64) * (r - lit(1i64))) / col("__n");
-        scores.push(cast(q, DataType::Int32).alias(*name));
+    drop(stream);
+    let mut out: Vec<Expr> = names.iter().map(|c| column(c)).collect();
+    for (i, ((c, worse_is_larger), name)) in columns.iter().zip(["r_score", "f_score", "m_score"]).enumerate() {
+        let data_type = input.schema().field_with_unqualified_name(c)?.data_type().clone();
+        let cuts = cuts(std::mem::take(&mut arrays[i]), n, *worse_is_larger, &data_type)?;
+        out.push(score_expr(column(c), &cuts, *worse_is_larger)?.alias(name));
     }
-    let with_scores = joined.select(scores)?;
+    let with_scores = input.select(out)?;
     let digits = concat(
         ["r_score", "f_score", "m_score"]
             .iter()
@@ -347,6 +364,100 @@ pub fn score(input: DataFrame, s: &RfmSpec, rules: &[Rule]) -> datafusion::error
     out.push(digits.alias("rfm_score"));
     out.push(segment_expr(rules)?.alias("rfm_segment"));
     with_scores.select(out)
+}
+
+/// Which non-null values of a column score above `k`, for k = 1..4.
+#[derive(Debug, Clone, PartialEq)]
+enum Cut {
+    /// Every one (the nulls before them are enough).
+    Every,
+    /// Those strictly better than this value.
+    Beyond(ScalarValue),
+}
+
+/// The four cuts of a column of `n` rows, from its values (in batches).
+fn cuts(
+    arrays: Vec<ArrayRef>,
+    n: u64,
+    worse_is_larger: bool,
+    data_type: &DataType,
+) -> datafusion::error::Result<[Cut; 4]> {
+    macro_rules! typed {
+        ($t:ty) => {
+            cuts_of::<$t>(arrays, n, worse_is_larger, data_type)
+        };
+    }
+    downcast_primitive! {
+        data_type => (typed),
+        t => Err(datafusion::error::DataFusionError::Plan(format!("rfm cannot score a column of type {t}"))),
+    }
+}
+
+fn cuts_of<T: ArrowPrimitiveType>(
+    arrays: Vec<ArrayRef>,
+    n: u64,
+    worse_is_larger: bool,
+    data_type: &DataType,
+) -> datafusion::error::Result<[Cut; 4]> {
+    let mut v: Vec<T::Native> = Vec::with_capacity(arrays.iter().map(|a| a.len() - a.null_count()).sum());
+    // -0.0 as 0.0: they are equal values, and the engine's comparisons
+    // treat them so.
+    let zero = |x: T::Native| if x.is_zero() { T::Native::ZERO } else { x };
+    for a in arrays {
+        let a = a.as_primitive::<T>();
+        if a.null_count() == 0 {
+            v.extend(a.values().iter().map(|&x| zero(x)));
+        } else {
+            v.extend(a.iter().flatten().map(zero));
+        }
+    }
+    // Worst first, in the order of the engine's comparisons: for floats
+    // the total order (NaN after every number, -NaN before) but for zeros.
+    let worst_first = |a: &T::Native, b: &T::Native| {
+        if worse_is_larger { b.compare(*a) } else { a.compare(*b) }
+    };
+    let nulls = n - v.len() as u64;
+    let mut cuts: [Cut; 4] = std::array::from_fn(|_| Cut::Every);
+    // The indexes asked never fall: after selecting index i, v[i..] holds
+    // the values of sorted places i.., so the next selection works there.
+    let mut done = 0usize;
+    for (k, cut) in (1..=4u64).zip(cuts.iter_mut()) {
+        let c = (k * n).div_ceil(5);
+        *cut = if c <= nulls {
+            Cut::Every
+        } else {
+            // c ≤ ⌈4n/5⌉ ≤ n = nulls + v.len(): always a value.
+            let i = (c - nulls - 1) as usize;
+            let (_, nth, _) = v[done..].select_nth_unstable_by(i - done, worst_first);
+            let nth = *nth;
+            done = i;
+            Cut::Beyond(ScalarValue::new_primitive::<T>(Some(nth), data_type)?)
+        };
+    }
+    Ok(cuts)
+}
+
+/// `CASE WHEN <above 4> THEN 5 ... WHEN <above 1> THEN 2 ELSE 1 END`: the
+/// cuts rise with k, so the first that holds is the score.
+fn score_expr(value: Expr, cuts: &[Cut; 4], worse_is_larger: bool) -> datafusion::error::Result<Expr> {
+    let mut case: Option<datafusion::logical_expr::conditional_expressions::CaseBuilder> = None;
+    // k from 4 down: the first cut a value passes gives its score.
+    for (k, cut) in cuts.iter().enumerate().rev() {
+        let cond = match cut {
+            Cut::Every => value.clone().is_not_null(),
+            Cut::Beyond(t) if worse_is_larger => value.clone().lt(lit(t.clone())),
+            Cut::Beyond(t) => value.clone().gt(lit(t.clone())),
+        };
+        let then = lit(k as i32 + 2);
+        case = Some(match case {
+            None => when(cond, then),
+            Some(mut c) => c.when(cond, then),
+        });
+    }
+    match case {
+        None => Ok(lit(1i32)),
+        Some(mut c) => c.otherwise(lit(1i32)),
+    }
 }
 
 /// `CASE WHEN <rule 1> THEN 'name 1' ... END` over the score columns.
@@ -450,6 +561,206 @@ fn profile(engine: &Engine, step: &str, scored: DataFrame, s: &RfmSpec, rules: &
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cmp::Ordering;
+
+    use datafusion::arrow::array::{Decimal128Array, Float64Array, Int32Array as I32, Int64Array};
+    use datafusion::datasource::MemTable;
+
+    /// Scores by the definition, counting: `1 + ⌊5·W/n⌋`, W the rows
+    /// strictly worse (a null is worse than any value and ties other nulls).
+    fn by_count<T: Copy>(v: &[Option<T>], cmp: impl Fn(&T, &T) -> Ordering, worse_is_larger: bool) -> Vec<i32> {
+        let n = v.len();
+        let nulls = v.iter().filter(|x| x.is_none()).count();
+        let worse = |b: &T, a: &T| {
+            let o = cmp(b, a);
+            if worse_is_larger {
+                o == Ordering::Greater
+            } else {
+                o == Ordering::Less
+            }
+        };
+        v.iter()
+            .map(|x| match x {
+                None => 1,
+                Some(a) => {
+                    let w = nulls + v.iter().flatten().filter(|b| worse(b, a)).count();
+                    1 + (5 * w / n) as i32
+                }
+            })
+            .collect()
+    }
+
+    fn zero(x: f64) -> f64 {
+        if x == 0.0 { 0.0 } else { x }
+    }
+
+    fn int32s(batches: &[RecordBatch], name: &str) -> Vec<i32> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                b.column_by_name(name)
+                    .unwrap()
+                    .as_primitive::<datafusion::arrow::datatypes::Int32Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect()
+    }
+
+    /// Three partitions of `n` rows: `r` Float64 with NaN, ±0.0, ±inf and
+    /// nulls; `f` Int32 with nulls and negatives; `m` Decimal128 with ties.
+    /// With `negative_zero` false, 0.0 in place of -0.0.
+    fn table(n: usize, negative_zero: bool) -> (Vec<Option<f64>>, Vec<Option<i32>>, Vec<Option<i128>>, Arc<MemTable>) {
+        let z = if negative_zero { -0.0 } else { 0.0 };
+        let rs = [
+            Some(f64::NAN),
+            Some(z),
+            Some(0.0),
+            Some(1.5),
+            Some(-2.0),
+            Some(f64::INFINITY),
+            Some(-f64::NAN),
+            Some(f64::NEG_INFINITY),
+            None,
+            Some(1.5),
+        ];
+        let fs = [None, Some(0), Some(1), Some(1), Some(2), Some(5), Some(-3)];
+        let ms = [None, Some(0), Some(1050), Some(1050), Some(-25), Some(99_999)];
+        let r: Vec<Option<f64>> = (0..n).map(|i| rs[(i * 7 + n) % rs.len()]).collect();
+        let f: Vec<Option<i32>> = (0..n).map(|i| fs[(i * 5 + 2 * n) % fs.len()]).collect();
+        let m: Vec<Option<i128>> = (0..n).map(|i| ms[(i * 11 + 3 * n) % ms.len()]).collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("r", DataType::Float64, true),
+            Field::new("f", DataType::Int32, true),
+            Field::new("m", DataType::Decimal128(10, 2), true),
+        ]));
+        let bounds = [0, n / 3, 2 * n / 3, n];
+        let parts = bounds
+            .windows(2)
+            .map(|w| {
+                let (a, b) = (w[0], w[1]);
+                vec![
+                    RecordBatch::try_new(
+                        schema.clone(),
+                        vec![
+                            Arc::new(Int64Array::from_iter_values((a..b).map(|i| i as i64))) as ArrayRef,
+                            Arc::new(Float64Array::from(r[a..b].to_vec())),
+                            Arc::new(I32::from(f[a..b].to_vec())),
+                            Arc::new(
+                                Decimal128Array::from(m[a..b].to_vec())
+                                    .with_precision_and_scale(10, 2)
+                                    .unwrap(),
+                            ),
+                        ],
+                    )
+                    .unwrap(),
+                ]
+            })
+            .collect();
+        (r, f, m, Arc::new(MemTable::try_new(schema, parts).unwrap()))
+    }
+
+    /// Against counting by the definition and against the `RANK()` window
+    /// the stage used before, for sizes around the quintile boundaries. The
+    /// window's sort puts -0.0 before 0.0, and so could score equal values
+    /// apart; the stage ties them, so the window runs on the same rows with
+    /// 0.0 in place of -0.0.
+    #[tokio::test]
+    async fn scores_equal_the_counted_ranks_and_the_rank_window() {
+        let engine = Engine::new(&Default::default(), Default::default(), crate::stages::functions()).unwrap();
+        let ctx = engine.context();
+        let spec = RfmSpec {
+            input: "t".into(),
+            recency: "r".into(),
+            frequency: "f".into(),
+            monetary: "m".into(),
+            segments: None,
+        };
+        for n in [0, 1, 2, 3, 4, 5, 6, 7, 9, 11, 24, 37, 200] {
+            let (r, f, m, t) = table(n, true);
+            let _ = ctx.deregister_table("t");
+            ctx.register_table("t", t).unwrap();
+            let _ = ctx.deregister_table("u");
+            ctx.register_table("u", table(n, false).3).unwrap();
+            let out = score(ctx.table("t").await.unwrap(), &spec, &default_rules())
+                .await
+                .unwrap()
+                .sort(vec![col("id").sort(true, false)])
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let want = [
+                by_count(&r, |a, b| zero(*a).total_cmp(&zero(*b)), true),
+                by_count(&f, Ord::cmp, false),
+                by_count(&m, Ord::cmp, false),
+            ];
+            let got = [
+                int32s(&out, "r_score"),
+                int32s(&out, "f_score"),
+                int32s(&out, "m_score"),
+            ];
+            assert_eq!(got, want, "n = {n}");
+            let window = ctx
+                .sql(
+                    "SELECT CAST(1 + 5 * (CAST(RANK() OVER (ORDER BY r DESC NULLS FIRST) AS BIGINT) - 1) / COUNT(*) OVER () AS INT) AS r_score,
+                            CAST(1 + 5 * (CAST(RANK() OVER (ORDER BY f ASC NULLS FIRST) AS BIGINT) - 1) / COUNT(*) OVER () AS INT) AS f_score,
+                            CAST(1 + 5 * (CAST(RANK() OVER (ORDER BY m ASC NULLS FIRST) AS BIGINT) - 1) / COUNT(*) OVER () AS INT) AS m_score,
+                            id
+                     FROM u ORDER BY id",
+                )
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let by_window = [
+                int32s(&window, "r_score"),
+                int32s(&window, "f_score"),
+                int32s(&window, "m_score"),
+            ];
+            assert_eq!(got, by_window, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn cuts_are_the_order_statistics_of_the_worst_first_order() {
+        // n = 7 with two nulls: c = ⌈7k/5⌉ = 2, 3, 5, 6; nulls cover c = 2,
+        // then the 1st, 3rd and 4th worst of 5 values (worst = smallest).
+        let a: ArrayRef = Arc::new(I32::from(vec![
+            Some(40),
+            None,
+            Some(10),
+            Some(30),
+            None,
+            Some(20),
+            Some(50),
+        ]));
+        let cuts = cuts(vec![a.clone()], 7, false, &DataType::Int32).unwrap();
+        let b = |v: i32| Cut::Beyond(ScalarValue::Int32(Some(v)));
+        assert_eq!(cuts, [Cut::Every, b(10), b(30), b(40)]);
+        // Worst is largest: the 1st, 3rd and 4th largest.
+        let cuts = super::cuts(vec![a], 7, true, &DataType::Int32).unwrap();
+        assert_eq!(cuts, [Cut::Every, b(50), b(30), b(20)]);
+        // n = 3, one value: c = 1, 2, 2, 3. The nulls cover c = 1 and 2; for
+        // c = 3 the worst value itself, which no value is strictly better than.
+        let a: ArrayRef = Arc::new(I32::from(vec![None, Some(7), None]));
+        let cuts = super::cuts(vec![a], 3, false, &DataType::Int32).unwrap();
+        assert_eq!(cuts, [Cut::Every, Cut::Every, Cut::Every, b(7)]);
+        // Floats: -0.0 is 0.0; NaN is the best (largest) value, -NaN the worst.
+        let a: ArrayRef = Arc::new(Float64Array::from(vec![f64::NAN, -0.0, -f64::NAN, 2.0, 0.0]));
+        let cuts = super::cuts(vec![a], 5, false, &DataType::Float64).unwrap();
+        let c = |v: f64| v.to_bits();
+        let bits: Vec<u64> = cuts
+            .iter()
+            .map(|cut| match cut {
+                Cut::Beyond(ScalarValue::Float64(Some(x))) => x.to_bits(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(bits, [c(-f64::NAN), c(0.0), c(0.0), c(2.0)]);
+    }
 
     fn rules_of(yaml: &str) -> std::result::Result<Rfm, Vec<String>> {
         let spec: RfmSpec = serde_saphyr::from_str(yaml).unwrap();
