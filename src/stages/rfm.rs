@@ -288,12 +288,18 @@ impl Stage for Rfm {
         if !p.is_empty() {
             return Err(p);
         }
-        // The plans themselves, built on the planning engine's empty tables.
-        let outputs = self
-            .run(step, engine)
+        // The plans themselves, with stand-in cuts: their schemas do not
+        // depend on the cuts, and finding the cuts reads every row (this
+        // runs again just before the step does, on the real tables).
+        let problem = |e: String| vec![Problem::step(step, e)];
+        let input = engine
+            .context()
+            .table(s.input.as_str())
             .await
-            .map_err(|e| vec![Problem::step(step, e.render())])?;
-        Ok(outputs
+            .map_err(|e| problem(e.to_string()))?;
+        let scored = scored(input, s, &[EVERY; 3], &self.rules).map_err(|e| problem(e.to_string()))?;
+        let profile = profile(engine, step, scored.clone(), s, &self.rules).map_err(|e| problem(e.render()))?;
+        Ok([scored, profile]
             .iter()
             .map(|df| Arc::new(df.schema().as_arrow().clone()))
             .collect())
@@ -302,13 +308,15 @@ impl Stage for Rfm {
     async fn run(&self, step: &str, engine: &Engine) -> Result<Vec<DataFrame>> {
         let fail = |e: datafusion::error::DataFusionError| Error::step(step, e);
         let input = engine.context().table(self.spec.input.as_str()).await.map_err(fail)?;
-        let scored = score(input, &self.spec, &self.rules).await.map_err(fail)?;
+        let cuts = cuts(input.clone(), &self.spec).await.map_err(fail)?;
+        let scored = scored(input, &self.spec, &cuts, &self.rules).map_err(fail)?;
         let profile = profile(engine, step, scored.clone(), &self.spec, &self.rules)?;
         Ok(vec![scored, profile])
     }
 }
 
-/// The input rows plus the scores and the segment, as a plan.
+/// The four cuts of each of the three columns (recency, frequency,
+/// monetary), from one pass over the input.
 ///
 /// A row's score is `1 + ⌊5·W/n⌋`, `W = rank − 1` the number of rows strictly
 /// worse than it, so the score passes `k + 1` exactly when `5·W ≥ k·n`, that
@@ -316,18 +324,14 @@ impl Stage for Rfm {
 /// nulls before it has `W ≥ c` when `c ≤ z`, or else when it is strictly
 /// better than the `(c − z)`-th worst value. Four such order statistics per
 /// column, found by selection over the column's values, make each score a
-/// `CASE` on the value: the ranks' scores, bit for bit, without sorting the
-/// table. One pass over the input brings in the three columns (about 8
-/// bytes a value each, and one column's values again while selecting); the
-/// output is a plan.
+/// `CASE` on the value ([`scored`]): the ranks' scores, bit for bit, without
+/// sorting the table. The pass brings in the three columns (about 8 bytes a
+/// value each, and one column's values again while selecting).
 ///
 /// # Errors
 /// DataFusion's, if the plan cannot be built or the pass fails.
-pub async fn score(input: DataFrame, s: &RfmSpec, rules: &[Rule]) -> datafusion::error::Result<DataFrame> {
-    let names: Vec<String> = input.schema().fields().iter().map(|f| f.name().clone()).collect();
-    // Worse is larger for recency (the most days since the last purchase),
-    // smaller for frequency and monetary.
-    let columns = [(&s.recency, true), (&s.frequency, false), (&s.monetary, false)];
+pub async fn cuts(input: DataFrame, s: &RfmSpec) -> datafusion::error::Result<[[Cut; 4]; 3]> {
+    let columns = worse_is_larger(s);
     let values = input.clone().select(
         columns
             .iter()
@@ -346,11 +350,44 @@ pub async fn score(input: DataFrame, s: &RfmSpec, rules: &[Rule]) -> datafusion:
         }
     }
     drop(stream);
-    let mut out: Vec<Expr> = names.iter().map(|c| column(c)).collect();
-    for (i, ((c, worse_is_larger), name)) in columns.iter().zip(["r_score", "f_score", "m_score"]).enumerate() {
+    let mut out: [[Cut; 4]; 3] = [EVERY; 3];
+    for (i, (c, worse_is_larger)) in columns.iter().enumerate() {
         let data_type = input.schema().field_with_unqualified_name(c)?.data_type().clone();
-        let cuts = cuts(std::mem::take(&mut arrays[i]), n, *worse_is_larger, &data_type)?;
-        out.push(score_expr(column(c), &cuts, *worse_is_larger)?.alias(name));
+        out[i] = column_cuts(std::mem::take(&mut arrays[i]), n, *worse_is_larger, &data_type)?;
+    }
+    Ok(out)
+}
+
+/// The three score columns and whether worse is larger in each: for
+/// recency (the most days since the last purchase), not for frequency and
+/// monetary.
+fn worse_is_larger(s: &RfmSpec) -> [(&String, bool); 3] {
+    [(&s.recency, true), (&s.frequency, false), (&s.monetary, false)]
+}
+
+/// Cuts that score every non-null value 5 (a stand-in when only the
+/// schema matters).
+const EVERY: [Cut; 4] = [Cut::Every, Cut::Every, Cut::Every, Cut::Every];
+
+/// The input rows plus the scores (from `cuts`, see [`cuts`]) and the
+/// segment, as a plan.
+///
+/// # Errors
+/// DataFusion's, if the plan cannot be built.
+pub fn scored(
+    input: DataFrame,
+    s: &RfmSpec,
+    cuts: &[[Cut; 4]; 3],
+    rules: &[Rule],
+) -> datafusion::error::Result<DataFrame> {
+    let names: Vec<String> = input.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let mut out: Vec<Expr> = names.iter().map(|c| column(c)).collect();
+    for (((c, worse_is_larger), name), cuts) in worse_is_larger(s)
+        .iter()
+        .zip(["r_score", "f_score", "m_score"])
+        .zip(cuts)
+    {
+        out.push(score_expr(column(c), cuts, *worse_is_larger)?.alias(name));
     }
     let with_scores = input.select(out)?;
     let digits = concat(
@@ -368,7 +405,7 @@ pub async fn score(input: DataFrame, s: &RfmSpec, rules: &[Rule]) -> datafusion:
 
 /// Which non-null values of a column score above `k`, for k = 1..4.
 #[derive(Debug, Clone, PartialEq)]
-enum Cut {
+pub enum Cut {
     /// Every one (the nulls before them are enough).
     Every,
     /// Those strictly better than this value.
@@ -376,7 +413,7 @@ enum Cut {
 }
 
 /// The four cuts of a column of `n` rows, from its values (in batches).
-fn cuts(
+fn column_cuts(
     arrays: Vec<ArrayRef>,
     n: u64,
     worse_is_larger: bool,
@@ -683,8 +720,9 @@ mod tests {
             ctx.register_table("t", t).unwrap();
             let _ = ctx.deregister_table("u");
             ctx.register_table("u", table(n, false).3).unwrap();
-            let out = score(ctx.table("t").await.unwrap(), &spec, &default_rules())
-                .await
+            let t = ctx.table("t").await.unwrap();
+            let cuts = cuts(t.clone(), &spec).await.unwrap();
+            let out = scored(t, &spec, &cuts, &default_rules())
                 .unwrap()
                 .sort(vec![col("id").sort(true, false)])
                 .unwrap()
@@ -737,20 +775,20 @@ mod tests {
             Some(20),
             Some(50),
         ]));
-        let cuts = cuts(vec![a.clone()], 7, false, &DataType::Int32).unwrap();
+        let cuts = column_cuts(vec![a.clone()], 7, false, &DataType::Int32).unwrap();
         let b = |v: i32| Cut::Beyond(ScalarValue::Int32(Some(v)));
         assert_eq!(cuts, [Cut::Every, b(10), b(30), b(40)]);
         // Worst is largest: the 1st, 3rd and 4th largest.
-        let cuts = super::cuts(vec![a], 7, true, &DataType::Int32).unwrap();
+        let cuts = column_cuts(vec![a], 7, true, &DataType::Int32).unwrap();
         assert_eq!(cuts, [Cut::Every, b(50), b(30), b(20)]);
         // n = 3, one value: c = 1, 2, 2, 3. The nulls cover c = 1 and 2; for
         // c = 3 the worst value itself, which no value is strictly better than.
         let a: ArrayRef = Arc::new(I32::from(vec![None, Some(7), None]));
-        let cuts = super::cuts(vec![a], 3, false, &DataType::Int32).unwrap();
+        let cuts = column_cuts(vec![a], 3, false, &DataType::Int32).unwrap();
         assert_eq!(cuts, [Cut::Every, Cut::Every, Cut::Every, b(7)]);
         // Floats: -0.0 is 0.0; NaN is the best (largest) value, -NaN the worst.
         let a: ArrayRef = Arc::new(Float64Array::from(vec![f64::NAN, -0.0, -f64::NAN, 2.0, 0.0]));
-        let cuts = super::cuts(vec![a], 5, false, &DataType::Float64).unwrap();
+        let cuts = column_cuts(vec![a], 5, false, &DataType::Float64).unwrap();
         let c = |v: f64| v.to_bits();
         let bits: Vec<u64> = cuts
             .iter()
