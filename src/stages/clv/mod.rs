@@ -490,10 +490,12 @@ fn utc_ticks_per_day(t: &DataType) -> Option<i64> {
 
 /// The scalar functions CLV plans call.
 pub fn functions() -> Vec<ScalarUDF> {
-    [score::Kind::BgNbd, score::Kind::ParetoNbd, score::Kind::MbgNbd]
+    let mut f: Vec<ScalarUDF> = [score::Kind::BgNbd, score::Kind::ParetoNbd, score::Kind::MbgNbd]
         .into_iter()
         .map(score::udf)
-        .collect()
+        .collect();
+    f.push(discounted::discount_udf());
+    f
 }
 
 #[cfg(test)]
