@@ -145,12 +145,14 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
                     if kept.hashes.len() < n {
                         heap.push((sh, kept.hashes.len()));
                         kept.push(h, &row, r);
-                    } else if let Some(&(top, at)) = heap.peek()
-                        && sh < top
+                    } else if let Some(mut top) = heap.peek_mut()
+                        && sh < top.0
                     {
-                        // Replace the largest kept sample hash.
-                        heap.pop();
-                        heap.push((sh, at));
+                        // Replace the largest kept sample hash in place
+                        // (one sift down, where a pop and a push took two).
+                        let at = top.1;
+                        *top = (sh, at);
+                        drop(top);
                         kept.set(at, h, &row, r);
                     }
                 }
