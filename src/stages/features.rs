@@ -401,7 +401,11 @@ impl Standardizer {
 
     /// `x` z-scored.
     pub fn transform(&self, x: &Array2<f64>) -> Array2<f64> {
-        let mut z = x.clone();
+        self.transform_into(x.clone())
+    }
+
+    /// `x` z-scored in place.
+    pub fn transform_into(&self, mut z: Array2<f64>) -> Array2<f64> {
         for (j, (m, s)) in self.means.iter().zip(&self.stds).enumerate() {
             z.column_mut(j).mapv_inplace(|v| (v - m) / s);
         }

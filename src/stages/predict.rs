@@ -32,7 +32,7 @@ use datafusion::prelude::DataFrame;
 use datafusion::prelude::col;
 use linfa::DatasetBase;
 use linfa::traits::Fit;
-use ndarray::{Array1, Array2, Axis};
+use ndarray::{Array1, Array2};
 use serde::Deserialize;
 
 use super::features::{FeatureRequest, NullPolicy, Standardizer, collect_features, feature_exprs, holdout_expr};
@@ -244,12 +244,12 @@ impl Stage for Predict {
             },
         )
         .await?;
-        let y = feats.y.clone().unwrap_or_default();
         let n_train = feats.x.nrows();
         if n_train <= s.features.len() {
             return Err(Error::step(step, too_few_rows(s, &feats)));
         }
-        let model = fit(step, s, &feats.x, &y, &vec![false; n_train], feats.fill.clone())?;
+        let y = feats.y.unwrap_or_default();
+        let model = fit(step, s, feats.x, &y, feats.fill)?;
         let mut metrics = holdout_metrics(engine, step, s, &model).await?;
         // r2, rmse, mae | auc, log_loss, accuracy, base_rate; then n_train, n_test.
         metrics.insert(metrics.len() - 1, ("n_train".to_string(), n_train as f64));
@@ -301,28 +301,22 @@ fn too_few_rows(s: &PredictSpec, feats: &super::features::Features) -> String {
     )
 }
 
-/// Fits on the rows where `test` is false (the holdout is evaluated in
-/// the plan, on every holdout row: [`holdout_metrics`]).
+/// Fits on the rows of `x` (the training rows: the holdout is evaluated in
+/// the plan, on every holdout row: [`holdout_metrics`]), z-scoring them in
+/// place (a matrix of the training rows is the largest object in memory,
+/// so it is not copied).
 ///
 /// # Errors
 /// Too few training rows, a non-0/1 label for `logistic`, a constant
 /// feature, or a solver failure.
-pub fn fit(
-    step: &str,
-    s: &PredictSpec,
-    x: &Array2<f64>,
-    y: &[f64],
-    test: &[bool],
-    fill: Option<Vec<f64>>,
-) -> Result<Model> {
-    let train_rows: Vec<usize> = (0..x.nrows()).filter(|&i| !test[i]).collect();
+pub fn fit(step: &str, s: &PredictSpec, x: Array2<f64>, y: &[f64], fill: Option<Vec<f64>>) -> Result<Model> {
     let d = s.features.len();
-    if train_rows.len() <= d {
+    if x.nrows() <= d {
         return Err(Error::step(
             step,
             format!(
                 "{} training rows for {d} features and an intercept: too few to fit",
-                train_rows.len()
+                x.nrows()
             ),
         ));
     }
@@ -339,10 +333,9 @@ pub fn fit(
             ));
         }
     }
-    let xt = x.select(Axis(0), &train_rows);
-    let yt = Array1::from_iter(train_rows.iter().map(|&i| y[i]));
-    let scaling = Standardizer::fit(step, &xt, &s.features)?;
-    let zt = scaling.transform(&xt);
+    let yt = Array1::from(y.to_vec());
+    let scaling = Standardizer::fit(step, &x, &s.features)?;
+    let zt = scaling.transform_into(x);
     let (means, stds) = (&scaling.means, &scaling.stds);
     let (zcoef, zintercept) = match s.model {
         ModelKind::Linear => {
@@ -660,7 +653,7 @@ mod tests {
             x[[i, 2]] = noise.sample(&mut rng) * 1000.0;
             y.push(3.0 + 0.5 * x[[i, 0]] - 2.0 * x[[i, 1]] + 0.001 * x[[i, 2]] + noise.sample(&mut rng));
         }
-        let m = fit("p", &spec(ModelKind::Linear, 3), &x, &y, &vec![false; n], None).unwrap();
+        let m = fit("p", &spec(ModelKind::Linear, 3), x.clone(), &y, None).unwrap();
         let want = normal_equations(&x, &y);
         let got: Vec<f64> = std::iter::once(m.intercept).chain(m.coef.iter().copied()).collect();
         for (g, w) in got.iter().zip(&want) {
@@ -686,7 +679,7 @@ mod tests {
                 0.0
             });
         }
-        let m = fit("p", &spec(ModelKind::Logistic, 2), &x, &y, &vec![false; n], None).unwrap();
+        let m = fit("p", &spec(ModelKind::Logistic, 2), x, &y, None).unwrap();
         // Standard errors here are about 0.03; allow 4 of them.
         assert!((m.intercept - b0).abs() < 0.12, "{m:?}");
         assert!((m.coef[0] - b1).abs() < 0.12, "{m:?}");
@@ -704,15 +697,7 @@ mod tests {
     #[test]
     fn non_binary_labels_are_rejected_with_a_count() {
         let x = Array2::from_shape_vec((4, 1), vec![1.0, 2.0, 3.0, 4.0]).unwrap();
-        let err = fit(
-            "churn",
-            &spec(ModelKind::Logistic, 1),
-            &x,
-            &[0.0, 1.0, 2.0, 1.0],
-            &[false; 4],
-            None,
-        )
-        .unwrap_err();
+        let err = fit("churn", &spec(ModelKind::Logistic, 1), x, &[0.0, 1.0, 2.0, 1.0], None).unwrap_err();
         assert_eq!(
             err.render(),
             "step \"churn\": label \"y\" must be 0 or 1 for model: logistic; 1 rows are not (e.g. 2)"
