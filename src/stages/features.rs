@@ -98,11 +98,9 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
     let df = df.select(exprs).map_err(|e| Error::step(step, e))?;
     let d = req.features.len();
     let mut stream = df.execute_stream().await.map_err(|e| Error::step(step, e))?;
-    // Kept rows, flat: row i has hash kept.hashes[i], features
-    // kept.vals[i*d..(i+1)*d] (valid where kept.valid says so), label
-    // kept.ys[i] and holdout flag kept.flags[i]. A sample replaces rows in
+    // Kept rows, each one record (see [`Kept`]). A sample replaces rows in
     // place.
-    let mut kept = Kept::default();
+    let mut kept = Kept::new(d);
     let mut heap: std::collections::BinaryHeap<(u64, usize)> = std::collections::BinaryHeap::new();
     let mut nulls = vec![0usize; d];
     let mut label_nulls = 0usize;
@@ -142,8 +140,8 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
             Some(n) => {
                 let sample_hashes = sample_hashes.as_deref().unwrap_or(&hashes);
                 for (r, (&h, &sh)) in hashes.iter().zip(sample_hashes).enumerate() {
-                    if kept.hashes.len() < n {
-                        heap.push((sh, kept.hashes.len()));
+                    if kept.len() < n {
+                        heap.push((sh, kept.len()));
                         kept.push(h, &row, r);
                     } else if let Some(mut top) = heap.peek_mut()
                         && sh < top.0
@@ -210,26 +208,26 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
     // batches in any order, and fits (k-means++ picks rows by position)
     // must not depend on it. Sorted by hash first (fast, on primitives);
     // rows with equal hashes (the same id twice) by the rest.
-    let mut order: Vec<(u64, usize)> = kept.hashes.iter().copied().zip(0..).collect();
+    let mut order: Vec<(u64, usize)> = (0..kept.len()).map(|i| (kept.hash(i), i)).collect();
     order.sort_unstable();
     let mut order: Vec<usize> = order.into_iter().map(|(_, i)| i).collect();
     let mut at = 0;
     while at < order.len() {
-        let h = kept.hashes[order[at]];
+        let h = kept.hash(order[at]);
         let mut end = at + 1;
-        while end < order.len() && kept.hashes[order[end]] == h {
+        while end < order.len() && kept.hash(order[end]) == h {
             end += 1;
         }
         if end - at > 1 {
-            order[at..end].sort_unstable_by(|&a, &b| kept.cmp(a, b, d));
+            order[at..end].sort_unstable_by(|&a, &b| kept.cmp(a, b));
         }
         at = end;
     }
     // Holdout rows are evaluated in the plan, not fitted on: leave them out.
     let sampled = order.len();
     match (req.holdout_column, req.holdout) {
-        (Some(_), _) => order.retain(|&i| !kept.flags[i]),
-        (None, Some(f)) => order.retain(|&i| !in_holdout(kept.hashes[i], f)),
+        (Some(_), _) => order.retain(|&i| !kept.flag(i)),
+        (None, Some(f)) => order.retain(|&i| !in_holdout(kept.hash(i), f)),
         (None, None) => {}
     }
     let held_out = sampled - order.len();
@@ -240,8 +238,8 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
             let mut counts = vec![0usize; d];
             for &i in &order {
                 for j in 0..d {
-                    if kept.valid[i * d + j] {
-                        sums[j] += kept.vals[i * d + j];
+                    if kept.valid(i, j) {
+                        sums[j] += kept.val(i, j);
                         counts[j] += 1;
                     }
                 }
@@ -257,7 +255,7 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
     };
     let before = order.len();
     if req.nulls == NullPolicy::Drop {
-        order.retain(|&i| kept.valid[i * d..(i + 1) * d].iter().all(|v| *v));
+        order.retain(|&i| (0..d).all(|j| kept.valid(i, j)));
     }
     let dropped = before - order.len();
     if order.is_empty() && dropped > 0 {
@@ -269,10 +267,13 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
     let mut x = Array2::<f64>::zeros((order.len(), d));
     let mut hashes = Vec::with_capacity(order.len());
     let mut y = req.label.map(|_| Vec::with_capacity(order.len()));
+    // In hash order, the rows are read at random: each is one record, a
+    // few adjacent cache lines.
     for (r, &i) in order.iter().enumerate() {
+        let rec = kept.record(i);
         for j in 0..d {
-            let v = match (kept.valid[i * d + j], &fill) {
-                (true, _) => kept.vals[i * d + j],
+            let v = match (Kept::valid_in(rec, j), &fill) {
+                (true, _) => Kept::val_in(rec, kept.w, j),
                 (false, Some(f)) => f[j],
                 (false, None) => f64::NAN,
             };
@@ -284,10 +285,10 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
             }
             x[[r, j]] = v;
         }
-        if let (Some(y), Some(l)) = (&mut y, kept.ys[i]) {
+        if let (Some(y), Some(l)) = (&mut y, Kept::y_in(rec)) {
             y.push(l);
         }
-        hashes.push(kept.hashes[i]);
+        hashes.push(rec[0]);
     }
     Ok(Features {
         x,
@@ -311,54 +312,114 @@ struct Row<'a> {
 /// The rows kept for fitting, flat (see [`collect_features`]).
 #[derive(Default)]
 struct Kept {
-    hashes: Vec<u64>,
-    vals: Vec<f64>,
-    valid: Vec<bool>,
-    ys: Vec<Option<f64>>,
-    flags: Vec<bool>,
+    /// Features a row.
+    d: usize,
+    /// Words of validity bits a row.
+    w: usize,
+    /// Row i is `records[i * stride..(i + 1) * stride]`: its hash, its
+    /// label's bits, a word of flags (bit 0 the label is valid, bit 1 the
+    /// holdout flag), `w` words of the features' validity bits, then the
+    /// `d` features' bits. One record a row, so that reading the rows in
+    /// hash order (at random) reads a few adjacent cache lines a row, not
+    /// one line in each of five arrays.
+    records: Vec<u64>,
 }
 
 impl Kept {
-    fn push(&mut self, h: u64, row: &Row, r: usize) {
-        self.hashes.push(h);
-        for c in row.cols {
-            self.vals.push(c.value(r));
-            self.valid.push(c.is_valid(r));
+    fn new(d: usize) -> Kept {
+        Kept {
+            d,
+            w: d.div_ceil(64),
+            records: Vec::new(),
         }
-        self.ys.push(row.ys.and_then(|c| c.is_valid(r).then(|| c.value(r))));
-        self.flags.push(row.flags.is_some_and(|f| f.is_valid(r) && f.value(r)));
+    }
+
+    fn stride(&self) -> usize {
+        3 + self.w + self.d
+    }
+
+    fn len(&self) -> usize {
+        self.records.len() / self.stride()
+    }
+
+    fn record(&self, i: usize) -> &[u64] {
+        let s = self.stride();
+        &self.records[i * s..(i + 1) * s]
+    }
+
+    fn hash(&self, i: usize) -> u64 {
+        self.records[i * self.stride()]
+    }
+
+    fn flag(&self, i: usize) -> bool {
+        self.records[i * self.stride() + 2] & 2 != 0
+    }
+
+    fn valid(&self, i: usize, j: usize) -> bool {
+        Kept::valid_in(self.record(i), j)
+    }
+
+    fn val(&self, i: usize, j: usize) -> f64 {
+        Kept::val_in(self.record(i), self.w, j)
+    }
+
+    fn valid_in(rec: &[u64], j: usize) -> bool {
+        rec[3 + j / 64] >> (j % 64) & 1 != 0
+    }
+
+    fn val_in(rec: &[u64], w: usize, j: usize) -> f64 {
+        f64::from_bits(rec[3 + w + j])
+    }
+
+    fn y_in(rec: &[u64]) -> Option<f64> {
+        (rec[2] & 1 != 0).then(|| f64::from_bits(rec[1]))
+    }
+
+    /// Writes row `r` of `row` into `rec`.
+    fn fill(rec: &mut [u64], w: usize, h: u64, row: &Row, r: usize) {
+        rec[0] = h;
+        let y = row.ys.and_then(|c| c.is_valid(r).then(|| c.value(r)));
+        rec[1] = y.map_or(0, f64::to_bits);
+        rec[2] = u64::from(y.is_some()) | u64::from(row.flags.is_some_and(|f| f.is_valid(r) && f.value(r))) << 1;
+        rec[3..3 + w].fill(0);
+        for (j, c) in row.cols.iter().enumerate() {
+            rec[3 + j / 64] |= u64::from(c.is_valid(r)) << (j % 64);
+            rec[3 + w + j] = c.value(r).to_bits();
+        }
+    }
+
+    fn push(&mut self, h: u64, row: &Row, r: usize) {
+        let s = self.stride();
+        let at = self.records.len();
+        self.records.resize(at + s, 0);
+        Kept::fill(&mut self.records[at..], self.w, h, row, r);
     }
 
     fn set(&mut self, at: usize, h: u64, row: &Row, r: usize) {
-        let d = row.cols.len();
-        self.hashes[at] = h;
-        for (j, c) in row.cols.iter().enumerate() {
-            self.vals[at * d + j] = c.value(r);
-            self.valid[at * d + j] = c.is_valid(r);
-        }
-        self.ys[at] = row.ys.and_then(|c| c.is_valid(r).then(|| c.value(r)));
-        self.flags[at] = row.flags.is_some_and(|f| f.is_valid(r) && f.value(r));
+        let s = self.stride();
+        Kept::fill(&mut self.records[at * s..(at + 1) * s], self.w, h, row, r);
     }
 
     /// Rows by values (nulls as NaN, total order), then label, then flag.
-    fn cmp(&self, a: usize, b: usize, d: usize) -> std::cmp::Ordering {
-        let value = |i: usize, j: usize| {
-            if self.valid[i * d + j] {
-                self.vals[i * d + j]
+    fn cmp(&self, a: usize, b: usize) -> std::cmp::Ordering {
+        let (ra, rb) = (self.record(a), self.record(b));
+        let value = |rec: &[u64], j: usize| {
+            if Kept::valid_in(rec, j) {
+                Kept::val_in(rec, self.w, j)
             } else {
                 f64::NAN
             }
         };
-        (0..d)
-            .map(|j| value(a, j).total_cmp(&value(b, j)))
+        (0..self.d)
+            .map(|j| value(ra, j).total_cmp(&value(rb, j)))
             .find(|o| o.is_ne())
             .unwrap_or(std::cmp::Ordering::Equal)
             .then_with(|| {
-                self.ys[a]
+                Kept::y_in(ra)
                     .unwrap_or(f64::NAN)
-                    .total_cmp(&self.ys[b].unwrap_or(f64::NAN))
+                    .total_cmp(&Kept::y_in(rb).unwrap_or(f64::NAN))
             })
-            .then_with(|| self.flags[a].cmp(&self.flags[b]))
+            .then_with(|| (ra[2] & 2 != 0).cmp(&(rb[2] & 2 != 0)))
     }
 }
 
@@ -496,5 +557,151 @@ impl datafusion::logical_expr::ScalarUDFImpl for KeyHash {
         Ok(ColumnarValue::Array(std::sync::Arc::new(
             datafusion::arrow::array::UInt64Array::from(hashes),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    /// 70 features (two words of validity bits a row) with nulls in both
+    /// words, a label and a holdout column, over three batches: the rows
+    /// come back in id-hash order with their own values, nulls filled with
+    /// the mean of the fitting rows, the label and hashes beside them, and
+    /// the holdout rows left out; then a sample keeps the smallest sample
+    /// hashes and `drop` leaves out every row with a null.
+    #[tokio::test]
+    async fn rows_come_back_whole_in_hash_order_across_validity_words() {
+        let d = 70;
+        let n = 60i64;
+        let value = |id: i64, j: usize| {
+            if (id + j as i64) % 7 == 0 {
+                None
+            } else {
+                Some(id as f64 * 100.0 + j as f64)
+            }
+        };
+        let holdout = |id: i64| id % 5 == 0;
+        let mut fields = vec![Field::new("id", DataType::Int64, false)];
+        fields.extend((0..d).map(|j| Field::new(format!("f{j}"), DataType::Float64, true)));
+        fields.push(Field::new("y", DataType::Float64, false));
+        fields.push(Field::new("h", DataType::Boolean, false));
+        let schema = Arc::new(Schema::new(fields));
+        let batch = |ids: std::ops::Range<i64>| {
+            let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(ids.clone()))];
+            cols.extend((0..d).map(|j| {
+                Arc::new(Float64Array::from(
+                    ids.clone().map(|id| value(id, j)).collect::<Vec<_>>(),
+                )) as ArrayRef
+            }));
+            cols.push(Arc::new(Float64Array::from_iter_values(
+                ids.clone().map(|id| -(id as f64)),
+            )));
+            cols.push(Arc::new(BooleanArray::from(
+                ids.clone().map(holdout).collect::<Vec<_>>(),
+            )));
+            RecordBatch::try_new(schema.clone(), cols).unwrap()
+        };
+        let table = datafusion::datasource::MemTable::try_new(
+            schema.clone(),
+            vec![vec![batch(31..61), batch(1..11)], vec![batch(11..31)]],
+        )
+        .unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_table("t", Arc::new(table)).unwrap();
+        let features: Vec<String> = (0..d).map(|j| format!("f{j}")).collect();
+        let request = |nulls: NullPolicy, sample: Option<usize>| FeatureRequest {
+            step: "s",
+            table: "t",
+            id: "id",
+            features: &features,
+            label: Some("y"),
+            holdout_column: Some("h"),
+            nulls,
+            sample,
+            seed: 9,
+            sample_seed: 10,
+            holdout: None,
+        };
+        let hash = |id: i64, seed: u64| crate::hash::key_hashes(&Int64Array::from(vec![id]), seed)[0];
+        // By hand: the fitting rows in hash order, the column means over them.
+        let check = |got: &Features, ids: &[i64], fill: &Option<Vec<f64>>| {
+            let mut ids: Vec<i64> = ids.iter().copied().filter(|&id| !holdout(id)).collect();
+            ids.sort_by_key(|&id| hash(id, 9));
+            assert_eq!(got.hashes, ids.iter().map(|&id| hash(id, 9)).collect::<Vec<_>>());
+            assert_eq!(
+                got.y.as_ref().unwrap(),
+                &ids.iter().map(|&id| -(id as f64)).collect::<Vec<_>>()
+            );
+            assert_eq!(got.x.dim(), (ids.len(), d));
+            for (r, &id) in ids.iter().enumerate() {
+                for j in 0..d {
+                    let want = value(id, j).unwrap_or_else(|| fill.as_ref().unwrap()[j]);
+                    assert_eq!(got.x[[r, j]], want, "id {id}, feature {j}");
+                }
+            }
+        };
+        let all: Vec<i64> = (1..=n).collect();
+        let got = collect_features(&ctx, &request(NullPolicy::Mean, None)).await.unwrap();
+        let fitting: Vec<i64> = all.iter().copied().filter(|&id| !holdout(id)).collect();
+        let means: Vec<f64> = (0..d)
+            .map(|j| {
+                let v: Vec<f64> = fitting.iter().filter_map(|&id| value(id, j)).collect();
+                v.iter().sum::<f64>() / v.len() as f64
+            })
+            .collect();
+        assert_eq!(got.fill.as_ref().unwrap(), &means);
+        check(&got, &all, &Some(means));
+        assert_eq!(
+            (got.table_rows, got.sampled, got.held_out, got.dropped),
+            (60, 60, 12, 0)
+        );
+        // A sample of 25: the ids with the 25 smallest hashes under the
+        // sample seed.
+        let mut by_sample = all.clone();
+        by_sample.sort_by_key(|&id| hash(id, 10));
+        // Every id has a null among its 70 features (id + j ≡ 0 mod 7 for
+        // some j): `drop` leaves nothing; `error` counts each column's.
+        let err = collect_features(&ctx, &request(NullPolicy::Drop, Some(25)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.render(),
+            "step \"s\": no rows of \"t\" are left to fit on after dropping nulls"
+        );
+        let counts: Vec<String> = (0..d)
+            .map(|j| {
+                format!(
+                    "\"f{j}\" has {} nulls",
+                    all.iter().filter(|&&id| value(id, j).is_none()).count()
+                )
+            })
+            .collect();
+        assert!(counts[0] == "\"f0\" has 8 nulls" && counts[3] == "\"f3\" has 9 nulls");
+        let err = collect_features(&ctx, &request(NullPolicy::Error, Some(25)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.render(),
+            format!(
+                "step \"s\": null feature values in \"t\" (60 rows): {}; set nulls: drop or nulls: mean to fit anyway",
+                counts.join(", ")
+            )
+        );
+        let got = collect_features(&ctx, &request(NullPolicy::Mean, Some(25)))
+            .await
+            .unwrap();
+        let sampled = &by_sample[..25];
+        let fitting: Vec<i64> = sampled.iter().copied().filter(|&id| !holdout(id)).collect();
+        let means: Vec<f64> = (0..d)
+            .map(|j| {
+                let v: Vec<f64> = fitting.iter().filter_map(|&id| value(id, j)).collect();
+                v.iter().sum::<f64>() / v.len() as f64
+            })
+            .collect();
+        check(&got, sampled, &Some(means));
     }
 }
