@@ -269,11 +269,12 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
     let mut y = req.label.map(|_| Vec::with_capacity(order.len()));
     // In hash order, the rows are read at random: each is one record, a
     // few adjacent cache lines.
+    let w = kept.w();
     for (r, &i) in order.iter().enumerate() {
         let rec = kept.record(i);
         for j in 0..d {
             let v = match (Kept::valid_in(rec, j), &fill) {
-                (true, _) => Kept::val_in(rec, kept.w, j),
+                (true, _) => Kept::val_in(rec, w, j),
                 (false, Some(f)) => f[j],
                 (false, None) => f64::NAN,
             };
@@ -310,15 +311,12 @@ struct Row<'a> {
 }
 
 /// The rows kept for fitting, flat (see [`collect_features`]).
-#[derive(Default)]
 struct Kept {
     /// Features a row.
     d: usize,
-    /// Words of validity bits a row.
-    w: usize,
     /// Row i is `records[i * stride..(i + 1) * stride]`: its hash, its
     /// label's bits, a word of flags (bit 0 the label is valid, bit 1 the
-    /// holdout flag), `w` words of the features' validity bits, then the
+    /// holdout flag), [`Kept::w`] words of the features' validity bits, then the
     /// `d` features' bits. One record a row, so that reading the rows in
     /// hash order (at random) reads a few adjacent cache lines a row, not
     /// one line in each of five arrays.
@@ -327,15 +325,16 @@ struct Kept {
 
 impl Kept {
     fn new(d: usize) -> Kept {
-        Kept {
-            d,
-            w: d.div_ceil(64),
-            records: Vec::new(),
-        }
+        Kept { d, records: Vec::new() }
+    }
+
+    /// Words of validity bits a row.
+    fn w(&self) -> usize {
+        self.d.div_ceil(64)
     }
 
     fn stride(&self) -> usize {
-        3 + self.w + self.d
+        3 + self.w() + self.d
     }
 
     fn len(&self) -> usize {
@@ -352,7 +351,7 @@ impl Kept {
     }
 
     fn flag(&self, i: usize) -> bool {
-        self.records[i * self.stride() + 2] & 2 != 0
+        Kept::flag_in(self.record(i))
     }
 
     fn valid(&self, i: usize, j: usize) -> bool {
@@ -360,7 +359,7 @@ impl Kept {
     }
 
     fn val(&self, i: usize, j: usize) -> f64 {
-        Kept::val_in(self.record(i), self.w, j)
+        Kept::val_in(self.record(i), self.w(), j)
     }
 
     fn valid_in(rec: &[u64], j: usize) -> bool {
@@ -373,6 +372,10 @@ impl Kept {
 
     fn y_in(rec: &[u64]) -> Option<f64> {
         (rec[2] & 1 != 0).then(|| f64::from_bits(rec[1]))
+    }
+
+    fn flag_in(rec: &[u64]) -> bool {
+        rec[2] & 2 != 0
     }
 
     /// Writes row `r` of `row` into `rec`.
@@ -392,20 +395,22 @@ impl Kept {
         let s = self.stride();
         let at = self.records.len();
         self.records.resize(at + s, 0);
-        Kept::fill(&mut self.records[at..], self.w, h, row, r);
+        let w = self.w();
+        Kept::fill(&mut self.records[at..], w, h, row, r);
     }
 
     fn set(&mut self, at: usize, h: u64, row: &Row, r: usize) {
         let s = self.stride();
-        Kept::fill(&mut self.records[at * s..(at + 1) * s], self.w, h, row, r);
+        let w = self.w();
+        Kept::fill(&mut self.records[at * s..(at + 1) * s], w, h, row, r);
     }
 
     /// Rows by values (nulls as NaN, total order), then label, then flag.
     fn cmp(&self, a: usize, b: usize) -> std::cmp::Ordering {
-        let (ra, rb) = (self.record(a), self.record(b));
+        let (ra, rb, w) = (self.record(a), self.record(b), self.w());
         let value = |rec: &[u64], j: usize| {
             if Kept::valid_in(rec, j) {
-                Kept::val_in(rec, self.w, j)
+                Kept::val_in(rec, w, j)
             } else {
                 f64::NAN
             }
@@ -419,7 +424,7 @@ impl Kept {
                     .unwrap_or(f64::NAN)
                     .total_cmp(&Kept::y_in(rb).unwrap_or(f64::NAN))
             })
-            .then_with(|| (ra[2] & 2 != 0).cmp(&(rb[2] & 2 != 0)))
+            .then_with(|| Kept::flag_in(ra).cmp(&Kept::flag_in(rb)))
     }
 }
 
@@ -572,13 +577,16 @@ mod tests {
     /// come back in id-hash order with their own values, nulls filled with
     /// the mean of the fitting rows, the label and hashes beside them, and
     /// the holdout rows left out; then a sample keeps the smallest sample
-    /// hashes and `drop` leaves out every row with a null.
+    /// hashes, `drop` leaves out every row with a null and `error` counts
+    /// them.
     #[tokio::test]
     async fn rows_come_back_whole_in_hash_order_across_validity_words() {
         let d = 70;
         let n = 60i64;
+        // Nulls only in rows of ids divisible by 3: for even ids in both
+        // validity words, for most odd ones (3, 9, 15, ...) in the second only.
         let value = |id: i64, j: usize| {
-            if (id + j as i64) % 7 == 0 {
+            if id % 3 == 0 && (id + j as i64) % 7 == 0 && (j >= 64 || id % 2 == 0) {
                 None
             } else {
                 Some(id as f64 * 100.0 + j as f64)
@@ -644,17 +652,23 @@ mod tests {
                 }
             }
         };
+        // The column means over the fitting rows of these ids.
+        let means = |ids: &[i64]| -> Vec<f64> {
+            (0..d)
+                .map(|j| {
+                    let v: Vec<f64> = ids
+                        .iter()
+                        .filter(|&&id| !holdout(id))
+                        .filter_map(|&id| value(id, j))
+                        .collect();
+                    v.iter().sum::<f64>() / v.len() as f64
+                })
+                .collect()
+        };
         let all: Vec<i64> = (1..=n).collect();
         let got = collect_features(&ctx, &request(NullPolicy::Mean, None)).await.unwrap();
-        let fitting: Vec<i64> = all.iter().copied().filter(|&id| !holdout(id)).collect();
-        let means: Vec<f64> = (0..d)
-            .map(|j| {
-                let v: Vec<f64> = fitting.iter().filter_map(|&id| value(id, j)).collect();
-                v.iter().sum::<f64>() / v.len() as f64
-            })
-            .collect();
-        assert_eq!(got.fill.as_ref().unwrap(), &means);
-        check(&got, &all, &Some(means));
+        assert_eq!(got.fill.as_ref().unwrap(), &means(&all));
+        check(&got, &all, &Some(means(&all)));
         assert_eq!(
             (got.table_rows, got.sampled, got.held_out, got.dropped),
             (60, 60, 12, 0)
@@ -663,15 +677,30 @@ mod tests {
         // sample seed.
         let mut by_sample = all.clone();
         by_sample.sort_by_key(|&id| hash(id, 10));
-        // Every id has a null among its 70 features (id + j ≡ 0 mod 7 for
-        // some j): `drop` leaves nothing; `error` counts each column's.
-        let err = collect_features(&ctx, &request(NullPolicy::Drop, Some(25)))
+        let sampled = &by_sample[..25];
+        let got = collect_features(&ctx, &request(NullPolicy::Mean, Some(25)))
             .await
-            .unwrap_err();
-        assert_eq!(
-            err.render(),
-            "step \"s\": no rows of \"t\" are left to fit on after dropping nulls"
+            .unwrap();
+        check(&got, sampled, &Some(means(sampled)));
+        // `drop`: the sampled fitting rows without a null.
+        let got = collect_features(&ctx, &request(NullPolicy::Drop, Some(25)))
+            .await
+            .unwrap();
+        let whole: Vec<i64> = sampled
+            .iter()
+            .copied()
+            .filter(|&id| (0..d).all(|j| value(id, j).is_some()))
+            .collect();
+        assert!(
+            sampled
+                .iter()
+                .any(|&id| !holdout(id) && (0..64).all(|j| value(id, j).is_some()) && !whole.contains(&id)),
+            "the sample has a fitting row with nulls in the second word only"
         );
+        check(&got, &whole, &None);
+        let fitting = sampled.iter().filter(|&&id| !holdout(id)).count();
+        assert_eq!(got.dropped, fitting - got.x.nrows());
+        assert!(got.dropped > 0 && got.x.nrows() > 0, "{} dropped", got.dropped);
         let counts: Vec<String> = (0..d)
             .map(|j| {
                 format!(
@@ -680,7 +709,10 @@ mod tests {
                 )
             })
             .collect();
-        assert!(counts[0] == "\"f0\" has 8 nulls" && counts[3] == "\"f3\" has 9 nulls");
+        assert_eq!(
+            [&counts[0], &counts[3], &counts[64]],
+            ["\"f0\" has 1 nulls", "\"f3\" has 2 nulls", "\"f64\" has 3 nulls"]
+        );
         let err = collect_features(&ctx, &request(NullPolicy::Error, Some(25)))
             .await
             .unwrap_err();
@@ -691,17 +723,5 @@ mod tests {
                 counts.join(", ")
             )
         );
-        let got = collect_features(&ctx, &request(NullPolicy::Mean, Some(25)))
-            .await
-            .unwrap();
-        let sampled = &by_sample[..25];
-        let fitting: Vec<i64> = sampled.iter().copied().filter(|&id| !holdout(id)).collect();
-        let means: Vec<f64> = (0..d)
-            .map(|j| {
-                let v: Vec<f64> = fitting.iter().filter_map(|&id| value(id, j)).collect();
-                v.iter().sum::<f64>() / v.len() as f64
-            })
-            .collect();
-        check(&got, sampled, &Some(means));
     }
 }

@@ -249,7 +249,7 @@ impl Stage for Predict {
             return Err(Error::step(step, too_few_rows(s, &feats)));
         }
         let y = feats.y.unwrap_or_default();
-        let model = fit(step, s, feats.x, &y, feats.fill)?;
+        let model = fit(step, s, feats.x, y, feats.fill)?;
         let mut metrics = holdout_metrics(engine, step, s, &model).await?;
         // r2, rmse, mae | auc, log_loss, accuracy, base_rate; then n_train, n_test.
         metrics.insert(metrics.len() - 1, ("n_train".to_string(), n_train as f64));
@@ -309,7 +309,7 @@ fn too_few_rows(s: &PredictSpec, feats: &super::features::Features) -> String {
 /// # Errors
 /// Too few training rows, a non-0/1 label for `logistic`, a constant
 /// feature, or a solver failure.
-pub fn fit(step: &str, s: &PredictSpec, x: Array2<f64>, y: &[f64], fill: Option<Vec<f64>>) -> Result<Model> {
+pub fn fit(step: &str, s: &PredictSpec, x: Array2<f64>, y: Vec<f64>, fill: Option<Vec<f64>>) -> Result<Model> {
     let d = s.features.len();
     if x.nrows() <= d {
         return Err(Error::step(
@@ -333,7 +333,7 @@ pub fn fit(step: &str, s: &PredictSpec, x: Array2<f64>, y: &[f64], fill: Option<
             ));
         }
     }
-    let yt = Array1::from(y.to_vec());
+    let yt = Array1::from(y);
     let scaling = Standardizer::fit(step, &x, &s.features)?;
     let zt = scaling.transform_into(x);
     let (means, stds) = (&scaling.means, &scaling.stds);
@@ -653,7 +653,7 @@ mod tests {
             x[[i, 2]] = noise.sample(&mut rng) * 1000.0;
             y.push(3.0 + 0.5 * x[[i, 0]] - 2.0 * x[[i, 1]] + 0.001 * x[[i, 2]] + noise.sample(&mut rng));
         }
-        let m = fit("p", &spec(ModelKind::Linear, 3), x.clone(), &y, None).unwrap();
+        let m = fit("p", &spec(ModelKind::Linear, 3), x.clone(), y.clone(), None).unwrap();
         let want = normal_equations(&x, &y);
         let got: Vec<f64> = std::iter::once(m.intercept).chain(m.coef.iter().copied()).collect();
         for (g, w) in got.iter().zip(&want) {
@@ -679,7 +679,7 @@ mod tests {
                 0.0
             });
         }
-        let m = fit("p", &spec(ModelKind::Logistic, 2), x, &y, None).unwrap();
+        let m = fit("p", &spec(ModelKind::Logistic, 2), x, y, None).unwrap();
         // Standard errors here are about 0.03; allow 4 of them.
         assert!((m.intercept - b0).abs() < 0.12, "{m:?}");
         assert!((m.coef[0] - b1).abs() < 0.12, "{m:?}");
@@ -697,7 +697,14 @@ mod tests {
     #[test]
     fn non_binary_labels_are_rejected_with_a_count() {
         let x = Array2::from_shape_vec((4, 1), vec![1.0, 2.0, 3.0, 4.0]).unwrap();
-        let err = fit("churn", &spec(ModelKind::Logistic, 1), x, &[0.0, 1.0, 2.0, 1.0], None).unwrap_err();
+        let err = fit(
+            "churn",
+            &spec(ModelKind::Logistic, 1),
+            x,
+            vec![0.0, 1.0, 2.0, 1.0],
+            None,
+        )
+        .unwrap_err();
         assert_eq!(
             err.render(),
             "step \"churn\": label \"y\" must be 0 or 1 for model: logistic; 1 rows are not (e.g. 2)"

@@ -289,26 +289,33 @@ impl Stage for Rfm {
             return Err(p);
         }
         // The plans themselves, with stand-in cuts: their schemas do not
-        // depend on the cuts, and finding the cuts reads every row (this
-        // runs again just before the step does, on the real tables).
-        let problem = |e: String| vec![Problem::step(step, e)];
-        let input = engine
-            .context()
-            .table(s.input.as_str())
+        // depend on the cuts, and finding the cuts reads every row.
+        let outputs = self
+            .outputs(step, engine, false)
             .await
-            .map_err(|e| problem(e.to_string()))?;
-        let scored = scored(input, s, &[EVERY; 3], &self.rules).map_err(|e| problem(e.to_string()))?;
-        let profile = profile(engine, step, scored.clone(), s, &self.rules).map_err(|e| problem(e.render()))?;
-        Ok([scored, profile]
+            .map_err(|e| vec![Problem::step(step, e.render())])?;
+        Ok(outputs
             .iter()
             .map(|df| Arc::new(df.schema().as_arrow().clone()))
             .collect())
     }
 
     async fn run(&self, step: &str, engine: &Engine) -> Result<Vec<DataFrame>> {
+        self.outputs(step, engine, true).await
+    }
+}
+
+impl Rfm {
+    /// The scored table and the profile, as plans; with the cuts found on
+    /// the input (one pass over it) or, for their schemas only, stand-ins.
+    async fn outputs(&self, step: &str, engine: &Engine, find_cuts: bool) -> Result<Vec<DataFrame>> {
         let fail = |e: datafusion::error::DataFusionError| Error::step(step, e);
         let input = engine.context().table(self.spec.input.as_str()).await.map_err(fail)?;
-        let cuts = cuts(input.clone(), &self.spec).await.map_err(fail)?;
+        let cuts = if find_cuts {
+            cuts(input.clone(), &self.spec).await.map_err(fail)?
+        } else {
+            [EVERY; 3]
+        };
         let scored = scored(input, &self.spec, &cuts, &self.rules).map_err(fail)?;
         let profile = profile(engine, step, scored.clone(), &self.spec, &self.rules)?;
         Ok(vec![scored, profile])
