@@ -21,6 +21,7 @@
 pub mod ballista;
 mod config;
 pub mod dates;
+pub mod dense;
 pub mod expr;
 mod functions;
 pub mod profile;
@@ -218,6 +219,7 @@ impl Engine {
             .with_runtime_env(runtime)
             .with_default_features()
             .with_optimizer_rules(optimizer_rules(datafusion::optimizer::Optimizer::new().rules))
+            .with_physical_optimizer_rule(Arc::new(dense::DenseRule))
             .with_physical_optimizer_rule(Arc::new(spill::MeterRule(meter.clone())))
             .build();
         let ctx = SessionContext::new_with_state(state);
