@@ -21,6 +21,7 @@ pub mod day_gaps;
 pub mod features;
 pub mod group_log;
 pub mod kmeans;
+pub mod logistic;
 pub mod predict;
 pub mod rfm;
 pub mod roc;

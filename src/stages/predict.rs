@@ -356,18 +356,17 @@ pub fn fit(step: &str, s: &PredictSpec, x: Array2<f64>, y: Vec<f64>, fill: Optio
                     ),
                 ));
             }
-            let fitted = linfa_logistic::LogisticRegression::default()
-                .alpha(s.alpha)
-                .max_iterations(s.max_iter)
-                .with_intercept(true)
-                .fit(&DatasetBase::new(zt, labels))
-                .map_err(|e| Error::step(step, format!("logistic regression failed: {e}")))?;
-            // linfa labels the more frequent class "positive"; we want P(1).
-            let sign = if fitted.labels().pos.class == 1 { 1.0 } else { -1.0 };
-            (
-                fitted.params().iter().map(|b| sign * b).collect(),
-                sign * fitted.intercept(),
-            )
+            let labels: Vec<f64> = yt.iter().copied().collect();
+            let fitted = super::logistic::fit(zt.view(), &labels, s.alpha, s.max_iter);
+            if !fitted.converged {
+                tracing::warn!(
+                    step,
+                    iterations = fitted.iterations,
+                    "logistic regression stopped before converging (max_iter: {})",
+                    s.max_iter
+                );
+            }
+            (fitted.coef, fitted.intercept)
         }
     };
     // Back to original units: β = βz/σ, b = bz − Σ βz·μ/σ.
