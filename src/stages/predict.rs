@@ -36,6 +36,7 @@ use ndarray::{Array1, Array2};
 use serde::Deserialize;
 
 use super::features::{FeatureRequest, NullPolicy, Standardizer, collect_features, feature_exprs, holdout_expr};
+use super::logistic::sigmoid;
 use super::{Resolver, Stage, Want, check_column, name_value_schema, name_value_table, table_schema};
 use crate::engine::Engine;
 use crate::engine::expr::{column, f64_col};
@@ -148,7 +149,7 @@ impl Model {
         let eta = self.intercept + self.coef.iter().zip(x).map(|(b, v)| b * v).sum::<f64>();
         match self.kind {
             ModelKind::Linear => eta,
-            ModelKind::Logistic => logistic(eta),
+            ModelKind::Logistic => sigmoid(eta),
         }
     }
 
@@ -162,15 +163,6 @@ impl Model {
             ModelKind::Linear => eta,
             ModelKind::Logistic => lit(1.0) / (lit(1.0) + exp(lit(0.0) - eta)),
         }
-    }
-}
-
-fn logistic(eta: f64) -> f64 {
-    if eta >= 0.0 {
-        1.0 / (1.0 + (-eta).exp())
-    } else {
-        let e = eta.exp();
-        e / (1.0 + e)
     }
 }
 
@@ -333,7 +325,6 @@ pub fn fit(step: &str, s: &PredictSpec, x: Array2<f64>, y: Vec<f64>, fill: Optio
             ));
         }
     }
-    let yt = Array1::from(y);
     let scaling = Standardizer::fit(step, &x, &s.features)?;
     let zt = scaling.transform_into(x);
     let (means, stds) = (&scaling.means, &scaling.stds);
@@ -341,23 +332,18 @@ pub fn fit(step: &str, s: &PredictSpec, x: Array2<f64>, y: Vec<f64>, fill: Optio
         ModelKind::Linear => {
             let fitted = linfa_linear::LinearRegression::new()
                 .with_intercept(true)
-                .fit(&DatasetBase::new(zt, yt))
+                .fit(&DatasetBase::new(zt, Array1::from(y)))
                 .map_err(|e| Error::step(step, format!("least squares failed: {e}")))?;
             (fitted.params().to_vec(), fitted.intercept())
         }
         ModelKind::Logistic => {
-            let labels: Array1<u8> = yt.mapv(|v| u8::from(v == 1.0));
-            if labels.iter().all(|&l| l == labels[0]) {
+            if y.iter().all(|&l| l == y[0]) {
                 return Err(Error::step(
                     step,
-                    format!(
-                        "label \"{}\" has only the value {} in the training rows",
-                        s.label, labels[0]
-                    ),
+                    format!("label \"{}\" has only the value {} in the training rows", s.label, y[0]),
                 ));
             }
-            let labels: Vec<f64> = yt.iter().copied().collect();
-            let fitted = super::logistic::fit(zt.view(), &labels, s.alpha, s.max_iter);
+            let fitted = super::logistic::fit(zt.view(), &y, s.alpha, s.max_iter);
             if !fitted.converged {
                 tracing::warn!(
                     step,
@@ -671,7 +657,7 @@ mod tests {
         for i in 0..n {
             x[[i, 0]] = normal.sample(&mut rng);
             x[[i, 1]] = 3.0 * normal.sample(&mut rng) + 1.0;
-            let p = logistic(b0 + b1 * x[[i, 0]] + b2 * x[[i, 1]]);
+            let p = sigmoid(b0 + b1 * x[[i, 0]] + b2 * x[[i, 1]]);
             y.push(if Bernoulli::new(p).unwrap().sample(&mut rng) {
                 1.0
             } else {
@@ -732,7 +718,7 @@ mod tests {
         let y_lin: Vec<f64> = x.iter().map(|v| 1.0 + 2.0 * v + normal.sample(&mut rng)).collect();
         let y_bin: Vec<f64> = x
             .iter()
-            .map(|v| f64::from(Bernoulli::new(logistic(0.3 + 1.5 * v)).unwrap().sample(&mut rng)))
+            .map(|v| f64::from(Bernoulli::new(sigmoid(0.3 + 1.5 * v)).unwrap().sample(&mut rng)))
             .collect();
         let schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
