@@ -22,6 +22,7 @@ pub mod features;
 pub mod group_log;
 pub mod kmeans;
 pub mod logistic;
+pub mod ols;
 pub mod predict;
 pub mod rfm;
 pub mod roc;

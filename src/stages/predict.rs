@@ -1,6 +1,6 @@
-//! `predict:` linear regression (linfa-linear OLS with intercept) or logistic
-//! regression (linfa-logistic, L2 `alpha`), trained on one table and scored
-//! on another.
+//! `predict:` linear regression (least squares with intercept,
+//! [`super::ols`]) or logistic regression (linfa-logistic's L2 objective,
+//! [`super::logistic`]), trained on one table and scored on another.
 //!
 //! The holdout is chosen from a stable hash of the id and `seed`, so the
 //! split does not move between runs or machines, or given by a Boolean
@@ -30,13 +30,12 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::DataFrame;
 use datafusion::prelude::col;
-use linfa::DatasetBase;
-use linfa::traits::Fit;
-use ndarray::{Array1, Array2};
+use ndarray::Array2;
 use serde::Deserialize;
 
 use super::features::{FeatureRequest, NullPolicy, Standardizer, collect_features, feature_exprs, holdout_expr};
 use super::logistic::sigmoid;
+use super::ols::OlsError;
 use super::{Resolver, Stage, Want, check_column, name_value_schema, name_value_table, table_schema};
 use crate::engine::Engine;
 use crate::engine::expr::{column, f64_col};
@@ -330,11 +329,18 @@ pub fn fit(step: &str, s: &PredictSpec, x: Array2<f64>, y: Vec<f64>, fill: Optio
     let (means, stds) = (&scaling.means, &scaling.stds);
     let (zcoef, zintercept) = match s.model {
         ModelKind::Linear => {
-            let fitted = linfa_linear::LinearRegression::new()
-                .with_intercept(true)
-                .fit(&DatasetBase::new(zt, Array1::from(y)))
-                .map_err(|e| Error::step(step, format!("least squares failed: {e}")))?;
-            (fitted.params().to_vec(), fitted.intercept())
+            let fitted = super::ols::fit(zt.view(), &y).map_err(|e| {
+                let why = match e {
+                    OlsError::Dependent(j) => format!(
+                        "feature \"{}\" is a linear combination of the features before it (and a constant); drop it or one of them",
+                        s.features[j]
+                    ),
+                    OlsError::NonFinite => format!("label \"{}\" has a non-finite value", s.label),
+                    OlsError::TooFewRows => format!("{} rows are too few", zt.nrows()),
+                };
+                Error::step(step, format!("least squares failed: {why}"))
+            })?;
+            (fitted.coef, fitted.intercept)
         }
         ModelKind::Logistic => {
             if y.iter().all(|&l| l == y[0]) {
@@ -644,6 +650,27 @@ mod tests {
         for (g, w) in got.iter().zip(&want) {
             assert!(((g - w) / w).abs() < 1e-8, "{got:?} vs {want:?}");
         }
+    }
+
+    #[test]
+    fn ols_names_a_feature_that_depends_on_the_ones_before() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(2);
+        let noise = Normal::new(0.0, 1.0).unwrap();
+        let n = 300;
+        let mut x = Array2::zeros((n, 3));
+        let mut y = Vec::new();
+        for i in 0..n {
+            x[[i, 0]] = noise.sample(&mut rng);
+            x[[i, 1]] = 2.0 * x[[i, 0]] + 7.0;
+            x[[i, 2]] = noise.sample(&mut rng);
+            y.push(x[[i, 0]] + noise.sample(&mut rng));
+        }
+        let e = fit("p", &spec(ModelKind::Linear, 3), x, y, None).unwrap_err();
+        assert_eq!(
+            e.render(),
+            "step \"p\": least squares failed: feature \"x1\" is a linear combination of the features before it \
+             (and a constant); drop it or one of them"
+        );
     }
 
     #[test]
