@@ -6,7 +6,10 @@
 //! the fitted model as an expression inside the plan.
 
 use datafusion::arrow::array::{Array, AsArray, Float64Array};
+use datafusion::common::stats::Precision;
 use datafusion::logical_expr::{Expr, lit};
+use datafusion::physical_plan::execute_stream;
+use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 use datafusion::prelude::{SessionContext, coalesce};
 use futures::StreamExt;
 use ndarray::Array2;
@@ -97,10 +100,17 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
     }
     let df = df.select(exprs).map_err(|e| Error::step(step, e))?;
     let d = req.features.len();
-    let mut stream = df.execute_stream().await.map_err(|e| Error::step(step, e))?;
+    let plan = df.create_physical_plan().await.map_err(|e| Error::step(step, e))?;
     // Kept rows, each one record (see [`Kept`]). A sample replaces rows in
-    // place.
+    // place. Room for them all at once where the plan knows its row count
+    // (a materialized table does): no copies as the records grow.
     let mut kept = Kept::new(d);
+    if let Ok(stats) = StatisticsContext::new().compute(plan.as_ref(), &StatisticsArgs::new())
+        && let Precision::Exact(rows) = stats.num_rows
+    {
+        kept.reserve(req.sample.map_or(rows, |n| n.min(rows)));
+    }
+    let mut stream = execute_stream(plan, ctx.task_ctx()).map_err(|e| Error::step(step, e))?;
     let mut heap: std::collections::BinaryHeap<(u64, usize)> = std::collections::BinaryHeap::new();
     let mut nulls = vec![0usize; d];
     let mut label_nulls = 0usize;
@@ -208,8 +218,7 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
     // batches in any order, and fits (k-means++ picks rows by position)
     // must not depend on it. Sorted by hash first (fast, on primitives);
     // rows with equal hashes (the same id twice) by the rest.
-    let mut order: Vec<(u64, usize)> = (0..kept.len()).map(|i| (kept.hash(i), i)).collect();
-    order.sort_unstable();
+    let order = sorted_by_hash((0..kept.len()).map(|i| kept.hash(i)).collect());
     let mut order: Vec<usize> = order.into_iter().map(|(_, i)| i).collect();
     let mut at = 0;
     while at < order.len() {
@@ -264,33 +273,19 @@ pub async fn collect_features(ctx: &SessionContext, req: &FeatureRequest<'_>) ->
             format!("no rows of \"{}\" are left to fit on after dropping nulls", req.table),
         ));
     }
-    let mut x = Array2::<f64>::zeros((order.len(), d));
-    let mut hashes = Vec::with_capacity(order.len());
-    let mut y = req.label.map(|_| Vec::with_capacity(order.len()));
-    // In hash order, the rows are read at random: each is one record, a
-    // few adjacent cache lines.
-    let w = kept.w();
-    for (r, &i) in order.iter().enumerate() {
-        let rec = kept.record(i);
-        for j in 0..d {
-            let v = match (Kept::valid_in(rec, j), &fill) {
-                (true, _) => Kept::val_in(rec, w, j),
-                (false, Some(f)) => f[j],
-                (false, None) => f64::NAN,
-            };
-            if !v.is_finite() {
-                return Err(Error::step(
-                    step,
-                    format!("feature \"{}\" has a non-finite value ({v})", req.features[j]),
-                ));
-            }
-            x[[r, j]] = v;
-        }
-        if let (Some(y), Some(l)) = (&mut y, Kept::y_in(rec)) {
-            y.push(l);
-        }
-        hashes.push(rec[0]);
-    }
+    let (x, y, hashes) = kept
+        .gather(
+            &order,
+            fill.as_deref(),
+            req.label.is_some(),
+            super::btyd::fit::fit_threads(),
+        )
+        .map_err(|(j, v)| {
+            Error::step(
+                step,
+                format!("feature \"{}\" has a non-finite value ({v})", req.features[j]),
+            )
+        })?;
     Ok(Features {
         x,
         y,
@@ -308,6 +303,39 @@ struct Row<'a> {
     cols: &'a [&'a Float64Array],
     ys: Option<&'a Float64Array>,
     flags: Option<&'a datafusion::arrow::array::BooleanArray>,
+}
+
+/// Rows from which [`Kept::gather`] runs on all cores.
+const GATHER_PARALLEL_ROWS: usize = 1 << 15;
+
+/// `(hash, index)` pairs in ascending order, as `sort_unstable` orders them:
+/// counted into buckets by the hashes' top bits (buckets in order), then
+/// each bucket (a few pairs: the hashes are uniform) sorted. Linear time
+/// for the id hashes; equal hashes all land in one bucket, sorted as before.
+fn sorted_by_hash(hashes: Vec<u64>) -> Vec<(u64, usize)> {
+    let n = hashes.len();
+    let bits = (usize::BITS - n.leading_zeros()).saturating_sub(2).clamp(1, 20);
+    let bucket = |h: u64| (h >> (64 - bits)) as usize;
+    let mut starts = vec![0usize; (1 << bits) + 1];
+    for &h in &hashes {
+        starts[bucket(h) + 1] += 1;
+    }
+    for b in 1..starts.len() {
+        starts[b] += starts[b - 1];
+    }
+    let mut at = starts.clone();
+    let mut out = vec![(0u64, 0usize); n];
+    for (i, &h) in hashes.iter().enumerate() {
+        let b = bucket(h);
+        out[at[b]] = (h, i);
+        at[b] += 1;
+    }
+    for w in starts.windows(2) {
+        if w[1] - w[0] > 1 {
+            out[w[0]..w[1]].sort_unstable();
+        }
+    }
+    out
 }
 
 /// The rows kept for fitting, flat (see [`collect_features`]).
@@ -389,6 +417,84 @@ impl Kept {
             rec[3 + j / 64] |= u64::from(c.is_valid(r)) << (j % 64);
             rec[3 + w + j] = c.value(r).to_bits();
         }
+    }
+
+    /// Room for `rows` more records.
+    fn reserve(&mut self, rows: usize) {
+        self.records.reserve(rows.saturating_mul(self.stride()));
+    }
+
+    /// The rows `order` (record indices) as the fitting matrix (nulls
+    /// replaced by `fill`, else NaN), with their labels (if `labels`) and
+    /// hashes, on `threads` threads for many rows (each its contiguous run
+    /// of output rows: the same matrix for any thread count). In hash order
+    /// the records are read at random: each is one record, a few adjacent
+    /// cache lines.
+    ///
+    /// # Errors
+    /// `(feature, value)` of the first non-finite value (in output order).
+    #[allow(clippy::type_complexity)]
+    fn gather(
+        &self,
+        order: &[usize],
+        fill: Option<&[f64]>,
+        labels: bool,
+        threads: usize,
+    ) -> std::result::Result<(Array2<f64>, Option<Vec<f64>>, Vec<u64>), (usize, f64)> {
+        let (n, d, w) = (order.len(), self.d, self.w());
+        let mut x = vec![0.0; n * d];
+        let mut y = vec![0.0; if labels { n } else { 0 }];
+        let mut hashes = vec![0u64; n];
+        let fill_part = |order: &[usize], x: &mut [f64], y: &mut [f64], hashes: &mut [u64]| {
+            for (r, &i) in order.iter().enumerate() {
+                let rec = self.record(i);
+                for j in 0..d {
+                    let v = match (Kept::valid_in(rec, j), fill) {
+                        (true, _) => Kept::val_in(rec, w, j),
+                        (false, Some(f)) => f[j],
+                        (false, None) => f64::NAN,
+                    };
+                    if !v.is_finite() {
+                        return Err((j, v));
+                    }
+                    x[r * d + j] = v;
+                }
+                if labels {
+                    // A label is never null here (nulls are refused first).
+                    y[r] = Kept::y_in(rec).unwrap_or(f64::NAN);
+                }
+                hashes[r] = rec[0];
+            }
+            Ok(())
+        };
+        let threads = if n < GATHER_PARALLEL_ROWS { 1 } else { threads };
+        let per = n.div_ceil(threads.max(1)).max(1);
+        let results: Vec<std::result::Result<(), (usize, f64)>> = if threads <= 1 {
+            vec![fill_part(order, &mut x, &mut y, &mut hashes)]
+        } else {
+            let y_per = if labels { per } else { 0 };
+            std::thread::scope(|s| {
+                let mut ys = y.chunks_mut(y_per.max(1));
+                let handles: Vec<_> = order
+                    .chunks(per)
+                    .zip(x.chunks_mut(per * d.max(1)))
+                    .zip(hashes.chunks_mut(per))
+                    .map(|((o, xp), hp)| {
+                        let yp: &mut [f64] = if labels { ys.next().unwrap_or_default() } else { &mut [] };
+                        let fill_part = &fill_part;
+                        s.spawn(move || fill_part(o, xp, yp, hp))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect()
+            })
+        };
+        // The first part's error is the first row's.
+        results.into_iter().collect::<std::result::Result<Vec<()>, _>>()?;
+        let x = Array2::from_shape_vec((n, d), x).map_err(|_| (0, f64::NAN))?;
+        Ok((x, labels.then_some(y), hashes))
     }
 
     fn push(&mut self, h: u64, row: &Row, r: usize) {
@@ -723,5 +829,93 @@ mod tests {
                 counts.join(", ")
             )
         );
+    }
+
+    #[test]
+    fn hashes_sorted_by_buckets_equal_a_comparison_sort() {
+        let mut h = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            h = crate::hash::splitmix64(h);
+            h
+        };
+        // Uniform hashes; some repeated; all the same; few; none.
+        let uniform: Vec<u64> = (0..100_000).map(|_| next()).collect();
+        let mut repeated = uniform[..5_000].to_vec();
+        repeated.extend_from_within(..2_000);
+        repeated.extend(std::iter::repeat_n(7u64, 300));
+        for hashes in [
+            uniform,
+            repeated,
+            vec![42; 1_000],
+            vec![3, 1, 2],
+            vec![u64::MAX, 0],
+            vec![],
+        ] {
+            let mut want: Vec<(u64, usize)> = hashes.iter().copied().zip(0..).collect();
+            want.sort_unstable();
+            assert_eq!(sorted_by_hash(hashes.clone()), want, "{} hashes", hashes.len());
+        }
+    }
+
+    /// Rows with their values (a null in some), label and hash, gathered in
+    /// a shuffled order on 1, 2 and 3 threads: the same matrix, labels and
+    /// hashes, each row its own record's; a non-finite value is reported as
+    /// the first in output order whichever thread meets it.
+    #[test]
+    fn gathered_rows_are_the_same_on_any_thread_count() {
+        let (n, d) = (GATHER_PARALLEL_ROWS + 1_001, 3);
+        let cols: Vec<Float64Array> = (0..d)
+            .map(|j| {
+                Float64Array::from(
+                    (0..n)
+                        .map(|i| (i % 97 != 5 + j).then_some(i as f64 * 10.0 + j as f64))
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        let refs: Vec<&Float64Array> = cols.iter().collect();
+        let ys = Float64Array::from_iter_values((0..n).map(|i| -(i as f64)));
+        let row = Row {
+            cols: &refs,
+            ys: Some(&ys),
+            flags: None,
+        };
+        let mut kept = Kept::new(d);
+        for r in 0..n {
+            kept.push(1_000_000 + r as u64, &row, r);
+        }
+        let order: Vec<usize> = (0..n).map(|i| (i * 7_919) % n).collect();
+        let fill = [-1.0, -2.0, -3.0];
+        let one = kept.gather(&order, Some(&fill), true, 1).unwrap();
+        for (r, &i) in order.iter().enumerate() {
+            for j in 0..d {
+                let want = if i % 97 == 5 + j {
+                    fill[j]
+                } else {
+                    i as f64 * 10.0 + j as f64
+                };
+                assert_eq!(one.0[[r, j]], want, "row {r} (record {i}) feature {j}");
+            }
+            assert_eq!(one.1.as_ref().unwrap()[r], -(i as f64));
+            assert_eq!(one.2[r], 1_000_000 + i as u64);
+        }
+        for threads in [2, 3] {
+            assert_eq!(
+                kept.gather(&order, Some(&fill), true, threads).unwrap(),
+                one,
+                "{threads} threads"
+            );
+        }
+        // Without a fill the nulls are NaN: the first in output order is
+        // the error on any thread count, though every thread meets some
+        // (the feature tells which row: rows i % 97 = 5 + j are null in j).
+        let first = order.iter().find(|&&i| (5..5 + d).contains(&(i % 97))).unwrap();
+        for threads in [1, 2, 3] {
+            let got = kept
+                .gather(&order, None, false, threads)
+                .map(|_| ())
+                .map_err(|(j, v)| (j, v.is_nan()));
+            assert_eq!(got, Err((first % 97 - 5, true)), "{threads} threads");
+        }
     }
 }
