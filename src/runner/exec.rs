@@ -585,22 +585,6 @@ pub(super) fn release_unread(engine: &Engine, plan: &Plan, done: usize) {
     }
 }
 
-/// A stage's small table (a model, metrics, a profile: at most a few
-/// hundred rows) computed now and kept as literal rows, so that it no
-/// longer reads the step's inputs: a view of the holdout metrics held the
-/// SPEC job's training set (96 MB) until its sink was written, through the
-/// scores join where the run's memory peaks. Literal rows travel inside
-/// plans, also to Ballista's executors.
-async fn small_table(
-    engine: &Engine,
-    df: DataFrame,
-) -> std::result::Result<Arc<dyn TableProvider>, crate::error::Cause> {
-    let schema = Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await?;
-    let batch = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
-    Ok(engine.values(&batch)?.into_view())
-}
-
 /// A staged sink as a table (for its checks).
 async fn staged_table(engine: &Engine, s: &Staged) -> Result<DataFrame> {
     let err = |m: String| Error::sink(&s.sink.table, &s.sink.location, m);
@@ -638,8 +622,6 @@ pub(super) async fn run_step(engine: &Engine, plan: &Plan, step: &Step) -> Resul
             let (mem, n) = engine.materialize(df).await.map_err(|e| Error::step(name, e))?;
             rows = Some(n);
             mem
-        } else if i > 0 && matches!(step.kind, StepKind::Stage(_)) {
-            small_table(engine, df).await.map_err(|e| Error::step(name, e))?
         } else {
             df.into_view()
         };
